@@ -1,0 +1,1 @@
+"""Aggregation strategies, one module per strategy; see DESIGN §6."""

@@ -1,0 +1,1 @@
+"""Flower ClientApp, node identity and voter logic; see DESIGN §5."""

@@ -1,0 +1,1 @@
+"""Solidity sources, compiled artifacts and Python bindings of the governance contracts."""

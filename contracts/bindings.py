@@ -1,0 +1,357 @@
+"""Typed web3.py bindings of the governance contracts.
+
+Transactions are sent from an address the node (or a ``SignAndSendRawMiddlewareBuilder``
+middleware) can sign for. Every revert, whether found while estimating gas or in a mined
+receipt, surfaces as :class:`~fedledger.contracts.errors.ContractRevert`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+from web3 import EthereumTesterProvider, Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.types import TxReceipt
+
+from .artifacts import load_artifact, signature
+from .errors import ContractRevert, as_contract_revert
+from .typed_data import Domain, SignedAction
+from .types import MemberInfo, Role, RoundInfo, RoundOpened, TaskConfig, UpdateInfo, VoteInfo, VoteMode
+
+T = TypeVar("T")
+
+GAS_MARGIN = 1.25
+"""Head-room over the estimate: batch entries that run out of gas would be rejected silently."""
+
+EMBEDDED_TX_GAS = 20_000_000
+"""Gas limit of transactions on the embedded chain, where gas costs nothing and estimating is slow."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A decoded contract event."""
+
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    transaction_hash: str
+    log_index: int
+    address: str
+
+
+@dataclass
+class Sent:
+    """A mined transaction: its receipt and the events it emitted."""
+
+    receipt: TxReceipt
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def gas_used(self) -> int:
+        """Gas the transaction used."""
+        return int(self.receipt["gasUsed"])
+
+    def named(self, name: str) -> list[Event]:
+        """Events called ``name``, in log order."""
+        return [e for e in self.events if e.name == name]
+
+
+def _call(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except Exception as exc:
+        revert = as_contract_revert(exc)
+        if revert is None:
+            raise
+        raise revert from exc
+
+
+class _Bound:
+    """A deployed contract with revert translation, transaction sending and event decoding."""
+
+    artifact_name = ""
+
+    def __init__(self, w3: Web3, address: str) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.contract: Contract = w3.eth.contract(
+            address=self.address, abi=load_artifact(self.artifact_name).abi
+        )
+        self._events_by_topic = {
+            HexBytes(Web3.keccak(text=signature(item))): item["name"]
+            for item in self.contract.abi
+            if item.get("type") == "event"
+        }
+
+    def _view(self, name: str, *args: Any) -> Any:
+        return _call(lambda: self.contract.functions[name](*args).call())
+
+    def _send(self, sender: str, name: str, *args: Any, value: int = 0, gas: int | None = None) -> Sent:
+        return send(self.w3, self.contract.functions[name](*args), sender, value=value, gas=gas, decoder=self)
+
+    def decode_receipt(self, receipt: TxReceipt) -> list[Event]:
+        """Decode this contract's events in ``receipt``."""
+        return [e for log in receipt["logs"] if (e := self.decode_log(log)) is not None]
+
+    def decode_log(self, log: Any) -> Event | None:
+        """Decode one raw log of this contract, or ``None`` if it is not one of its events."""
+        if to_checksum_address(log["address"]) != self.address or not log["topics"]:
+            return None
+        name = self._events_by_topic.get(HexBytes(log["topics"][0]))
+        if name is None:
+            return None
+        decoded = self.contract.events[name]().process_log(log)
+        return Event(
+            name=name,
+            args=dict(decoded["args"]),
+            block_number=int(log["blockNumber"]),
+            transaction_hash=HexBytes(log["transactionHash"]).to_0x_hex(),
+            log_index=int(log["logIndex"]),
+            address=self.address,
+        )
+
+    def events(
+        self, from_block: int = 0, to_block: int | str = "latest", names: Iterable[str] | None = None
+    ) -> list[Event]:
+        """All events of this contract in a block range, in chain order (optionally only ``names``)."""
+        logs = self.w3.eth.get_logs({"address": self.address, "fromBlock": from_block, "toBlock": to_block})
+        wanted = set(names) if names is not None else None
+        out = [e for log in logs if (e := self.decode_log(log)) is not None]
+        return [e for e in out if wanted is None or e.name in wanted]
+
+
+def send(
+    w3: Web3,
+    fn: ContractFunction,
+    sender: str,
+    *,
+    value: int = 0,
+    gas: int | None = None,
+    decoder: _Bound | None = None,
+) -> Sent:
+    """Send ``fn`` from ``sender`` and wait for it to be mined.
+
+    Gas is estimated first, which surfaces a revert with its reason before anything is sent.
+
+    Raises:
+        ContractRevert: the call reverts (when estimating, or in the mined receipt).
+    """
+    params: dict[str, Any] = {"from": to_checksum_address(sender), "value": value}
+    if gas is None and isinstance(w3.provider, EthereumTesterProvider):
+        # eth-tester estimates by bisection (many executions); one call surfaces any revert.
+        _call(lambda: fn.call(params) if hasattr(fn, "call") else fn.estimate_gas(params))
+        gas = EMBEDDED_TX_GAS
+    elif gas is None:
+        gas = int(_call(lambda: fn.estimate_gas(params)) * GAS_MARGIN) + 10_000
+    params["gas"] = gas
+    tx_hash = _call(lambda: fn.transact(params))
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    if receipt["status"] != 1:
+        if hasattr(fn, "call"):  # replay on the parent block to recover the reason
+            _call(lambda: fn.call(params, block_identifier=receipt["blockNumber"] - 1))
+        raise ContractRevert(None)
+    return Sent(receipt, decoder.decode_receipt(receipt) if decoder else [])
+
+
+def deploy_contract(
+    w3: Web3, artifact_name: str, sender: str, *args: Any, value: int = 0, bytecode: str | None = None
+) -> tuple[str, Sent]:
+    """Deploy ``artifact_name`` with constructor ``args``; return its address and the receipt."""
+    artifact = load_artifact(artifact_name)
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=bytecode or artifact.bytecode)
+    sent = send(w3, factory.constructor(*args), sender, value=value)
+    return to_checksum_address(sent.receipt["contractAddress"]), sent
+
+
+class FLTaskContract(_Bound):
+    """Typed access to one deployed ``FLTask``."""
+
+    artifact_name = "FLTask"
+
+    # ------------------------------------------------------------- views
+
+    def config(self) -> TaskConfig:
+        """The immutable task parameters."""
+        return TaskConfig.from_tuple(self._view("config"))
+
+    def domain(self) -> Domain:
+        """The EIP-712 domain signatures for this task must use."""
+        return Domain(chain_id=self.w3.eth.chain_id, verifying_contract=self.address)
+
+    def current_round(self) -> int:
+        """Number of the latest opened round (0 before the first)."""
+        return int(self._view("currentRound"))
+
+    def reward_pool(self) -> int:
+        """Wei left in the reward pool."""
+        return int(self._view("rewardPool"))
+
+    def global_model_hash(self) -> bytes:
+        """Hash of the current global model."""
+        return bytes(self._view("globalModelHash"))
+
+    def round_info(self, round_: int) -> RoundInfo:
+        """Public state of ``round_``."""
+        return RoundInfo.from_tuple(self._view("getRound", round_))
+
+    def committee(self, round_: int) -> tuple[list[str], list[str]]:
+        """Proposers and voters of ``round_``."""
+        proposers, voters = self._view("committee", round_)
+        return list(proposers), list(voters)
+
+    def role_of(self, round_: int, account: str) -> tuple[Role, int]:
+        """Role of ``account`` in ``round_`` and its position within that role."""
+        role, index = self._view("roleOf", round_, to_checksum_address(account))
+        return Role(role), int(index)
+
+    def update(self, round_: int, index: int) -> UpdateInfo:
+        """Commitment of proposer number ``index``."""
+        return UpdateInfo.from_tuple(self._view("getUpdate", round_, index))
+
+    def vote(self, round_: int, index: int) -> VoteInfo:
+        """Vote state of voter number ``index``."""
+        return VoteInfo.from_tuple(self._view("getVote", round_, index))
+
+    def member(self, account: str) -> MemberInfo:
+        """Stake, exit state, credited balance and nonce of ``account``."""
+        return MemberInfo.from_tuple(self._view("getMember", to_checksum_address(account)))
+
+    def members(self) -> list[str]:
+        """All members."""
+        return list(self._view("members"))
+
+    def eligible_members(self) -> list[str]:
+        """Members the next round may draw."""
+        return list(self._view("eligibleMembers"))
+
+    def preview_sortition(self, seed: bytes) -> tuple[list[str], list[str]]:
+        """The committee the current eligible members would form under ``seed``."""
+        proposers, voters = self._view("previewSortition", seed)
+        return list(proposers), list(voters)
+
+    def vote_commitment(self, round_: int, bits: int, salt: bytes, voter: str) -> bytes:
+        """The commitment a voter must commit for ``bits`` and ``salt`` (computed by the contract)."""
+        return bytes(self._view("voteCommitment", round_, bits, salt, to_checksum_address(voter)))
+
+    def nonce(self, account: str) -> int:
+        """Next EIP-712 nonce of ``account``."""
+        return int(self._view("nonces", to_checksum_address(account)))
+
+    def balance(self) -> int:
+        """Wei held by the contract."""
+        return int(self.w3.eth.get_balance(self.address))
+
+    # ------------------------------------------------------ membership
+
+    def register(self, sender: str, stake: int) -> Sent:
+        """Join with ``stake`` wei."""
+        return self._send(sender, "register", value=stake)
+
+    def add_stake(self, sender: str, amount: int) -> Sent:
+        """Add ``amount`` wei of stake."""
+        return self._send(sender, "addStake", value=amount)
+
+    def fund_pool(self, sender: str, amount: int) -> Sent:
+        """Add ``amount`` wei to the reward pool."""
+        return self._send(sender, "fundPool", value=amount)
+
+    def request_exit(self, sender: str) -> Sent:
+        """Ask to leave."""
+        return self._send(sender, "requestExit")
+
+    def complete_exit(self, sender: str) -> Sent:
+        """Leave after the exit delay; the stake is credited for withdrawal."""
+        return self._send(sender, "completeExit")
+
+    def withdraw(self, sender: str) -> Sent:
+        """Receive everything credited to ``sender``."""
+        return self._send(sender, "withdraw")
+
+    # ----------------------------------------------------------- rounds
+
+    def open_round(self, sender: str) -> tuple[RoundOpened, Sent]:
+        """Open the next round (coordinator); returns the drawn roles."""
+        sent = self._send(sender, "openRound")
+        args = sent.named("RoundOpened")[0].args
+        opened = RoundOpened(
+            round=args["round"],
+            seed=bytes(args["seed"]),
+            proposers=list(args["proposers"]),
+            voters=list(args["voters"]),
+            deadline=args["deadline"],
+        )
+        return opened, sent
+
+    def commit_update(self, sender: str, round_: int, update_hash: bytes, num_examples: int) -> Sent:
+        """Commit an update as ``sender``."""
+        return self._send(sender, "commitUpdate", round_, update_hash, num_examples)
+
+    def propose_aggregate(self, sender: str, round_: int, candidate_hash: bytes) -> Sent:
+        """Propose the aggregated candidate (coordinator, aggregate mode)."""
+        return self._send(sender, "proposeAggregate", round_, candidate_hash)
+
+    def commit_vote(self, sender: str, round_: int, commitment: bytes) -> Sent:
+        """Commit a hidden vote as ``sender``."""
+        return self._send(sender, "commitVote", round_, commitment)
+
+    def reveal_vote(self, sender: str, round_: int, bits: int, salt: bytes) -> Sent:
+        """Reveal a vote as ``sender``."""
+        return self._send(sender, "revealVote", round_, bits, salt)
+
+    def advance_phase(self, sender: str, round_: int) -> Sent:
+        """Move ``round_`` on after everyone acted or the deadline passed."""
+        return self._send(sender, "advancePhase", round_)
+
+    def finalize_round(self, sender: str, round_: int) -> Sent:
+        """Tally, reward and slash ``round_``."""
+        return self._send(sender, "finalizeRound", round_)
+
+    def publish_global(self, sender: str, round_: int, model_hash: bytes) -> Sent:
+        """Publish the hash of the aggregate of accepted updates (coordinator, per-update mode)."""
+        return self._send(sender, "publishGlobal", round_, model_hash)
+
+    def relay(self, sender: str, signed: Sequence[SignedAction], gas: int | None = None) -> Sent:
+        """Relay signed actions of one type in one batch transaction paid by ``sender``."""
+        if not signed:
+            raise ValueError("nothing to relay")
+        kinds = {s.action.name for s in signed}
+        if len(kinds) != 1:
+            raise ValueError(f"a batch holds one action type, got {sorted(kinds)}")
+        function = signed[0].action.batch_function
+        return self._send(sender, function, [s.as_request() for s in signed], gas=gas)
+
+
+class FLTaskFactoryContract(_Bound):
+    """Typed access to the task factory / registry."""
+
+    artifact_name = "FLTaskFactory"
+
+    def create_task(self, sender: str, config: TaskConfig, pool: int = 0) -> tuple[FLTaskContract, Sent]:
+        """Create a task with ``config``, seeding its reward pool with ``pool`` wei."""
+        sent = self._send(sender, "createTask", config.to_tuple(), value=pool)
+        address = sent.named("TaskCreated")[0].args["task"]
+        task = FLTaskContract(self.w3, address)
+        sent.events.extend(task.decode_receipt(sent.receipt))
+        return task, sent
+
+    def tasks(self) -> list[str]:
+        """All tasks, in creation order."""
+        return list(self._view("tasks"))
+
+    def is_task(self, address: str) -> bool:
+        """True when ``address`` was created by this factory."""
+        return bool(self._view("isTask", to_checksum_address(address)))
+
+    def task_code(self) -> str:
+        """Address of the code store holding FLTask's creation code."""
+        return str(self._view("taskCode"))
+
+
+def vote_mode_items(mode: VoteMode, num_proposers: int) -> int:
+    """How many bits a vote carries: one per proposer, or one for the candidate."""
+    return num_proposers if mode is VoteMode.PER_UPDATE else 1

@@ -1,0 +1,288 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+/**
+ * @title IFLTask
+ * @notice Types, events and errors of one governed federated-learning task.
+ * @dev The round protocol follows arXiv:2307.00543 (FLock): proposers train, voters
+ * judge, +1/-1 votes are summed and a tally >= 0 accepts. Two vote modes exist:
+ * `PerUpdate` (one tally per proposer, a vote is a bitmap over the round's
+ * proposers) and `Aggregate` (the paper: one tally on the aggregated candidate).
+ */
+interface IFLTask {
+    // ------------------------------------------------------------------ types
+
+    /// @notice What voters judge: each proposer's update, or the aggregated candidate.
+    enum VoteMode {
+        PerUpdate,
+        Aggregate
+    }
+
+    /// @notice Life cycle of a round. `None` means the round was never opened.
+    enum Phase {
+        None,
+        Training,
+        Voting,
+        Revealing,
+        Finalized
+    }
+
+    /// @notice Role of an account in a round.
+    enum Role {
+        None,
+        Proposer,
+        Voter
+    }
+
+    /// @notice Kind of a relayed action, used by {ActionRejected}.
+    enum Action {
+        CommitUpdate,
+        CommitVote,
+        RevealVote,
+        RequestExit,
+        CompleteExit,
+        Withdraw
+    }
+
+    /// @notice Why a participant was slashed in {Slashed}.
+    enum SlashReason {
+        RejectedUpdate,
+        MissingUpdate,
+        LosingVote,
+        UnrevealedVote
+    }
+
+    /**
+     * @notice Immutable parameters of a task, fixed at deployment.
+     * @param configHash hash of the off-chain task description (model, data, hyper-parameters)
+     * @param initialModelHash keccak256 of the canonical bytes of the initial global model
+     * @param strategy aggregation strategy name, right-padded ASCII (e.g. "fedavg")
+     * @param totalRounds number of rounds the reward pool is spread over
+     * @param minStake smallest stake that makes a member eligible for sortition
+     * @param proposerShareBps share of each round's committee drawn as proposers, in basis points
+     * @param maxCommittee largest number of participants (proposers + voters) drawn per round
+     * @param slashRateBps share of its stake a "bad" participant loses, in basis points
+     * @param voteToleranceBps eps of the vote rule `score >= (1 - eps) * previous score`, in basis points
+     * @param voteMode what voters judge, see {VoteMode}
+     * @param stakeWeighted weigh votes by stake (true) or count one member one vote (false, the paper)
+     * @param trainingDuration seconds proposers have to commit before anyone may advance
+     * @param votingDuration seconds voters have to commit votes before anyone may advance
+     * @param revealDuration seconds voters have to reveal before anyone may finalize
+     * @param exitDelay seconds between an exit request and the stake withdrawal
+     * @param coordinator account allowed to open rounds, propose candidates and publish global models
+     */
+    struct TaskConfig {
+        bytes32 configHash;
+        bytes32 initialModelHash;
+        bytes32 strategy;
+        uint32 totalRounds;
+        uint256 minStake;
+        uint16 proposerShareBps;
+        uint16 maxCommittee;
+        uint16 slashRateBps;
+        uint16 voteToleranceBps;
+        VoteMode voteMode;
+        bool stakeWeighted;
+        uint64 trainingDuration;
+        uint64 votingDuration;
+        uint64 revealDuration;
+        uint64 exitDelay;
+        address coordinator;
+    }
+
+    /// @notice Public state of a round, see {getRound}.
+    struct RoundInfo {
+        Phase phase;
+        uint64 deadline;
+        uint16 numProposers;
+        uint16 numVoters;
+        uint16 numUpdates;
+        uint16 numVoteCommits;
+        uint16 numReveals;
+        bool globalPublished;
+        uint128 committedMask;
+        uint128 outcomes;
+        bytes32 seed;
+        bytes32 candidate;
+        bytes32 globalModelHash;
+        uint256 reward;
+    }
+
+    /// @notice A proposer's commitment in a round, see {getUpdate}.
+    struct UpdateInfo {
+        address proposer;
+        bytes32 updateHash;
+        uint64 numExamples;
+        bool committed;
+        bool accepted;
+        int128 tally;
+    }
+
+    /// @notice A voter's commit-reveal state in a round, see {getVote}.
+    struct VoteInfo {
+        address voter;
+        bytes32 commitment;
+        uint128 bits;
+        bool revealed;
+    }
+
+    /// @notice A member's stake and exit state, see {getMember}.
+    struct MemberInfo {
+        bool registered;
+        bool exiting;
+        uint64 exitReadyAt;
+        uint256 stake;
+        uint256 owed;
+        uint256 nonce;
+    }
+
+    /// @notice EIP-712 signed update commitment relayed by {commitUpdatesBySig}.
+    struct CommitUpdateRequest {
+        address proposer;
+        uint256 round;
+        bytes32 updateHash;
+        uint256 numExamples;
+        uint256 nonce;
+        uint256 deadline;
+        bytes signature;
+    }
+
+    /// @notice EIP-712 signed vote commitment relayed by {commitVotesBySig}.
+    struct CommitVoteRequest {
+        address voter;
+        uint256 round;
+        bytes32 commitment;
+        uint256 nonce;
+        uint256 deadline;
+        bytes signature;
+    }
+
+    /// @notice EIP-712 signed vote reveal relayed by {revealVotesBySig}.
+    struct RevealVoteRequest {
+        address voter;
+        uint256 round;
+        uint256 bits;
+        bytes32 salt;
+        uint256 nonce;
+        uint256 deadline;
+        bytes signature;
+    }
+
+    /// @notice EIP-712 signed membership action (exit, withdraw) relayed by the member batch forms.
+    struct MemberRequest {
+        address member;
+        uint256 nonce;
+        uint256 deadline;
+        bytes signature;
+    }
+
+    // ----------------------------------------------------------------- events
+
+    /// @notice `account` joined the task with `stake` wei.
+    event Registered(address indexed account, uint256 stake);
+    /// @notice The stake of `account` went from `oldStake` to `newStake`.
+    event StakeChanged(address indexed account, uint256 oldStake, uint256 newStake);
+    /// @notice `account` asked to leave; its stake can be withdrawn from `readyAt`.
+    event ExitRequested(address indexed account, uint256 readyAt);
+    /// @notice `account` left and received its `stake`.
+    event Exited(address indexed account, uint256 stake);
+    /// @notice `from` added `amount` to the reward pool.
+    event PoolFunded(address indexed from, uint256 amount);
+    /// @notice Round `round` opened with the drawn roles; proposers train until `deadline`.
+    event RoundOpened(uint256 indexed round, bytes32 seed, address[] proposers, address[] voters, uint256 deadline);
+    /// @notice Round `round` entered `phase`, which lasts until `deadline`.
+    event PhaseAdvanced(uint256 indexed round, Phase phase, uint256 deadline);
+    /// @notice `proposer` (position `index` in the round) committed to an update.
+    event UpdateCommitted(
+        uint256 indexed round, address indexed proposer, uint256 index, bytes32 updateHash, uint256 numExamples
+    );
+    /// @notice The coordinator proposed the aggregated candidate of `round` (aggregate mode).
+    event AggregateProposed(uint256 indexed round, bytes32 candidateHash);
+    /// @notice `voter` committed to a hidden vote.
+    event VoteCommitted(uint256 indexed round, address indexed voter, bytes32 commitment);
+    /// @notice `voter` revealed its vote bitmap `bits` (bit i: accept proposer i, or bit 0: accept the candidate).
+    event VoteRevealed(uint256 indexed round, address indexed voter, uint256 bits, bytes32 salt);
+    /// @notice Round `round` was tallied: bit i of `outcomes` accepts item i; `tallies[i]` is its vote sum.
+    event RoundFinalized(
+        uint256 indexed round, uint256 outcomes, int256[] tallies, uint256 roundReward, uint256 paid, uint256 slashed
+    );
+    /// @notice The global model after round `round` has hash `modelHash`.
+    event GlobalPublished(uint256 indexed round, bytes32 modelHash);
+    /// @notice `account` was credited `amount` wei for round `round`.
+    event Rewarded(uint256 indexed round, address indexed account, uint256 amount);
+    /// @notice `account` lost `amount` wei of stake in round `round`, back into the pool.
+    event Slashed(uint256 indexed round, address indexed account, uint256 amount, SlashReason reason);
+    /// @notice `account` withdrew `amount` wei of credited rewards.
+    event Withdrawn(address indexed account, uint256 amount);
+    /// @notice A relayed `action` signed by `signer` was skipped; `reason` is the ABI-encoded custom error.
+    event ActionRejected(uint256 indexed round, address indexed signer, Action action, bytes reason);
+
+    // ----------------------------------------------------------------- errors
+
+    /// @notice A constructor parameter is out of range; `parameter` names it.
+    error InvalidParameter(bytes32 parameter);
+    /// @notice Only the coordinator may call this.
+    error NotCoordinator(address caller);
+    /// @notice `account` is already a member.
+    error AlreadyRegistered(address account);
+    /// @notice `account` is not a member.
+    error NotMember(address account);
+    /// @notice `amount` is below the required `minimum`.
+    error InsufficientStake(uint256 amount, uint256 minimum);
+    /// @notice A payment of zero wei was sent where value is required.
+    error ZeroAmount();
+    /// @notice The member list holds `maxMembers` accounts already.
+    error TaskFull(uint256 maxMembers);
+    /// @notice `account` has asked to exit and cannot do this any more.
+    error ExitPending(address account);
+    /// @notice `account` has not asked to exit.
+    error ExitNotRequested(address account);
+    /// @notice The exit delay ends at `readyAt`.
+    error ExitDelayNotOver(uint256 readyAt);
+    /// @notice The account holds a role in the unfinished round `round`.
+    error ActiveInRound(uint256 round);
+    /// @notice The action names round `given` but the current round is `current`.
+    error WrongRound(uint256 given, uint256 current);
+    /// @notice The action needs phase `expected`; the round is in `actual`.
+    error WrongPhase(Phase expected, Phase actual);
+    /// @notice The action needs the other vote mode.
+    error WrongVoteMode(VoteMode mode);
+    /// @notice `account` is not a proposer of `round`.
+    error NotProposer(uint256 round, address account);
+    /// @notice `account` is not a voter of `round`.
+    error NotVoter(uint256 round, address account);
+    /// @notice `account` already acted in this role and phase of `round`.
+    error AlreadyActed(uint256 round, address account);
+    /// @notice `account` reveals without having committed a vote in `round`.
+    error NoVoteCommitted(uint256 round, address account);
+    /// @notice The revealed vote does not hash to the commitment.
+    error CommitmentMismatch(bytes32 expected, bytes32 actual);
+    /// @notice `bits` has a bit set beyond the `numItems` judged items.
+    error InvalidVoteBits(uint256 bits, uint256 numItems);
+    /// @notice A hash argument is zero.
+    error ZeroHash();
+    /// @notice An update claims zero (or more than 2^64-1) training examples.
+    error InvalidExampleCount(uint256 numExamples);
+    /// @notice Nothing was committed in `round`, so there is nothing to aggregate.
+    error NoUpdates(uint256 round);
+    /// @notice The current phase lasts until `deadline` and not everyone has acted.
+    error PhaseNotOver(uint256 deadline);
+    /// @notice All `totalRounds` rounds have been opened.
+    error TaskCompleted(uint256 totalRounds);
+    /// @notice Only `eligible` members are eligible; a round needs at least two.
+    error NotEnoughParticipants(uint256 eligible);
+    /// @notice Round `round` must be finalized (and its global model published) first.
+    error RoundNotClosed(uint256 round);
+    /// @notice The global model of `round` was already published.
+    error GlobalAlreadyPublished(uint256 round);
+    /// @notice The signature expired at `deadline`.
+    error ExpiredSignature(uint256 deadline);
+    /// @notice The signature was made by `recovered`, not by `expected`.
+    error InvalidSigner(address expected, address recovered);
+    /// @notice `account` has nothing to withdraw.
+    error NothingToWithdraw(address account);
+    /// @notice Sending `amount` wei to `to` failed.
+    error TransferFailed(address to, uint256 amount);
+    /// @notice An amount does not fit the 128-bit stake accounting.
+    error AmountTooLarge(uint256 amount);
+}

@@ -1,0 +1,229 @@
+"""EIP-712 typed data of the relayed participant actions: one definition for signer and verifier.
+
+The client signs with :func:`sign_action`; the gateway checks with :func:`recover_signer` before
+relaying; the contract recomputes the same struct hashes (a test checks every type hash against
+the contract's ``*_TYPEHASH`` constants).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+
+DOMAIN_NAME = "FLTask"
+DOMAIN_VERSION = "1"
+
+_DOMAIN_FIELDS = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+
+@dataclass(frozen=True)
+class ActionType:
+    """One signed action: its EIP-712 struct and the batch function that relays it."""
+
+    name: str
+    fields: tuple[tuple[str, str], ...]
+    batch_function: str
+    signer_field: str
+
+    @property
+    def type_string(self) -> str:
+        """``Name(type1 field1,...)`` as hashed by EIP-712."""
+        return f"{self.name}({','.join(f'{t} {n}' for n, t in self.fields)})"
+
+    @property
+    def type_hash(self) -> bytes:
+        """keccak256 of :attr:`type_string`."""
+        return keccak(text=self.type_string)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Field names in struct order."""
+        return tuple(n for n, _ in self.fields)
+
+
+def _member_action(name: str, batch_function: str) -> ActionType:
+    return ActionType(
+        name,
+        (("member", "address"), ("nonce", "uint256"), ("deadline", "uint256")),
+        batch_function,
+        "member",
+    )
+
+
+COMMIT_UPDATE = ActionType(
+    "CommitUpdate",
+    (
+        ("proposer", "address"),
+        ("round", "uint256"),
+        ("updateHash", "bytes32"),
+        ("numExamples", "uint256"),
+        ("nonce", "uint256"),
+        ("deadline", "uint256"),
+    ),
+    "commitUpdatesBySig",
+    "proposer",
+)
+COMMIT_VOTE = ActionType(
+    "CommitVote",
+    (
+        ("voter", "address"),
+        ("round", "uint256"),
+        ("commitment", "bytes32"),
+        ("nonce", "uint256"),
+        ("deadline", "uint256"),
+    ),
+    "commitVotesBySig",
+    "voter",
+)
+REVEAL_VOTE = ActionType(
+    "RevealVote",
+    (
+        ("voter", "address"),
+        ("round", "uint256"),
+        ("bits", "uint256"),
+        ("salt", "bytes32"),
+        ("nonce", "uint256"),
+        ("deadline", "uint256"),
+    ),
+    "revealVotesBySig",
+    "voter",
+)
+REQUEST_EXIT = _member_action("RequestExit", "requestExitsBySig")
+COMPLETE_EXIT = _member_action("CompleteExit", "completeExitsBySig")
+WITHDRAW = _member_action("Withdraw", "withdrawBySig")
+
+ACTION_TYPES: dict[str, ActionType] = {
+    a.name: a for a in (COMMIT_UPDATE, COMMIT_VOTE, REVEAL_VOTE, REQUEST_EXIT, COMPLETE_EXIT, WITHDRAW)
+}
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The EIP-712 domain of one task contract on one chain."""
+
+    chain_id: int
+    verifying_contract: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The domain as EIP-712 JSON."""
+        return {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": self.chain_id,
+            "verifyingContract": to_checksum_address(self.verifying_contract),
+        }
+
+
+@dataclass(frozen=True)
+class SignedAction:
+    """A signed action ready to relay: message fields by EIP-712 name plus the signature."""
+
+    action: ActionType
+    message: dict[str, Any]
+    signature: bytes
+
+    @property
+    def signer(self) -> str:
+        """The account the action claims to be signed by."""
+        return to_checksum_address(self.message[self.action.signer_field])
+
+    def as_request(self) -> tuple[Any, ...]:
+        """The struct tuple the batch function takes (fields in order, then the signature)."""
+        return (*(self.message[n] for n in self.action.field_names), self.signature)
+
+
+def typed_data(action: ActionType, message: dict[str, Any], domain: Domain) -> dict[str, Any]:
+    """The full EIP-712 JSON of ``message`` (as ``eth_signTypedData_v4`` takes it)."""
+    missing = set(action.field_names) ^ set(message)
+    if missing:
+        raise ValueError(f"{action.name}: fields do not match, difference {sorted(missing)}")
+    return {
+        "types": {
+            "EIP712Domain": _DOMAIN_FIELDS,
+            action.name: [{"name": n, "type": t} for n, t in action.fields],
+        },
+        "primaryType": action.name,
+        "domain": domain.as_dict(),
+        "message": dict(message),
+    }
+
+
+def sign_action(
+    account: LocalAccount, action: ActionType, message: dict[str, Any], domain: Domain
+) -> SignedAction:
+    """Sign ``message`` as ``account``; the message's signer field must be that account."""
+    signed = account.sign_message(encode_typed_data(full_message=typed_data(action, message, domain)))
+    result = SignedAction(action, dict(message), bytes(signed.signature))
+    if result.signer != account.address:
+        raise ValueError(f"{action.name}: {action.signer_field} is {result.signer}, not the signing account")
+    return result
+
+
+def recover_signer(signed: SignedAction, domain: Domain) -> str:
+    """Return the address that actually made ``signed.signature``."""
+    encoded = encode_typed_data(full_message=typed_data(signed.action, signed.message, domain))
+    return str(Account.recover_message(encoded, signature=signed.signature))
+
+
+def verify(signed: SignedAction, domain: Domain) -> bool:
+    """True when the signature was made by the account named in the message."""
+    try:
+        return recover_signer(signed, domain) == signed.signer
+    except Exception:
+        return False
+
+
+def commit_update_message(
+    proposer: str, round_: int, update_hash: bytes, num_examples: int, nonce: int, deadline: int
+) -> dict[str, Any]:
+    """Message of a :data:`COMMIT_UPDATE`."""
+    return {
+        "proposer": to_checksum_address(proposer),
+        "round": round_,
+        "updateHash": bytes(update_hash),
+        "numExamples": num_examples,
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+
+
+def commit_vote_message(
+    voter: str, round_: int, commitment: bytes, nonce: int, deadline: int
+) -> dict[str, Any]:
+    """Message of a :data:`COMMIT_VOTE`."""
+    return {
+        "voter": to_checksum_address(voter),
+        "round": round_,
+        "commitment": bytes(commitment),
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+
+
+def reveal_vote_message(
+    voter: str, round_: int, bits: int, salt: bytes, nonce: int, deadline: int
+) -> dict[str, Any]:
+    """Message of a :data:`REVEAL_VOTE`."""
+    return {
+        "voter": to_checksum_address(voter),
+        "round": round_,
+        "bits": bits,
+        "salt": bytes(salt),
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+
+
+def member_message(member: str, nonce: int, deadline: int) -> dict[str, Any]:
+    """Message of :data:`REQUEST_EXIT`, :data:`COMPLETE_EXIT` or :data:`WITHDRAW`."""
+    return {"member": to_checksum_address(member), "nonce": nonce, "deadline": deadline}

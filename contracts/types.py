@@ -1,0 +1,259 @@
+"""Python mirrors of the Solidity types of ``IFLTask`` (enums and structs)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, Self
+
+from eth_utils import keccak, to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+
+BPS = 10_000
+MAX_COMMITTEE = 128
+UINT128_MAX = 2**128 - 1
+
+
+class VoteMode(IntEnum):
+    """What voters judge: each proposer's update, or the aggregated candidate (the paper)."""
+
+    PER_UPDATE = 0
+    AGGREGATE = 1
+
+    @classmethod
+    def parse(cls, value: str | int | VoteMode) -> VoteMode:
+        """Accept ``per_update`` / ``aggregate`` (any case, ``-`` or ``_``), an int or a member."""
+        if isinstance(value, str):
+            key = value.strip().upper().replace("-", "_")
+            if key not in cls.__members__:
+                raise ValueError(f"unknown vote mode {value!r}; use per_update or aggregate")
+            return cls[key]
+        return cls(value)
+
+    @property
+    def label(self) -> str:
+        """The lower-case name used on the command line and in reports."""
+        return self.name.lower()
+
+
+class Phase(IntEnum):
+    """Life cycle of a round."""
+
+    NONE = 0
+    TRAINING = 1
+    VOTING = 2
+    REVEALING = 3
+    FINALIZED = 4
+
+
+class Role(IntEnum):
+    """Role of an account in a round."""
+
+    NONE = 0
+    PROPOSER = 1
+    VOTER = 2
+
+
+class Action(IntEnum):
+    """Kind of a relayed action, as reported by ``ActionRejected``."""
+
+    COMMIT_UPDATE = 0
+    COMMIT_VOTE = 1
+    REVEAL_VOTE = 2
+    REQUEST_EXIT = 3
+    COMPLETE_EXIT = 4
+    WITHDRAW = 5
+
+
+class SlashReason(IntEnum):
+    """Why a participant was slashed."""
+
+    REJECTED_UPDATE = 0
+    MISSING_UPDATE = 1
+    LOSING_VOTE = 2
+    UNREVEALED_VOTE = 3
+
+
+def strategy_to_bytes32(name: str) -> bytes:
+    """Encode a strategy name as right-padded ASCII ``bytes32``."""
+    raw = name.encode("ascii")
+    if not raw or len(raw) > 32:
+        raise ValueError(f"strategy name must be 1-32 ASCII characters, got {name!r}")
+    return raw.ljust(32, b"\0")
+
+
+def bytes32_to_strategy(raw: bytes) -> str:
+    """Decode a right-padded ASCII ``bytes32`` strategy name."""
+    return bytes(raw).rstrip(b"\0").decode("ascii")
+
+
+def _as_bytes32(value: Any) -> bytes:
+    if isinstance(value, str):
+        text = value.removeprefix("0x")
+        value = bytes.fromhex(text)
+    value = bytes(value)
+    if len(value) != 32:
+        raise ValueError(f"expected 32 bytes, got {len(value)}")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def from_tuple(cls, values: Any) -> Self:
+        """Build from the positional tuple web3 returns for a Solidity struct."""
+        return cls(**dict(zip(cls.model_fields, values, strict=True)))
+
+
+class TaskConfig(_Model):
+    """Immutable parameters of an ``FLTask`` (field order = the Solidity struct).
+
+    Validation mirrors the contract's constructor, so bad input is reported before any
+    transaction is sent.
+    """
+
+    config_hash: bytes = Field(default=b"\0" * 32, description="hash of the off-chain task description")
+    initial_model_hash: bytes = Field(description="keccak256 of the initial global model's canonical bytes")
+    strategy: str = Field(default="fedavg", description="aggregation strategy name")
+    total_rounds: int = Field(default=5, ge=1, le=2**32 - 1)
+    min_stake: int = Field(default=10**18, ge=1, le=UINT128_MAX, description="wei")
+    proposer_share_bps: int = Field(default=5_000, ge=1, le=BPS - 1)
+    max_committee: int = Field(default=10, ge=2, le=MAX_COMMITTEE)
+    slash_rate_bps: int = Field(default=1_000, ge=0, le=BPS)
+    vote_tolerance_bps: int = Field(default=500, ge=0, le=BPS - 1)
+    vote_mode: VoteMode = VoteMode.PER_UPDATE
+    stake_weighted: bool = False
+    training_duration: int = Field(default=600, ge=1, le=2**64 - 1, description="seconds")
+    voting_duration: int = Field(default=300, ge=1, le=2**64 - 1, description="seconds")
+    reveal_duration: int = Field(default=300, ge=1, le=2**64 - 1, description="seconds")
+    exit_delay: int = Field(default=3_600, ge=0, le=2**64 - 1, description="seconds")
+    coordinator: str = Field(description="address of the coordinator")
+
+    @field_validator("config_hash", "initial_model_hash", mode="before")
+    @classmethod
+    def _hash32(cls, value: Any) -> bytes:
+        return _as_bytes32(value)
+
+    @field_validator("initial_model_hash")
+    @classmethod
+    def _nonzero(cls, value: bytes) -> bytes:
+        if value == b"\0" * 32:
+            raise ValueError("initial_model_hash must not be zero")
+        return value
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy(cls, value: Any) -> str:
+        if isinstance(value, bytes | bytearray):
+            return bytes32_to_strategy(value)
+        strategy_to_bytes32(value)
+        return str(value)
+
+    @field_validator("vote_mode", mode="before")
+    @classmethod
+    def _vote_mode(cls, value: Any) -> VoteMode:
+        return VoteMode.parse(value)
+
+    @field_validator("coordinator", mode="before")
+    @classmethod
+    def _address(cls, value: Any) -> str:
+        address = to_checksum_address(value)
+        if int(address, 16) == 0:
+            raise ValueError("coordinator must not be the zero address")
+        return address
+
+    @field_serializer("config_hash", "initial_model_hash", when_used="json")
+    def _hex(self, value: bytes) -> str:
+        return "0x" + value.hex()
+
+    @field_serializer("vote_mode", when_used="json")
+    def _mode_label(self, value: VoteMode) -> str:
+        return value.label
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The positional tuple the contract ABI expects."""
+        values = self.model_dump()
+        values["strategy"] = strategy_to_bytes32(self.strategy)
+        values["vote_mode"] = int(self.vote_mode)
+        return tuple(values[name] for name in type(self).model_fields)
+
+
+class RoundInfo(_Model):
+    """Public state of a round."""
+
+    phase: Phase
+    deadline: int
+    num_proposers: int
+    num_voters: int
+    num_updates: int
+    num_vote_commits: int
+    num_reveals: int
+    global_published: bool
+    committed_mask: int
+    outcomes: int
+    seed: bytes
+    candidate: bytes
+    global_model_hash: bytes
+    reward: int
+
+
+class UpdateInfo(_Model):
+    """A proposer's commitment in a round."""
+
+    proposer: str
+    update_hash: bytes
+    num_examples: int
+    committed: bool
+    accepted: bool
+    tally: int
+
+
+class VoteInfo(_Model):
+    """A voter's commit-reveal state in a round."""
+
+    voter: str
+    commitment: bytes
+    bits: int
+    revealed: bool
+
+
+class MemberInfo(_Model):
+    """A member's stake, exit state, credited balance and signature nonce."""
+
+    registered: bool
+    exiting: bool
+    exit_ready_at: int
+    stake: int
+    owed: int
+    nonce: int
+
+
+class RoundOpened(_Model):
+    """Roles drawn for a round, as announced by ``RoundOpened``."""
+
+    round: int
+    seed: bytes
+    proposers: list[str]
+    voters: list[str]
+    deadline: int
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Self:
+        if set(self.proposers) & set(self.voters):
+            raise ValueError("an account cannot be proposer and voter in one round")
+        return self
+
+
+def vote_commitment(task: str, round_: int, candidate: bytes, bits: int, salt: bytes, voter: str) -> bytes:
+    """Compute the commitment a voter commits, exactly as ``FLTask.voteCommitment``.
+
+    ``keccak256(abi.encode(task, round, candidate, bits, salt, voter))``; ``candidate`` is
+    32 zero bytes in per-update mode.
+    """
+    from eth_abi import encode  # local: eth_abi is heavy to import and only needed here
+
+    encoded = encode(
+        ["address", "uint256", "bytes32", "uint256", "bytes32", "address"],
+        [task, round_, _as_bytes32(candidate), bits, _as_bytes32(salt), voter],
+    )
+    return keccak(encoded)

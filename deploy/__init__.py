@@ -1,0 +1,1 @@
+"""Deploying the contracts, local chain helpers and deployment manifests; see DESIGN §1, §3."""

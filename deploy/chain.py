@@ -1,0 +1,100 @@
+"""Connect to a chain: the embedded eth-tester chain or any JSON-RPC node."""
+
+from __future__ import annotations
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester import EthereumTester, PyEVMBackend
+from web3 import EthereumTesterProvider, HTTPProvider, Web3
+from web3.middleware import SignAndSendRawMiddlewareBuilder
+
+DEV_BALANCE_WEI = 1_000_000 * 10**18
+
+
+class ChainUnavailable(RuntimeError):
+    """The JSON-RPC node cannot be reached or does not answer like an Ethereum node."""
+
+
+def embedded_web3(num_accounts: int = 10) -> Web3:
+    """A fresh in-process eth-tester (py-evm) chain with ``num_accounts`` unlocked, funded accounts.
+
+    The chain lives in this process only; other processes reach it through the gateway.
+    """
+    if num_accounts < 1:
+        raise ValueError("the embedded chain needs at least one account")
+    genesis = PyEVMBackend.generate_genesis_params(overrides={"gas_limit": 60_000_000})
+    state = PyEVMBackend.generate_genesis_state(num_accounts=num_accounts)
+    backend = PyEVMBackend(genesis_parameters=genesis, genesis_state=state)
+    return Web3(EthereumTesterProvider(EthereumTester(backend)))
+
+
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+"""Anvil's default dev mnemonic (public knowledge: local chains only)."""
+
+
+def dev_accounts(w3: Web3, count: int | None = None) -> list[LocalAccount]:
+    """Keys of the chain's unlocked, funded dev accounts (eth-tester, or anvil on chain id 31337).
+
+    Transactions from them need no signing middleware; the keys are for EIP-712 signatures.
+    """
+    if is_embedded(w3):
+        backend = w3.provider.ethereum_tester.backend  # type: ignore[attr-defined]
+        keys = [Account.from_key(k.to_bytes()) for k in backend.account_keys]
+    elif w3.eth.chain_id == 31337:
+        Account.enable_unaudited_hdwallet_features()
+        n = count or len(w3.eth.accounts)
+        keys = [Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(n)]
+    else:
+        raise ValueError("dev accounts exist only on the embedded chain and on anvil (chain id 31337)")
+    return keys[:count] if count is not None else keys
+
+
+def is_embedded(w3: Web3) -> bool:
+    """True for the in-process eth-tester chain."""
+    return isinstance(w3.provider, EthereumTesterProvider)
+
+
+def connect(rpc_url: str, timeout: float = 10.0) -> Web3:
+    """Connect to the JSON-RPC node at ``rpc_url``.
+
+    Raises:
+        ChainUnavailable: nothing answers at that URL, or not as an Ethereum node.
+    """
+    if not rpc_url.startswith(("http://", "https://")):
+        raise ChainUnavailable(f"unsupported RPC URL {rpc_url!r}: use http:// or https://")
+    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    try:
+        w3.eth.chain_id  # noqa: B018 - a real request proves the node answers
+    except Exception as exc:
+        raise ChainUnavailable(f"cannot reach a JSON-RPC node at {rpc_url}: {type(exc).__name__}") from exc
+    return w3
+
+
+def use_account(w3: Web3, account: LocalAccount) -> str:
+    """Let ``w3`` sign and send transactions from ``account`` locally; return its address."""
+    w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(account), layer=0)
+    return str(account.address)
+
+
+def new_funded_account(w3: Web3, funder: str, amount_wei: int) -> LocalAccount:
+    """Create a key, fund it from ``funder`` and register it for signing on ``w3``."""
+    account = Account.create()
+    tx = w3.eth.send_transaction({"from": funder, "to": account.address, "value": amount_wei})
+    w3.eth.wait_for_transaction_receipt(tx)
+    use_account(w3, account)
+    return account
+
+
+def advance_time(w3: Web3, seconds: int) -> int:
+    """Move chain time forward by ``seconds`` and mine a block; return the new block timestamp."""
+    if seconds < 0:
+        raise ValueError("time only moves forward")
+    now = int(w3.eth.get_block("latest")["timestamp"])
+    if is_embedded(w3):
+        tester: EthereumTester = w3.provider.ethereum_tester  # type: ignore[attr-defined]
+        tester.time_travel(now + seconds)
+        tester.mine_blocks(1)
+    else:
+        w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    return int(w3.eth.get_block("latest")["timestamp"])

@@ -1,0 +1,174 @@
+"""``fedledger deploy``: deploy the contracts and create a task, on the embedded chain or a node."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from fedledger.errors import CommandError
+
+if TYPE_CHECKING:  # the chain libraries are heavy: import them only when a command runs
+    from web3 import Web3
+
+    from fedledger.contracts.types import TaskConfig
+
+    from .manifest import DeploymentManifest
+
+console = Console()
+err_console = Console(stderr=True)
+
+UNSET_MODEL_LABEL = b"fedledger:initial-model-unset"
+"""keccak256 of this is the initial model hash when none is given (a task for contract tests)."""
+
+
+def ether(text: str) -> int:
+    """Parse an amount in ether (``"1.5"``) into wei."""
+    try:
+        amount = Decimal(text)
+    except InvalidOperation as exc:
+        raise argparse.ArgumentTypeError(f"not an amount of ether: {text!r}") from exc
+    if not amount.is_finite() or amount < 0:
+        raise argparse.ArgumentTypeError(f"not an amount of ether: {text!r}")
+    wei = amount * 10**18
+    if wei != wei.to_integral_value():
+        raise argparse.ArgumentTypeError(f"more than 18 decimals: {text!r}")
+    return int(wei)
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``deploy`` command."""
+    cmd = commands.add_parser(
+        "deploy",
+        help="deploy the contracts and create a task",
+        description="Deploy TaskCodeStore, FLTaskFactory and one FLTask; print or write the manifest.",
+    )
+    where = cmd.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--embedded", action="store_true", help="deploy on a throw-away in-process eth-tester chain"
+    )
+    where.add_argument("--rpc-url", help="JSON-RPC URL of the node to deploy to, e.g. http://127.0.0.1:8545")
+    cmd.add_argument("--key-file", type=Path, help="deployer key: eth-account keystore or hex key file")
+    cmd.add_argument("--out", type=Path, help="write the manifest here (e.g. deployments/local.json)")
+    cmd.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    cmd.add_argument(
+        "--task-config", type=Path, help="JSON file with TaskConfig fields (flags below override it)"
+    )
+    cmd.add_argument("--strategy", help="aggregation strategy name (default fedavg)")
+    cmd.add_argument("--rounds", type=int, dest="total_rounds", help="total rounds (default 5)")
+    cmd.add_argument("--vote-mode", choices=["per_update", "aggregate"], help="what voters judge")
+    cmd.add_argument("--stake-weighted", action="store_true", default=None, help="weigh votes by stake")
+    cmd.add_argument("--min-stake", type=ether, help="minimum stake in ether (default 1)")
+    cmd.add_argument("--max-committee", type=int, help="largest committee per round (default 10)")
+    cmd.add_argument("--coordinator", help="coordinator address (default: the deployer)")
+    cmd.add_argument("--initial-model-hash", help="keccak256 of the initial model's canonical bytes (0x...)")
+    cmd.add_argument("--pool", type=ether, default=10 * 10**18, help="reward pool in ether (default 10)")
+    cmd.set_defaults(handler=_deploy)
+
+
+def _task_config(args: argparse.Namespace, deployer: str) -> TaskConfig:
+    from eth_utils import keccak
+
+    from fedledger.contracts.types import TaskConfig
+
+    fields: dict[str, Any] = {}
+    if args.task_config is not None:
+        fields.update(json.loads(args.task_config.read_text(encoding="utf-8")))
+    overrides = {
+        "strategy": args.strategy,
+        "total_rounds": args.total_rounds,
+        "vote_mode": args.vote_mode,
+        "stake_weighted": args.stake_weighted,
+        "min_stake": args.min_stake,
+        "max_committee": args.max_committee,
+        "coordinator": args.coordinator,
+        "initial_model_hash": args.initial_model_hash,
+    }
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    fields.setdefault("coordinator", deployer)
+    fields.setdefault("initial_model_hash", keccak(UNSET_MODEL_LABEL))
+    if "config_hash" not in fields:
+        described = {k: v for k, v in fields.items() if k != "coordinator"}
+        fields["config_hash"] = keccak(text=json.dumps(described, sort_keys=True, default=str))
+    return TaskConfig.model_validate(fields)
+
+
+def _deployer(args: argparse.Namespace) -> tuple[Web3, str]:
+    from eth_account import Account
+
+    from fedledger.keys import load_key
+
+    from .anvil import ANVIL_DEV_KEY
+    from .chain import connect, embedded_web3, use_account
+
+    if args.embedded:
+        w3 = embedded_web3()
+        if args.key_file is not None:
+            return w3, _funded_key(w3, args.key_file, w3.eth.accounts[0])
+        return w3, w3.eth.accounts[0]
+    w3 = connect(args.rpc_url)
+    if args.key_file is not None:
+        return w3, use_account(w3, load_key(args.key_file))
+    err_console.print(
+        "[bold yellow]WARNING: no --key-file given, deploying with anvil's first DEV KEY. Its private key is "
+        "public: use it on a local dev chain only.[/]"
+    )
+    return w3, use_account(w3, Account.from_key(ANVIL_DEV_KEY))
+
+
+def _funded_key(w3: Web3, key_file: Path, funder: str) -> str:
+    from fedledger.keys import load_key
+
+    from .chain import use_account
+
+    address = use_account(w3, load_key(key_file))
+    w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_transaction({"from": funder, "to": address, "value": 10**22})
+    )
+    return address
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from .deployer import deploy_task
+
+    w3, deployer = _deployer(args)
+    config = _task_config(args, deployer)
+    if w3.eth.get_balance(deployer) < args.pool:
+        raise CommandError(f"deployer {deployer} holds less than the requested pool of {args.pool} wei")
+    with contextlib.nullcontext() if args.json else console.status("deploying ..."):
+        manifest, _task = deploy_task(w3, deployer, config, pool_wei=args.pool, rpc_url=args.rpc_url)
+    if args.out is not None:
+        manifest.save(args.out)
+    if args.json:
+        print(manifest.model_dump_json(indent=2))
+    else:
+        _print_summary(manifest, args.out)
+    return 0
+
+
+def _print_summary(manifest: DeploymentManifest, out: Path | None) -> None:
+    table = Table(title=f"deployed on chain {manifest.chain_id}", show_header=True)
+    table.add_column("contract")
+    table.add_column("address")
+    table.add_column("gas", justify="right")
+    for name, record in (
+        ("TaskCodeStore", manifest.code_store),
+        ("FLTaskFactory", manifest.factory),
+        ("FLTask", manifest.task),
+    ):
+        table.add_row(name, record.address, f"{record.gas_used:,}")
+    console.print(table)
+    cfg = manifest.task_config
+    console.print(
+        f"task: strategy={cfg.strategy} rounds={cfg.total_rounds} vote_mode={cfg.vote_mode.label} "
+        f"stake_weighted={cfg.stake_weighted} pool={manifest.reward_pool_wei} wei"
+    )
+    console.print(f"coordinator: {cfg.coordinator}")
+    if out is not None:
+        console.print(f"manifest written to {out}")

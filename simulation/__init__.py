@@ -1,0 +1,1 @@
+"""Simulation tasks, partitioners, attackers, scenarios and reports; see DESIGN §7."""

@@ -1,0 +1,178 @@
+"""Shared fixtures: a task deployed on a fresh embedded chain, with helpers to drive rounds."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from web3 import Web3
+
+from fedledger.contracts import typed_data as td
+from fedledger.contracts.bindings import FLTaskContract, FLTaskFactoryContract, Sent
+from fedledger.contracts.errors import ContractRevert
+from fedledger.contracts.types import Phase, RoundOpened, TaskConfig
+from fedledger.deploy.anvil import AnvilNode, find_anvil
+from fedledger.deploy.chain import advance_time, dev_accounts, embedded_web3
+from fedledger.deploy.deployer import deploy_task
+
+ETH = 10**18
+
+
+def model_hash(label: str) -> bytes:
+    """A deterministic 32-byte stand-in for a model hash."""
+    return keccak(text=label)
+
+
+@dataclass
+class Harness:
+    """A deployed task plus the accounts and shortcuts the tests use."""
+
+    w3: Web3
+    task: FLTaskContract
+    factory: FLTaskFactoryContract
+    config: TaskConfig
+    coordinator: str
+    relayer: str
+    participants: list[LocalAccount]
+    salts: dict[tuple[int, str], bytes] = field(default_factory=dict)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [a.address for a in self.participants]
+
+    def key(self, address: str) -> LocalAccount:
+        return next(a for a in self.participants if a.address == address)
+
+    def register(self, count: int, stake: int | list[int] = 2 * ETH) -> list[str]:
+        stakes = stake if isinstance(stake, list) else [stake] * count
+        for account, amount in zip(self.participants[:count], stakes, strict=True):
+            self.task.register(account.address, amount)
+        return self.addresses[:count]
+
+    def open(self) -> RoundOpened:
+        opened, _ = self.task.open_round(self.coordinator)
+        return opened
+
+    def commit_update(self, proposer: str, label: str | None = None, examples: int = 100) -> Sent:
+        r = self.task.current_round()
+        return self.task.commit_update(proposer, r, model_hash(label or f"update-{r}-{proposer}"), examples)
+
+    def commit_vote(self, voter: str, bits: int) -> Sent:
+        r = self.task.current_round()
+        salt = secrets.token_bytes(32)
+        self.salts[(r, voter)] = salt
+        return self.task.commit_vote(voter, r, self.task.vote_commitment(r, bits, salt, voter))
+
+    def reveal_vote(self, voter: str, bits: int) -> Sent:
+        r = self.task.current_round()
+        return self.task.reveal_vote(voter, r, bits, self.salts[(r, voter)])
+
+    def sign(
+        self, action: td.ActionType, message: dict[str, Any], account: LocalAccount | None = None
+    ) -> td.SignedAction:
+        signer = account or self.key(message[action.signer_field])
+        return td.sign_action(signer, action, message, self.task.domain())
+
+    def deadline(self, seconds: int = 3600) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"]) + seconds
+
+    def advance(self, seconds: int) -> int:
+        return advance_time(self.w3, seconds)
+
+    def phase(self) -> Phase:
+        return self.task.round_info(self.task.current_round()).phase
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a failed action must leave unchanged."""
+        r = self.task.current_round()
+        return {
+            "balance": self.task.balance(),
+            "pool": self.task.reward_pool(),
+            "round": r,
+            "round_info": self.task.round_info(r) if r else None,
+            "members": self.task.members(),
+            "infos": [self.task.member(a) for a in self.addresses[:12]],
+            "global": self.task.global_model_hash(),
+        }
+
+    def expect_revert(self, error: str, action: Callable[[], object], **params: Any) -> ContractRevert:
+        """Run ``action``, assert it reverts with ``error`` (and ``params``) and changes nothing."""
+        before = self.snapshot()
+        with pytest.raises(ContractRevert) as info:
+            action()
+        assert info.value.error == error, info.value.describe()
+        for name, value in params.items():
+            assert info.value.params[name] == value, info.value.describe()
+        assert self.snapshot() == before
+        return info.value
+
+    def stake_sum(self) -> int:
+        return sum(self.task.member(a).stake for a in self.task.members())
+
+    def owed_sum(self) -> int:
+        return sum(self.task.member(a).owed for a in self.addresses)
+
+
+DEFAULTS: dict[str, Any] = {
+    "initial_model_hash": model_hash("initial"),
+    "total_rounds": 5,
+    "min_stake": 1 * ETH,
+    "proposer_share_bps": 5_000,
+    "max_committee": 10,
+    "slash_rate_bps": 1_000,
+    "training_duration": 600,
+    "voting_duration": 300,
+    "reveal_duration": 300,
+    "exit_delay": 3_600,
+}
+
+
+def make_harness(w3: Web3, pool: int = 100 * ETH, **overrides: Any) -> Harness:
+    keys = dev_accounts(w3)
+    coordinator, relayer = keys[0].address, keys[1].address
+    config = TaskConfig(**{**DEFAULTS, "coordinator": coordinator, **overrides})
+    manifest, task = deploy_task(w3, coordinator, config, pool_wei=pool)
+    factory = FLTaskFactoryContract(w3, manifest.factory.address)
+    return Harness(w3, task, factory, config, coordinator, relayer, keys[2:])
+
+
+@pytest.fixture
+def chain() -> Web3:
+    """A fresh embedded chain with 24 funded dev accounts."""
+    return embedded_web3(num_accounts=24)
+
+
+@pytest.fixture
+def deploy(chain: Web3) -> Callable[..., Harness]:
+    """Deploy a task on the fresh chain; keyword arguments override TaskConfig fields."""
+    return lambda pool=100 * ETH, **overrides: make_harness(chain, pool, **overrides)
+
+
+@pytest.fixture
+def h(deploy: Callable[..., Harness]) -> Harness:
+    """A per-update task with default parameters."""
+    return deploy()
+
+
+@pytest.fixture
+def anvil_url() -> Iterator[str]:
+    """An anvil node on a free 127.0.0.1 port, stopped by PID afterwards.
+
+    Skipped when anvil is not installed, unless FEDLEDGER_REQUIRE_ANVIL=1 (set by CI).
+    """
+    if find_anvil() is None:
+        if os.environ.get("FEDLEDGER_REQUIRE_ANVIL") == "1":
+            pytest.fail("anvil is required (FEDLEDGER_REQUIRE_ANVIL=1) but not installed; run `npm ci`")
+        pytest.skip("anvil not installed (npm ci)")
+    node = AnvilNode(accounts=24)
+    node.start()
+    try:
+        yield node.url
+    finally:
+        node.stop()

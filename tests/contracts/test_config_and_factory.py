@@ -1,0 +1,83 @@
+"""Task parameters, the factory registry and the code store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from fedledger.contracts.artifacts import load_artifact
+from fedledger.contracts.bindings import send
+from fedledger.contracts.errors import ContractRevert
+from fedledger.contracts.types import TaskConfig, VoteMode
+from tests.conftest import DEFAULTS, ETH, Harness
+
+
+def test_config_round_trips_through_the_contract(deploy: Any) -> None:
+    h: Harness = deploy(vote_mode="aggregate", stake_weighted=True, strategy="krum", total_rounds=7)
+    assert h.task.config() == h.config
+    assert h.task.config().vote_mode is VoteMode.AGGREGATE
+    assert h.task.global_model_hash() == h.config.initial_model_hash
+    assert h.task.reward_pool() == 100 * ETH == h.task.balance()
+    assert h.task.current_round() == 0
+
+
+def test_factory_lists_tasks_and_uses_the_stored_code(h: Harness) -> None:
+    assert h.factory.tasks() == [h.task.address]
+    assert h.factory.is_task(h.task.address)
+    assert not h.factory.is_task(h.coordinator)
+    creation = h.factory.contract.functions.creationCode().call()
+    assert "0x" + creation.hex() == load_artifact("FLTask").bytecode
+    store_code = h.w3.eth.get_code(h.factory.task_code())
+    assert store_code[0] == 0 and store_code[1:] == creation
+    second, sent = h.factory.create_task(
+        h.coordinator, h.config.model_copy(update={"total_rounds": 2}), pool=ETH
+    )
+    created = sent.named("TaskCreated")[0].args
+    assert created["task"] == second.address and created["index"] == 1 and created["pool"] == ETH
+    assert h.factory.tasks() == [h.task.address, second.address]
+    assert second.config().total_rounds == 2
+
+
+def test_factory_rejects_a_store_without_code(h: Harness) -> None:
+    artifact = load_artifact("FLTaskFactory")
+    factory = h.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    with pytest.raises(ContractRevert) as info:
+        send(h.w3, factory.constructor(h.coordinator), h.coordinator)
+    assert info.value.error == "InvalidTaskCode"
+
+
+BAD_PARAMETERS = [
+    ("initialModelHash", {"initial_model_hash": b"\0" * 32}),
+    ("totalRounds", {"total_rounds": 0}),
+    ("minStake", {"min_stake": 0}),
+    ("proposerShareBps", {"proposer_share_bps": 0}),
+    ("proposerShareBps", {"proposer_share_bps": 10_000}),
+    ("maxCommittee", {"max_committee": 1}),
+    ("maxCommittee", {"max_committee": 129}),
+    ("slashRateBps", {"slash_rate_bps": 10_001}),
+    ("voteToleranceBps", {"vote_tolerance_bps": 10_000}),
+    ("trainingDuration", {"training_duration": 0}),
+    ("votingDuration", {"voting_duration": 0}),
+    ("revealDuration", {"reveal_duration": 0}),
+    ("coordinator", {"coordinator": "0x" + "00" * 20}),
+]
+
+
+@pytest.mark.parametrize(("parameter", "change"), BAD_PARAMETERS)
+def test_constructor_rejects_each_bad_parameter(h: Harness, parameter: str, change: dict[str, Any]) -> None:
+    # The Python model refuses it first ...
+    with pytest.raises(ValidationError):
+        TaskConfig(**{**DEFAULTS, "coordinator": h.coordinator, **change})
+    # ... and the contract refuses it too when sent raw (the factory passes the error on).
+    raw = list(h.config.to_tuple())
+    names = list(TaskConfig.model_fields)
+    for field, value in change.items():
+        raw[names.index(field)] = value
+    fn = h.factory.contract.functions.createTask(tuple(raw))
+    with pytest.raises(ContractRevert) as info:
+        send(h.w3, fn, h.coordinator)
+    assert info.value.error == "InvalidParameter"
+    assert info.value.params["parameter"].rstrip(b"\0").decode() == parameter
+    assert h.factory.tasks() == [h.task.address]

@@ -1,0 +1,314 @@
+"""Finalization: tallies, outcomes, exact rewards and slashes in both vote modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fedledger.contracts.bindings import Sent
+from fedledger.contracts.settlement import ProposerSeat, RoundInput, VoterSeat, settle
+from fedledger.contracts.types import Phase, SlashReason, VoteMode
+from fedledger.deploy.chain import embedded_web3
+from tests.conftest import ETH, Harness, make_harness, model_hash
+
+
+def shape_stakes(h: Harness, accounts: list[str], stakes: list[int]) -> None:
+    """Top up every account (registered with 1 ETH) to the given stake."""
+    for account, stake in zip(accounts, stakes, strict=True):
+        current = h.task.member(account).stake
+        if stake > current:
+            h.task.add_stake(account, stake - current)
+
+
+def payouts(sent: Sent) -> tuple[dict[str, int], dict[str, tuple[int, SlashReason]]]:
+    rewards = {e.args["account"]: e.args["amount"] for e in sent.named("Rewarded")}
+    slashes = {
+        e.args["account"]: (e.args["amount"], SlashReason(e.args["reason"])) for e in sent.named("Slashed")
+    }
+    return rewards, slashes
+
+
+def test_per_update_round_exact_wei(deploy: Any) -> None:
+    h: Harness = deploy(total_rounds=3, max_committee=6)
+    h.register(6, stake=ETH)
+    o = h.open()
+    (p0, p1, p2), (v0, v1, v2) = o.proposers, o.voters
+    shape_stakes(h, [p0, p1, p2, v0, v1, v2], [2 * ETH, 3 * ETH, 5 * ETH, 2 * ETH, 4 * ETH, 4 * ETH])
+    h.commit_update(p0)
+    h.commit_update(p1)  # p2 never commits
+    h.advance(601)
+    h.task.advance_phase(h.coordinator, 1)
+    h.commit_vote(v0, 0b01)  # accept p0, reject p1
+    h.commit_vote(v1, 0b01)
+    h.commit_vote(v2, 0b11)  # commits but never reveals
+    h.reveal_vote(v0, 0b01)
+    h.reveal_vote(v1, 0b01)
+    h.advance(301)
+    sent = h.task.finalize_round(h.coordinator, 1)
+
+    final = sent.named("RoundFinalized")[0].args
+    round_reward = 100 * ETH // 3  # pool / rounds left = 33333333333333333333
+    assert final["tallies"] == [2, -2, 0] and final["outcomes"] == 0b01
+    assert final["roundReward"] == round_reward == 33_333_333_333_333_333_333
+    rewards, slashes = payouts(sent)
+    # good: p0 (2 ETH), v0 (2 ETH), v1 (4 ETH); good stake 8 ETH
+    assert rewards == {
+        p0: 8_333_333_333_333_333_333,
+        v0: 8_333_333_333_333_333_333,
+        v1: 16_666_666_666_666_666_666,
+    }
+    assert slashes == {
+        p1: (3 * ETH // 10, SlashReason.REJECTED_UPDATE),
+        p2: (5 * ETH // 10, SlashReason.MISSING_UPDATE),
+        v2: (4 * ETH // 10, SlashReason.UNREVEALED_VOTE),
+    }
+    assert final["paid"] == 33_333_333_333_333_333_332 and final["slashed"] == 12 * ETH // 10
+    assert h.task.reward_pool() == 100 * ETH - 33_333_333_333_333_333_332 + 12 * ETH // 10
+    assert h.task.member(p1).stake == 3 * ETH - 3 * ETH // 10
+    assert h.task.member(v2).stake == 4 * ETH - 4 * ETH // 10
+    assert h.task.member(v1).owed == 16_666_666_666_666_666_666
+    assert [h.task.update(1, i).accepted for i in range(3)] == [True, False, False]
+    assert [h.task.update(1, i).tally for i in range(3)] == [2, -2, 0]
+    assert not h.task.round_info(1).global_published  # the coordinator publishes the accepted aggregate
+
+
+def test_aggregate_round_accepted_exact_wei(deploy: Any) -> None:
+    h: Harness = deploy(vote_mode="aggregate", total_rounds=4, max_committee=6, slash_rate_bps=2_500)
+    h.register(6, stake=ETH)
+    o = h.open()
+    (p0, p1, p2), (v0, v1, v2) = o.proposers, o.voters
+    shape_stakes(h, [p0, p1, p2, v0, v1, v2], [ETH, ETH, 2 * ETH, 3 * ETH, 2 * ETH, ETH])
+    for p in o.proposers:
+        h.commit_update(p)
+    h.task.propose_aggregate(h.coordinator, 1, model_hash("candidate"))
+    for v, bit in ((v0, 1), (v1, 0), (v2, 1)):
+        h.commit_vote(v, bit)
+    for v, bit in ((v0, 1), (v1, 0), (v2, 1)):
+        h.reveal_vote(v, bit)
+    sent = h.task.finalize_round(h.coordinator, 1)
+    final = sent.named("RoundFinalized")[0].args
+    assert final["tallies"] == [1] and final["outcomes"] == 1
+    rewards, slashes = payouts(sent)
+    # pool 100 ETH over 4 rounds: 25 ETH shared by p0, p1, p2, v0, v2 (stake 1+1+2+3+1 = 8 ETH)
+    assert rewards == {
+        p0: 25 * ETH // 8,
+        p1: 25 * ETH // 8,
+        p2: 25 * ETH * 2 // 8,
+        v0: 25 * ETH * 3 // 8,
+        v2: 25 * ETH // 8,
+    }
+    assert slashes == {v1: (2 * ETH // 4, SlashReason.LOSING_VOTE)}
+    assert h.task.global_model_hash() == model_hash("candidate")
+    published = sent.named("GlobalPublished")[0].args
+    assert published == {"round": 1, "modelHash": model_hash("candidate")}
+    assert all(h.task.update(1, i).accepted for i in range(3))
+
+
+def test_aggregate_round_rejected_keeps_the_previous_model(deploy: Any) -> None:
+    h: Harness = deploy(vote_mode="aggregate", total_rounds=2, max_committee=4)
+    h.register(4, stake=2 * ETH)
+    o = h.open()
+    for p in o.proposers:
+        h.commit_update(p)
+    h.task.propose_aggregate(h.coordinator, 1, model_hash("poisoned"))
+    for v in o.voters:
+        h.commit_vote(v, 0)
+    for v in o.voters:
+        h.reveal_vote(v, 0)
+    sent = h.task.finalize_round(h.coordinator, 1)
+    rewards, slashes = payouts(sent)
+    # pool 100 ETH over 2 rounds: 50 ETH to the two voters (equal stakes)
+    assert rewards == {o.voters[0]: 25 * ETH, o.voters[1]: 25 * ETH}
+    assert slashes == {p: (2 * ETH // 10, SlashReason.REJECTED_UPDATE) for p in o.proposers}
+    assert h.task.global_model_hash() == h.config.initial_model_hash
+    assert h.task.round_info(1).global_published
+
+
+def test_tie_accepts_and_both_sides_are_good(deploy: Any) -> None:
+    h: Harness = deploy(max_committee=3, proposer_share_bps=3_400)
+    h.register(3, stake=ETH)
+    o = h.open()
+    assert len(o.proposers) == 1 and len(o.voters) == 2
+    h.commit_update(o.proposers[0])
+    h.commit_vote(o.voters[0], 1)
+    h.commit_vote(o.voters[1], 0)
+    h.reveal_vote(o.voters[0], 1)
+    h.reveal_vote(o.voters[1], 0)
+    sent = h.task.finalize_round(h.coordinator, 1)
+    final = sent.named("RoundFinalized")[0].args
+    assert final["tallies"] == [0] and final["outcomes"] == 1
+    rewards, slashes = payouts(sent)
+    assert rewards == {a: 20 * ETH // 3 for a in o.proposers + o.voters} and slashes == {}
+
+
+def test_stake_weighting_changes_the_outcome(deploy: Any) -> None:
+    h: Harness = deploy(stake_weighted=True, max_committee=4, proposer_share_bps=2_500)
+    h.register(4, stake=ETH)
+    o = h.open()
+    (p0,), (v0, v1, v2) = o.proposers, o.voters
+    shape_stakes(h, [v2], [3 * ETH])
+    h.commit_update(p0)
+    for v, bit in ((v0, 1), (v1, 1), (v2, 0)):
+        h.commit_vote(v, bit)
+    for v, bit in ((v0, 1), (v1, 1), (v2, 0)):
+        h.reveal_vote(v, bit)
+    sent = h.task.finalize_round(h.coordinator, 1)
+    final = sent.named("RoundFinalized")[0].args
+    assert (
+        final["tallies"] == [ETH + ETH - 3 * ETH] and final["outcomes"] == 0
+    )  # one-member-one-vote would accept
+    rewards, slashes = payouts(sent)
+    assert rewards == {v2: 20 * ETH}
+    assert slashes == {
+        p0: (ETH // 10, SlashReason.REJECTED_UPDATE),
+        v0: (ETH // 10, SlashReason.LOSING_VOTE),
+        v1: (ETH // 10, SlashReason.LOSING_VOTE),
+    }
+    assert h.task.round_info(
+        1
+    ).global_published  # nothing accepted: the global model stays, published at once
+
+
+def test_voter_winning_side_is_the_majority_of_its_bits(deploy: Any) -> None:
+    h: Harness = deploy(max_committee=8, proposer_share_bps=5_000)
+    h.register(8, stake=ETH)
+    o = h.open()
+    for p in o.proposers:
+        h.commit_update(p)
+    # outcomes will be 0b0111 (three voters accept p0-p2, reject p3)
+    votes = {o.voters[0]: 0b0111, o.voters[1]: 0b0111, o.voters[2]: 0b0111, o.voters[3]: 0b1001}
+    for v, bits in votes.items():
+        h.commit_vote(v, bits)
+    for v, bits in votes.items():
+        h.reveal_vote(v, bits)
+    sent = h.task.finalize_round(h.coordinator, 1)
+    assert sent.named("RoundFinalized")[0].args["outcomes"] == 0b0111
+    _rewards, slashes = payouts(sent)
+    # voter 3 agrees on p0 only (1 of 4 bits): losing side
+    assert slashes == {
+        o.proposers[3]: (ETH // 10, SlashReason.REJECTED_UPDATE),
+        o.voters[3]: (ETH // 10, SlashReason.LOSING_VOTE),
+    }
+
+
+# ----------------------------------------------------------------- random rounds vs reference
+
+
+@dataclass
+class VoterPlan:
+    commits: bool
+    reveals: bool
+    bits: int
+
+
+def run_round(h: Harness, commit_mask: int, plans: list[VoterPlan], propose: bool) -> Sent:
+    """Play one round as planned, then check it against the reference settlement."""
+    o = h.open()
+    r = o.round
+    committee = o.proposers + o.voters
+    before = {a: h.task.member(a) for a in committee}
+    pool_before = h.task.reward_pool()
+    for i, p in enumerate(o.proposers):
+        if commit_mask >> i & 1:
+            h.commit_update(p)
+    mode = h.config.vote_mode
+    if mode is VoteMode.AGGREGATE and propose and commit_mask % (1 << len(o.proposers)):
+        h.task.propose_aggregate(h.coordinator, r, model_hash(f"candidate-{r}"))
+    if h.phase() is Phase.TRAINING:
+        h.advance(h.config.training_duration + 1)
+        h.task.advance_phase(h.coordinator, r)
+    items = len(o.proposers) if mode is VoteMode.PER_UPDATE else 1
+    plans = plans[: len(o.voters)] + [VoterPlan(False, False, 0)] * (len(o.voters) - len(plans))
+    if h.phase() is Phase.VOTING:
+        for v, plan in zip(o.voters, plans, strict=True):
+            if plan.commits:
+                h.commit_vote(v, plan.bits % (1 << items))
+        if h.phase() is Phase.VOTING:
+            h.advance(h.config.voting_duration + 1)
+            h.task.advance_phase(h.coordinator, r)
+        for v, plan in zip(o.voters, plans, strict=True):
+            if plan.commits and plan.reveals:
+                h.reveal_vote(v, plan.bits % (1 << items))
+    h.advance(h.config.reveal_duration + 1)
+    sent = h.task.finalize_round(h.coordinator, r)
+
+    info = h.task.round_info(r)
+    expected = settle(
+        RoundInput(
+            vote_mode=mode,
+            stake_weighted=h.config.stake_weighted,
+            slash_rate_bps=h.config.slash_rate_bps,
+            total_rounds=h.config.total_rounds,
+            round=r,
+            reward_pool=pool_before,
+            proposers=[
+                ProposerSeat(p, before[p].stake, h.task.update(r, i).committed)
+                for i, p in enumerate(o.proposers)
+            ],
+            voters=[
+                VoterSeat(
+                    v,
+                    before[v].stake,
+                    (vote := h.task.vote(r, j)).commitment != b"\0" * 32,
+                    vote.revealed,
+                    vote.bits,
+                )
+                for j, v in enumerate(o.voters)
+            ],
+            has_candidate=info.candidate != b"\0" * 32,
+        )
+    )
+    final = sent.named("RoundFinalized")[0].args
+    assert final["tallies"] == expected.tallies
+    assert final["outcomes"] == expected.outcomes == info.outcomes
+    assert final["roundReward"] == expected.round_reward
+    rewards, slashes = payouts(sent)
+    assert rewards == expected.rewards and slashes == expected.slashes
+    assert h.task.reward_pool() == pool_before - expected.paid + expected.slashed
+    for a in committee:
+        after = h.task.member(a)
+        assert after.stake == before[a].stake - slashes.get(a, (0, None))[0]
+        assert after.owed == before[a].owed + rewards.get(a, 0)
+    assert sent.named("ActionRejected") == []
+    if mode is VoteMode.PER_UPDATE and not info.global_published:
+        h.task.publish_global(h.coordinator, r, model_hash(f"global-{r}"))
+    return sent
+
+
+voter_plans = st.lists(
+    st.builds(VoterPlan, commits=st.booleans(), reveals=st.booleans(), bits=st.integers(0, 2**10 - 1)),
+    min_size=0,
+    max_size=9,
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    mode=st.sampled_from(["per_update", "aggregate"]),
+    stake_weighted=st.booleans(),
+    stakes=st.lists(st.integers(1, 50), min_size=2, max_size=10),
+    share=st.integers(1_000, 9_000),
+    rounds=st.lists(st.tuples(st.integers(0, 2**10 - 1), voter_plans, st.booleans()), min_size=1, max_size=2),
+)
+def test_random_rounds_match_the_reference(
+    mode: str, stake_weighted: bool, stakes: list[int], share: int, rounds: list[Any]
+) -> None:
+    h = make_harness(
+        embedded_web3(num_accounts=14),
+        vote_mode=mode,
+        stake_weighted=stake_weighted,
+        proposer_share_bps=share,
+        slash_rate_bps=1_500,
+        total_rounds=3,
+    )
+    h.register(len(stakes), stake=[s * ETH // 10 + ETH for s in stakes])
+    for commit_mask, plans, propose in rounds:
+        if len(h.task.eligible_members()) < 2:
+            break
+        run_round(h, commit_mask, plans, propose)
+    assert h.task.balance() == h.stake_sum() + h.task.reward_pool() + h.owed_sum()

@@ -1,0 +1,80 @@
+"""The command line: help, deploy on the embedded chain, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from fedledger.cli import main
+from fedledger.deploy.anvil import free_port
+from fedledger.deploy.manifest import DeploymentManifest
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedledger.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("contracts", "deploy"):
+        assert command in result.stdout
+
+
+def test_deploy_embedded_json_prints_a_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "deployments" / "local.json"
+    result = run_cli(
+        "deploy", "--embedded", "--json", "--vote-mode", "aggregate", "--rounds", "3", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = DeploymentManifest.model_validate(json.loads(result.stdout))
+    assert manifest.task.address.startswith("0x") and len(manifest.task.address) == 42
+    assert manifest.task_config.vote_mode.label == "aggregate" and manifest.task_config.total_rounds == 3
+    assert manifest.reward_pool_wei == 10 * 10**18
+    assert all(g > 0 for g in manifest.gas_used.values())
+    assert DeploymentManifest.load(out) == manifest
+
+
+def test_deploy_embedded_with_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = Account.create()
+    key_file = tmp_path / "deployer.key"
+    key_file.write_text(key.key.hex())
+    assert main(["deploy", "--embedded", "--json", "--key-file", str(key_file)]) == 0
+    manifest = DeploymentManifest.model_validate_json(capsys.readouterr().out)
+    assert manifest.deployer == key.address == manifest.task_config.coordinator
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["deploy", "--rpc-url", "http://127.0.0.1:{port}"], "cannot reach a JSON-RPC node"),
+        (["deploy", "--rpc-url", "ftp://x"], "unsupported RPC URL"),
+        (["deploy", "--embedded", "--rounds", "0"], "total_rounds"),
+        (["deploy", "--embedded", "--coordinator", "0x" + "00" * 20], "coordinator"),
+        (["deploy", "--embedded", "--key-file", "/nonexistent/key"], "key file not found"),
+        (["deploy", "--embedded", "--pool", "100000000"], "holds less than the requested pool"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
+    args = [a.format(port=free_port()) for a in args]
+    result = run_cli(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_argument_errors_exit_2() -> None:
+    result = run_cli("deploy", "--embedded", "--min-stake", "lots")
+    assert result.returncode == 2 and "not an amount of ether" in result.stderr

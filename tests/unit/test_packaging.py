@@ -1,0 +1,57 @@
+"""`pip install .` lays out one import package `fedledger` with its data files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_non_editable_install_has_only_the_fedledger_package(tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    top_level = sorted(
+        p.name for p in target.iterdir() if not p.name.endswith(".dist-info") and p.name != "bin"
+    )
+    assert top_level == ["fedledger"]
+    package = target / "fedledger"
+    for part in ("contracts", "server", "client", "aggregation", "simulation", "deploy"):
+        assert (package / part / "__init__.py").is_file(), part
+    assert (package / "contracts" / "build" / "FLTask.json").is_file()
+    assert (package / "contracts" / "solidity" / "FLTask.sol").is_file()
+    probe = (
+        "import fedledger.contracts.artifacts as a, fedledger.deploy.deployer as d;"
+        "print(a.load_artifact('FLTask').contract_name, a.__file__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    name, location = result.stdout.split()
+    assert name == "FLTask" and location.startswith(str(target))
