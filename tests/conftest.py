@@ -73,10 +73,8 @@ class Harness:
         r = self.task.current_round()
         return self.task.reveal_vote(voter, r, bits, self.salts[(r, voter)])
 
-    def sign(
-        self, action: td.ActionType, message: dict[str, Any], account: LocalAccount | None = None
-    ) -> td.SignedAction:
-        signer = account or self.key(message[action.signer_field])
+    def sign(self, action: td.ActionType, message: dict[str, Any]) -> td.SignedAction:
+        signer = self.key(message[action.signer_field])
         return td.sign_action(signer, action, message, self.task.domain())
 
     def deadline(self, seconds: int = 3600) -> int:

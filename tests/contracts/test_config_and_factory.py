@@ -21,6 +21,7 @@ def test_config_round_trips_through_the_contract(deploy: Any) -> None:
     assert h.task.global_model_hash() == h.config.initial_model_hash
     assert h.task.reward_pool() == 100 * ETH == h.task.balance()
     assert h.task.current_round() == 0
+    assert h.task.contract.functions.coordinator().call() == h.coordinator
 
 
 def test_factory_lists_tasks_and_uses_the_stored_code(h: Harness) -> None:
@@ -37,6 +38,8 @@ def test_factory_lists_tasks_and_uses_the_stored_code(h: Harness) -> None:
     created = sent.named("TaskCreated")[0].args
     assert created["task"] == second.address and created["index"] == 1 and created["pool"] == ETH
     assert h.factory.tasks() == [h.task.address, second.address]
+    assert h.factory.contract.functions.taskCount().call() == 2
+    assert h.factory.contract.functions.taskAt(1).call() == second.address
     assert second.config().total_rounds == 2
 
 

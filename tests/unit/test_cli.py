@@ -78,3 +78,29 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
 def test_argument_errors_exit_2() -> None:
     result = run_cli("deploy", "--embedded", "--min-stake", "lots")
     assert result.returncode == 2 and "not an amount of ether" in result.stderr
+
+
+def test_a_revert_becomes_one_line() -> None:
+    from fedledger.cli import _user_error
+    from fedledger.contracts.errors import ContractRevert
+
+    revert = ContractRevert("WrongPhase", {"expected": 2, "actual": 1})
+    assert _user_error(revert) == "transaction reverted: WrongPhase(expected=2, actual=1)"
+    assert _user_error(RuntimeError("a bug")) is None  # bugs keep their traceback
+
+
+@pytest.mark.anvil
+def test_deploy_to_anvil_with_the_dev_key_writes_the_manifest(anvil_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "local.json"
+    result = run_cli("deploy", "--rpc-url", anvil_url, "--out", str(out), "--vote-mode", "aggregate")
+    assert result.returncode == 0, result.stderr
+    assert "DEV KEY" in result.stderr
+    manifest = DeploymentManifest.load(out)
+    assert manifest.chain_id == 31337 and manifest.rpc_url == anvil_url
+    assert manifest.deployer == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # anvil's first dev account
+    from fedledger.contracts.bindings import FLTaskContract
+    from fedledger.deploy.chain import connect
+
+    task = FLTaskContract(connect(anvil_url), manifest.task.address)
+    assert task.config() == manifest.task_config
+    assert task.reward_pool() == manifest.reward_pool_wei
