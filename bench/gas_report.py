@@ -65,27 +65,19 @@ def scenario(participants: int, mode: VoteMode) -> dict[str, Any]:
     votes = [
         sign(
             td.COMMIT_VOTE,
-            td.commit_vote_message(
-                v, 1, vote_commitment(task.address, 1, candidate, bits, salt, v), 0, deadline
-            ),
+            td.commit_vote_message(v, 1, vote_commitment(task.address, 1, candidate, bits, salt, v), 0, deadline),
         )
         for v in opened.voters
     ]
     vote_gas = task.relay(relayer, votes).gas_used
-    reveals = [
-        sign(td.REVEAL_VOTE, td.reveal_vote_message(v, 1, bits, salt, 1, deadline)) for v in opened.voters
-    ]
+    reveals = [sign(td.REVEAL_VOTE, td.reveal_vote_message(v, 1, bits, salt, 1, deadline)) for v in opened.voters]
     reveal_gas = task.relay(relayer, reveals).gas_used
     finalize_gas = task.finalize_round(relayer, 1).gas_used
-    publish_gas = (
-        task.publish_global(coordinator, 1, keccak(text="g1")).gas_used if mode is VoteMode.PER_UPDATE else 0
-    )
+    publish_gas = task.publish_global(coordinator, 1, keccak(text="g1")).gas_used if mode is VoteMode.PER_UPDATE else 0
     direct = _direct_forms(task, coordinator, relayer, mode)
 
     n_p, n_v = len(opened.proposers), len(opened.voters)
-    round_total = (
-        open_sent.gas_used + commit_gas + propose_gas + vote_gas + reveal_gas + finalize_gas + publish_gas
-    )
+    round_total = open_sent.gas_used + commit_gas + propose_gas + vote_gas + reveal_gas + finalize_gas + publish_gas
     return {
         "participants": participants,
         "vote_mode": mode.label,
@@ -142,9 +134,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the scenarios and print JSON (or the markdown table)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--markdown", action="store_true", help="print the README table instead of JSON")
     args = parser.parse_args(argv)
     results = [

@@ -79,9 +79,7 @@ class _Bound:
     def __init__(self, w3: Web3, address: str) -> None:
         self.w3 = w3
         self.address = to_checksum_address(address)
-        self.contract: Contract = w3.eth.contract(
-            address=self.address, abi=load_artifact(self.artifact_name).abi
-        )
+        self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact(self.artifact_name).abi)
         self._events_by_topic = {
             HexBytes(Web3.keccak(text=signature(item))): item["name"]
             for item in self.contract.abi

@@ -19,9 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     compile_cmd = sub.add_parser(
         "compile", help="rebuild contracts/build/*.json (native solc if found, else the npm solcjs)"
     )
-    compile_cmd.add_argument(
-        "--out", type=Path, default=BUILD_DIR, help="output folder (default: %(default)s)"
-    )
+    compile_cmd.add_argument("--out", type=Path, default=BUILD_DIR, help="output folder (default: %(default)s)")
     compile_cmd.add_argument(
         "--check",
         action="store_true",

@@ -97,9 +97,7 @@ def collect_sources(
 def _locate(name: str, source_dir: Path, node_modules: Path | None) -> Path:
     if name.startswith(_OZ_PREFIX):
         if node_modules is None:
-            raise CompileError(
-                f"cannot resolve {name}: no node_modules found; run `npm ci` in the repository"
-            )
+            raise CompileError(f"cannot resolve {name}: no node_modules found; run `npm ci` in the repository")
         path = node_modules / "@openzeppelin" / "contracts" / name[len(_OZ_PREFIX) :]
     else:
         path = source_dir / name
@@ -128,9 +126,7 @@ def find_compiler(node_modules: Path | None = None) -> Path:
             continue
     modules = node_modules or find_node_modules()
     if modules is None:
-        raise CompileError(
-            f"no solc {SOLC_VERSION} found: install the pinned solcjs with `npm ci` in the repository"
-        )
+        raise CompileError(f"no solc {SOLC_VERSION} found: install the pinned solcjs with `npm ci` in the repository")
     return make_solcjs_wrapper(modules, SOLC_VERSION)
 
 

@@ -79,8 +79,7 @@ def decode_revert(data: bytes) -> ContractRevert:
         if entry is not None:
             name, names, types = entry
             values = [
-                to_checksum_address(v) if t == "address" else v
-                for t, v in zip(types, decode(types, body), strict=True)
+                to_checksum_address(v) if t == "address" else v for t, v in zip(types, decode(types, body), strict=True)
             ]
             return ContractRevert(name, dict(zip(names, values, strict=True)), data)
     except DecodingError:
@@ -98,9 +97,7 @@ def as_contract_revert(exc: BaseException) -> ContractRevert | None:
         data = exc.data
         if isinstance(data, str) and data.startswith("0x"):
             return decode_revert(bytes.fromhex(data[2:]))
-        message = (
-            str(exc.message or "").removeprefix("execution reverted: ").removeprefix("execution reverted")
-        )
+        message = str(exc.message or "").removeprefix("execution reverted: ").removeprefix("execution reverted")
         return ContractRevert("Error", {"message": message}) if message else ContractRevert(None)
     return None
 

@@ -81,9 +81,7 @@ def make_solcjs_wrapper(node_modules: Path, expected_version: str) -> Path:
         raise RuntimeError(f"solcjs not found at {solcjs}; run `npm ci` in the repository")
     found = solcjs_version(node_modules)
     if found != expected_version:
-        raise RuntimeError(
-            f"node_modules has solc {found}, the artifacts need {expected_version}; run `npm ci`"
-        )
+        raise RuntimeError(f"node_modules has solc {found}, the artifacts need {expected_version}; run `npm ci`")
     directory = Path(tempfile.mkdtemp(prefix="fedledger-solcjs-"))
     wrapper = directory / "solc"
     wrapper.write_text(_WRAPPER.format(node=node, solcjs=solcjs), encoding="utf-8")

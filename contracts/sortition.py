@@ -14,9 +14,7 @@ from .types import BPS
 
 def round_seed(prevrandao: int, round_: int, global_model_hash: bytes, task: str) -> bytes:
     """``keccak256(abi.encode(block.prevrandao, round, globalModelHash, address(this)))``."""
-    return keccak(
-        encode(["uint256", "uint256", "bytes32", "address"], [prevrandao, round_, global_model_hash, task])
-    )
+    return keccak(encode(["uint256", "uint256", "bytes32", "address"], [prevrandao, round_, global_model_hash, task]))
 
 
 def draw(eligible: list[str], seed: bytes, size: int) -> list[str]:

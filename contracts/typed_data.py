@@ -158,9 +158,7 @@ def typed_data(action: ActionType, message: dict[str, Any], domain: Domain) -> d
     }
 
 
-def sign_action(
-    account: LocalAccount, action: ActionType, message: dict[str, Any], domain: Domain
-) -> SignedAction:
+def sign_action(account: LocalAccount, action: ActionType, message: dict[str, Any], domain: Domain) -> SignedAction:
     """Sign ``message`` as ``account``; the message's signer field must be that account."""
     signed = account.sign_message(encode_typed_data(full_message=typed_data(action, message, domain)))
     result = SignedAction(action, dict(message), bytes(signed.signature))
@@ -197,9 +195,7 @@ def commit_update_message(
     }
 
 
-def commit_vote_message(
-    voter: str, round_: int, commitment: bytes, nonce: int, deadline: int
-) -> dict[str, Any]:
+def commit_vote_message(voter: str, round_: int, commitment: bytes, nonce: int, deadline: int) -> dict[str, Any]:
     """Message of a :data:`COMMIT_VOTE`."""
     return {
         "voter": to_checksum_address(voter),
@@ -210,9 +206,7 @@ def commit_vote_message(
     }
 
 
-def reveal_vote_message(
-    voter: str, round_: int, bits: int, salt: bytes, nonce: int, deadline: int
-) -> dict[str, Any]:
+def reveal_vote_message(voter: str, round_: int, bits: int, salt: bytes, nonce: int, deadline: int) -> dict[str, Any]:
     """Message of a :data:`REVEAL_VOTE`."""
     return {
         "voter": to_checksum_address(voter),
@@ -227,3 +221,37 @@ def reveal_vote_message(
 def member_message(member: str, nonce: int, deadline: int) -> dict[str, Any]:
     """Message of :data:`REQUEST_EXIT`, :data:`COMPLETE_EXIT` or :data:`WITHDRAW`."""
     return {"member": to_checksum_address(member), "nonce": nonce, "deadline": deadline}
+
+
+COORDINATOR_COMMAND = ActionType(
+    "CoordinatorCommand",
+    (("command", "string"), ("round", "uint256"), ("subject", "bytes32"), ("deadline", "uint256")),
+    "",
+    "",
+)
+"""Off-chain authorisation of a coordinator request to the gateway (advance, finalize, store a blob).
+
+The contract never sees it: the gateway checks that the task's coordinator signed it over the
+task's domain before acting with its own relayer key.
+"""
+
+COORDINATOR_COMMANDS = ("advancePhase", "finalizeRound", "storeBlob")
+
+
+def coordinator_command_message(command: str, round_: int, subject: bytes, deadline: int) -> dict[str, Any]:
+    """Message of a :data:`COORDINATOR_COMMAND`; ``subject`` is a blob hash or 32 zero bytes."""
+    if command not in COORDINATOR_COMMANDS:
+        raise ValueError(f"unknown coordinator command {command!r}; expected one of {COORDINATOR_COMMANDS}")
+    return {"command": command, "round": round_, "subject": bytes(subject), "deadline": deadline}
+
+
+def sign_coordinator_command(account: LocalAccount, message: dict[str, Any], domain: Domain) -> bytes:
+    """The coordinator's signature over a command."""
+    encoded = encode_typed_data(full_message=typed_data(COORDINATOR_COMMAND, message, domain))
+    return bytes(account.sign_message(encoded).signature)
+
+
+def recover_command_signer(message: dict[str, Any], signature: bytes, domain: Domain) -> str:
+    """The address that signed a coordinator command."""
+    encoded = encode_typed_data(full_message=typed_data(COORDINATOR_COMMAND, message, domain))
+    return str(Account.recover_message(encoded, signature=signature))

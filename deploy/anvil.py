@@ -29,9 +29,7 @@ def find_anvil() -> Path | None:
     """Path of an anvil executable: the npm platform binary, one on PATH, or the npm wrapper."""
     modules = find_node_modules()
     system = {"Linux": "linux", "Darwin": "darwin"}.get(platform.system(), "")
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine(), ""
-    )
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "")
     candidates: list[Path] = []
     if modules is not None and system and arch:
         candidates.append(modules / "@foundry-rs" / f"anvil-{system}-{arch}" / "bin" / "anvil")
@@ -109,9 +107,7 @@ class AnvilNode:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"anvil exited with code {self.process.returncode} (port {self.port} in use?)"
-                )
+                raise RuntimeError(f"anvil exited with code {self.process.returncode} (port {self.port} in use?)")
             if _answers(self.port):
                 return self.url
             time.sleep(0.1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester, PyEVMBackend
+from eth_utils import keccak
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.middleware import SignAndSendRawMiddlewareBuilder
 
@@ -47,6 +48,23 @@ def dev_accounts(w3: Web3, count: int | None = None) -> list[LocalAccount]:
     else:
         raise ValueError("dev accounts exist only on the embedded chain and on anvil (chain id 31337)")
     return keys[:count] if count is not None else keys
+
+
+def dev_key(index: int, namespace: str = "fedledger-dev") -> LocalAccount:
+    """Deterministic development key number ``index`` (0 is the embedded chain's coordinator).
+
+    Anyone can derive these keys: they are for local simulations only, never for real funds.
+    """
+    if index < 0:
+        raise ValueError("dev key indices start at 0")
+    return Account.from_key(keccak(text=f"{namespace}:{index}"))
+
+
+def fund(w3: Web3, funder: str, addresses: list[str], amount_wei: int) -> None:
+    """Send ``amount_wei`` from ``funder`` to each address."""
+    hashes = [w3.eth.send_transaction({"from": funder, "to": a, "value": amount_wei}) for a in addresses]
+    for tx_hash in hashes:
+        w3.eth.wait_for_transaction_receipt(tx_hash)
 
 
 def is_embedded(w3: Web3) -> bool:

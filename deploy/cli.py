@@ -50,26 +50,70 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         description="Deploy TaskCodeStore, FLTaskFactory and one FLTask; print or write the manifest.",
     )
     where = cmd.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "--embedded", action="store_true", help="deploy on a throw-away in-process eth-tester chain"
-    )
+    where.add_argument("--embedded", action="store_true", help="deploy on a throw-away in-process eth-tester chain")
     where.add_argument("--rpc-url", help="JSON-RPC URL of the node to deploy to, e.g. http://127.0.0.1:8545")
     cmd.add_argument("--key-file", type=Path, help="deployer key: eth-account keystore or hex key file")
     cmd.add_argument("--out", type=Path, help="write the manifest here (e.g. deployments/local.json)")
     cmd.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
-    cmd.add_argument(
-        "--task-config", type=Path, help="JSON file with TaskConfig fields (flags below override it)"
-    )
-    cmd.add_argument("--strategy", help="aggregation strategy name (default fedavg)")
-    cmd.add_argument("--rounds", type=int, dest="total_rounds", help="total rounds (default 5)")
-    cmd.add_argument("--vote-mode", choices=["per_update", "aggregate"], help="what voters judge")
-    cmd.add_argument("--stake-weighted", action="store_true", default=None, help="weigh votes by stake")
-    cmd.add_argument("--min-stake", type=ether, help="minimum stake in ether (default 1)")
-    cmd.add_argument("--max-committee", type=int, help="largest committee per round (default 10)")
-    cmd.add_argument("--coordinator", help="coordinator address (default: the deployer)")
-    cmd.add_argument("--initial-model-hash", help="keccak256 of the initial model's canonical bytes (0x...)")
-    cmd.add_argument("--pool", type=ether, default=10 * 10**18, help="reward pool in ether (default 10)")
+    add_task_options(cmd)
     cmd.set_defaults(handler=_deploy)
+
+
+_TASK_FLAGS = (
+    "strategy",
+    "total_rounds",
+    "vote_mode",
+    "stake_weighted",
+    "min_stake",
+    "max_committee",
+    "proposer_share_bps",
+    "slash_rate_bps",
+    "training_duration",
+    "voting_duration",
+    "reveal_duration",
+    "exit_delay",
+    "coordinator",
+    "initial_model_hash",
+)
+
+
+def add_task_options(cmd: argparse.ArgumentParser) -> None:
+    """Options that set TaskConfig fields (shared by ``deploy`` and ``gateway serve --embedded``)."""
+    group = cmd.add_argument_group("task parameters")
+    group.add_argument("--task-config", type=Path, help="JSON file with TaskConfig fields (flags override it)")
+    group.add_argument("--strategy", help="aggregation strategy name (default fedavg)")
+    group.add_argument("--rounds", type=int, dest="total_rounds", help="total rounds (default 5)")
+    group.add_argument("--vote-mode", choices=["per_update", "aggregate"], help="what voters judge")
+    group.add_argument("--stake-weighted", action="store_true", default=None, help="weigh votes by stake")
+    group.add_argument("--min-stake", type=ether, help="minimum stake in ether (default 1)")
+    group.add_argument("--max-committee", type=int, help="largest committee per round (default 10)")
+    group.add_argument("--proposer-share-bps", type=int, help="share of the committee that proposes (default 5000)")
+    group.add_argument("--slash-rate-bps", type=int, help="stake share a bad participant loses (default 1000)")
+    group.add_argument("--training-duration", type=int, help="seconds for proposers (default 600)")
+    group.add_argument("--voting-duration", type=int, help="seconds for vote commitments (default 300)")
+    group.add_argument("--reveal-duration", type=int, help="seconds for reveals (default 300)")
+    group.add_argument("--exit-delay", type=int, help="seconds between exit request and withdrawal (default 3600)")
+    group.add_argument("--coordinator", help="coordinator address")
+    group.add_argument("--initial-model-hash", help="keccak256 of the initial model's canonical bytes (0x...)")
+    group.add_argument("--pool", type=ether, default=10 * 10**18, help="reward pool in ether (default 10)")
+
+
+def task_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """TaskConfig fields from ``--task-config`` and the task flags, with a default initial model hash."""
+    from eth_utils import keccak
+
+    fields: dict[str, Any] = {}
+    if args.task_config is not None:
+        try:
+            loaded = json.loads(args.task_config.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CommandError(f"cannot read task config {args.task_config}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise CommandError(f"task config {args.task_config} must hold a JSON object")
+        fields.update(loaded)
+    fields.update({name: getattr(args, name) for name in _TASK_FLAGS if getattr(args, name) is not None})
+    fields.setdefault("initial_model_hash", keccak(UNSET_MODEL_LABEL))
+    return fields
 
 
 def _task_config(args: argparse.Namespace, deployer: str) -> TaskConfig:
@@ -77,22 +121,8 @@ def _task_config(args: argparse.Namespace, deployer: str) -> TaskConfig:
 
     from fedledger.contracts.types import TaskConfig
 
-    fields: dict[str, Any] = {}
-    if args.task_config is not None:
-        fields.update(json.loads(args.task_config.read_text(encoding="utf-8")))
-    overrides = {
-        "strategy": args.strategy,
-        "total_rounds": args.total_rounds,
-        "vote_mode": args.vote_mode,
-        "stake_weighted": args.stake_weighted,
-        "min_stake": args.min_stake,
-        "max_committee": args.max_committee,
-        "coordinator": args.coordinator,
-        "initial_model_hash": args.initial_model_hash,
-    }
-    fields.update({k: v for k, v in overrides.items() if v is not None})
+    fields = task_fields(args)
     fields.setdefault("coordinator", deployer)
-    fields.setdefault("initial_model_hash", keccak(UNSET_MODEL_LABEL))
     if "config_hash" not in fields:
         described = {k: v for k, v in fields.items() if k != "coordinator"}
         fields["config_hash"] = keccak(text=json.dumps(described, sort_keys=True, default=str))
@@ -128,9 +158,7 @@ def _funded_key(w3: Web3, key_file: Path, funder: str) -> str:
     from .chain import use_account
 
     address = use_account(w3, load_key(key_file))
-    w3.eth.wait_for_transaction_receipt(
-        w3.eth.send_transaction({"from": funder, "to": address, "value": 10**22})
-    )
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_transaction({"from": funder, "to": address, "value": 10**22}))
     return address
 
 

@@ -23,10 +23,13 @@ Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg
 
 
 def _registrars() -> list[Register]:
+    from fedledger.audit.cli import register as audit
+    from fedledger.client.cli import register as node
     from fedledger.contracts.cli import register as contracts
     from fedledger.deploy.cli import register as deploy
+    from fedledger.server.cli import register as gateway
 
-    return [contracts, deploy]
+    return [contracts, deploy, gateway, node, audit]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,11 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_error(exc: BaseException) -> str | None:
     """The one-line message for an error the user can fix, or ``None`` for a bug."""
+    import grpc
+
     from fedledger.contracts.compiler import CompileError
     from fedledger.contracts.errors import as_contract_revert
     from fedledger.deploy.chain import ChainUnavailable
     from fedledger.keys import KeyFileError
 
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return f"gateway answered {exc.code().name}: {exc.details()}"
     revert = as_contract_revert(exc)
     if revert is not None:
         return f"transaction reverted: {revert.describe()}"

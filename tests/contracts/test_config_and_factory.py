@@ -32,9 +32,7 @@ def test_factory_lists_tasks_and_uses_the_stored_code(h: Harness) -> None:
     assert "0x" + creation.hex() == load_artifact("FLTask").bytecode
     store_code = h.w3.eth.get_code(h.factory.task_code())
     assert store_code[0] == 0 and store_code[1:] == creation
-    second, sent = h.factory.create_task(
-        h.coordinator, h.config.model_copy(update={"total_rounds": 2}), pool=ETH
-    )
+    second, sent = h.factory.create_task(h.coordinator, h.config.model_copy(update={"total_rounds": 2}), pool=ETH)
     created = sent.named("TaskCreated")[0].args
     assert created["task"] == second.address and created["index"] == 1 and created["pool"] == ETH
     assert h.factory.tasks() == [h.task.address, second.address]

@@ -26,9 +26,7 @@ def play_full_round(h: Harness) -> None:
         h.sign(td.COMMIT_UPDATE, td.commit_update_message(p, 1, model_hash(p), 100 + i, 0, deadline))
         for i, p in enumerate(proposers[:3])
     ]
-    forged = td.SignedAction(
-        commits[0].action, {**commits[0].message, "numExamples": 1}, commits[0].signature
-    )
+    forged = td.SignedAction(commits[0].action, {**commits[0].message, "numExamples": 1}, commits[0].signature)
     sent = h.task.relay(h.relayer, [*commits, forged])
     assert [e.args["signer"] for e in sent.named("ActionRejected")] == [proposers[0]]
     h.advance(h.config.training_duration + 1)
@@ -50,10 +48,7 @@ def play_full_round(h: Harness) -> None:
         ],
     )
     assert h.phase() is Phase.REVEALING
-    reveals = [
-        h.sign(td.REVEAL_VOTE, td.reveal_vote_message(v, 1, bits[v], salts[v], 1, deadline))
-        for v in voters[:3]
-    ]
+    reveals = [h.sign(td.REVEAL_VOTE, td.reveal_vote_message(v, 1, bits[v], salts[v], 1, deadline)) for v in voters[:3]]
     assert h.task.relay(h.relayer, reveals).named("ActionRejected") == []
     with pytest.raises(ContractRevert) as info:
         h.task.finalize_round(h.relayer, 1)
@@ -78,9 +73,7 @@ def play_full_round(h: Harness) -> None:
     assert final["outcomes"] == expected.outcomes == 0b011
     assert final["tallies"] == expected.tallies == [1, 1, -1, 0]
     rewards = {e.args["account"]: e.args["amount"] for e in sent.named("Rewarded")}
-    slashes = {
-        e.args["account"]: (e.args["amount"], SlashReason(e.args["reason"])) for e in sent.named("Slashed")
-    }
+    slashes = {e.args["account"]: (e.args["amount"], SlashReason(e.args["reason"])) for e in sent.named("Slashed")}
     assert rewards == expected.rewards and set(rewards) == {proposers[0], proposers[1], voters[0], voters[1]}
     assert slashes == expected.slashes
     assert slashes[voters[3]][1] is SlashReason.UNREVEALED_VOTE

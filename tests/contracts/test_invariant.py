@@ -116,9 +116,7 @@ class TaskMachine(RuleBasedStateMachine):
         r, proposer = self.round(), self.pick(Role.PROPOSER, i, valid)
         self.attempt(lambda: self.h.task.commit_update(proposer, r, model_hash(f"{r}-{i}"), examples))
 
-    @precondition(
-        lambda self: self.h.config.vote_mode.label == "aggregate" and self.phase() is Phase.TRAINING
-    )
+    @precondition(lambda self: self.h.config.vote_mode.label == "aggregate" and self.phase() is Phase.TRAINING)
     @rule()
     def propose_aggregate(self) -> None:
         r = self.round()
@@ -198,10 +196,7 @@ class TaskMachine(RuleBasedStateMachine):
     @invariant()
     def round_counters_are_consistent(self) -> None:
         info = self.h.task.round_info(self.round())
-        assert (
-            info.num_updates <= info.num_proposers
-            and info.num_reveals <= info.num_vote_commits <= info.num_voters
-        )
+        assert info.num_updates <= info.num_proposers and info.num_reveals <= info.num_vote_commits <= info.num_voters
         assert info.num_updates == info.committed_mask.bit_count()
         if info.phase is Phase.FINALIZED:
             assert info.outcomes & ~info.committed_mask == 0 or self.h.config.vote_mode.label == "aggregate"

@@ -35,18 +35,14 @@ def test_open_round_rules(deploy: Any) -> None:
 def test_commit_update_reverts(h: Harness) -> None:
     h.register(4)
     early = h.addresses[0]
-    h.expect_revert(
-        "WrongRound", lambda: h.task.commit_update(early, 1, model_hash("u"), 1), given=1, current=0
-    )
+    h.expect_revert("WrongRound", lambda: h.task.commit_update(early, 1, model_hash("u"), 1), given=1, current=0)
     opened = h.open()
     p, v = opened.proposers[0], opened.voters[0]
     h.expect_revert("WrongRound", lambda: h.task.commit_update(p, 2, model_hash("u"), 1), given=2, current=1)
     h.expect_revert("WrongRound", lambda: h.task.commit_update(p, 0, model_hash("u"), 1), given=0, current=1)
     h.expect_revert("NotProposer", lambda: h.task.commit_update(v, 1, model_hash("u"), 1), round=1, account=v)
     h.expect_revert("ZeroHash", lambda: h.task.commit_update(p, 1, b"\0" * 32, 1))
-    h.expect_revert(
-        "InvalidExampleCount", lambda: h.task.commit_update(p, 1, model_hash("u"), 0), numExamples=0
-    )
+    h.expect_revert("InvalidExampleCount", lambda: h.task.commit_update(p, 1, model_hash("u"), 0), numExamples=0)
     h.expect_revert(
         "InvalidExampleCount", lambda: h.task.commit_update(p, 1, model_hash("u"), 2**64), numExamples=2**64
     )
@@ -65,9 +61,7 @@ def test_commit_update_reverts(h: Harness) -> None:
         42,
         True,
     )
-    h.expect_revert(
-        "AlreadyActed", lambda: h.task.commit_update(p, 1, model_hash("v"), 1), round=1, account=p
-    )
+    h.expect_revert("AlreadyActed", lambda: h.task.commit_update(p, 1, model_hash("v"), 1), round=1, account=p)
 
 
 def test_last_commitment_opens_voting_in_per_update_mode(h: Harness) -> None:
@@ -80,9 +74,7 @@ def test_last_commitment_opens_voting_in_per_update_mode(h: Harness) -> None:
     info = h.task.round_info(1)
     assert info.phase is Phase.VOTING and info.committed_mask == 0b11 and info.num_updates == 2
     late = opened.proposers[0]
-    h.expect_revert(
-        "WrongPhase", lambda: h.task.commit_update(late, 1, model_hash("x"), 1), expected=1, actual=2
-    )
+    h.expect_revert("WrongPhase", lambda: h.task.commit_update(late, 1, model_hash("x"), 1), expected=1, actual=2)
 
 
 def test_vote_reverts(h: Harness) -> None:
@@ -103,9 +95,7 @@ def test_vote_reverts(h: Harness) -> None:
     assert h.phase() is Phase.REVEALING
     silent = opened.voters[1]
     salt = h.salts[(1, v)]
-    h.expect_revert(
-        "NoVoteCommitted", lambda: h.task.reveal_vote(silent, 1, 1, salt), round=1, account=silent
-    )
+    h.expect_revert("NoVoteCommitted", lambda: h.task.reveal_vote(silent, 1, 1, salt), round=1, account=silent)
     h.expect_revert("NotVoter", lambda: h.task.reveal_vote(p, 1, 1, salt), round=1, account=p)
     h.expect_revert("InvalidVoteBits", lambda: h.task.reveal_vote(v, 1, 0b111, salt), bits=0b111, numItems=2)
     h.expect_revert("CommitmentMismatch", lambda: h.task.reveal_vote(v, 1, 0b01, salt))
@@ -160,9 +150,7 @@ def test_publish_global_rules(h: Harness) -> None:
     sent = h.task.publish_global(h.coordinator, 1, model_hash("g"))
     assert sent.named("GlobalPublished")[0].args == {"round": 1, "modelHash": model_hash("g")}
     assert h.task.global_model_hash() == model_hash("g") == h.task.round_info(1).global_model_hash
-    h.expect_revert(
-        "GlobalAlreadyPublished", lambda: h.task.publish_global(h.coordinator, 1, model_hash("h"))
-    )
+    h.expect_revert("GlobalAlreadyPublished", lambda: h.task.publish_global(h.coordinator, 1, model_hash("h")))
     h.open()  # the next round may open now
 
 
@@ -182,17 +170,13 @@ def test_aggregate_mode_actions(deploy: Any) -> None:
     sent = h.task.propose_aggregate(c, 1, model_hash("agg"))
     assert sent.named("AggregateProposed")[0].args == {"round": 1, "candidateHash": model_hash("agg")}
     assert h.phase() is Phase.VOTING and h.task.round_info(1).candidate == model_hash("agg")
-    h.expect_revert(
-        "WrongPhase", lambda: h.task.propose_aggregate(c, 1, model_hash("b")), expected=1, actual=2
-    )
+    h.expect_revert("WrongPhase", lambda: h.task.propose_aggregate(c, 1, model_hash("b")), expected=1, actual=2)
 
 
 def test_per_update_mode_refuses_candidates(h: Harness) -> None:
     h.register(4)
     h.open()
-    h.expect_revert(
-        "WrongVoteMode", lambda: h.task.propose_aggregate(h.coordinator, 1, model_hash("a")), mode=0
-    )
+    h.expect_revert("WrongVoteMode", lambda: h.task.propose_aggregate(h.coordinator, 1, model_hash("a")), mode=0)
 
 
 def test_aggregate_without_candidate_skips_voting(deploy: Any) -> None:

@@ -26,9 +26,7 @@ def shape_stakes(h: Harness, accounts: list[str], stakes: list[int]) -> None:
 
 def payouts(sent: Sent) -> tuple[dict[str, int], dict[str, tuple[int, SlashReason]]]:
     rewards = {e.args["account"]: e.args["amount"] for e in sent.named("Rewarded")}
-    slashes = {
-        e.args["account"]: (e.args["amount"], SlashReason(e.args["reason"])) for e in sent.named("Slashed")
-    }
+    slashes = {e.args["account"]: (e.args["amount"], SlashReason(e.args["reason"])) for e in sent.named("Slashed")}
     return rewards, slashes
 
 
@@ -158,9 +156,7 @@ def test_stake_weighting_changes_the_outcome(deploy: Any) -> None:
         h.reveal_vote(v, bit)
     sent = h.task.finalize_round(h.coordinator, 1)
     final = sent.named("RoundFinalized")[0].args
-    assert (
-        final["tallies"] == [ETH + ETH - 3 * ETH] and final["outcomes"] == 0
-    )  # one-member-one-vote would accept
+    assert final["tallies"] == [ETH + ETH - 3 * ETH] and final["outcomes"] == 0  # one-member-one-vote would accept
     rewards, slashes = payouts(sent)
     assert rewards == {v2: 20 * ETH}
     assert slashes == {
@@ -168,9 +164,7 @@ def test_stake_weighting_changes_the_outcome(deploy: Any) -> None:
         v0: (ETH // 10, SlashReason.LOSING_VOTE),
         v1: (ETH // 10, SlashReason.LOSING_VOTE),
     }
-    assert h.task.round_info(
-        1
-    ).global_published  # nothing accepted: the global model stays, published at once
+    assert h.task.round_info(1).global_published  # nothing accepted: the global model stays, published at once
 
 
 def test_voter_winning_side_is_the_majority_of_its_bits(deploy: Any) -> None:
@@ -246,8 +240,7 @@ def run_round(h: Harness, commit_mask: int, plans: list[VoterPlan], propose: boo
             round=r,
             reward_pool=pool_before,
             proposers=[
-                ProposerSeat(p, before[p].stake, h.task.update(r, i).committed)
-                for i, p in enumerate(o.proposers)
+                ProposerSeat(p, before[p].stake, h.task.update(r, i).committed) for i, p in enumerate(o.proposers)
             ],
             voters=[
                 VoterSeat(

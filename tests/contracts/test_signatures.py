@@ -25,9 +25,7 @@ from tests.conftest import ETH, Harness, model_hash
         (td.WITHDRAW, "WITHDRAW_TYPEHASH"),
     ],
 )
-def test_python_type_hashes_equal_the_contract_constants(
-    h: Harness, action: td.ActionType, constant: str
-) -> None:
+def test_python_type_hashes_equal_the_contract_constants(h: Harness, action: td.ActionType, constant: str) -> None:
     assert h.task.contract.functions[constant]().call() == action.type_hash
 
 
@@ -50,9 +48,7 @@ def test_vote_commitment_python_equals_contract(h: Harness) -> None:
 
 def _forge(account: LocalAccount, action: td.ActionType, message: dict, domain: td.Domain) -> td.SignedAction:
     """Sign a message that names another account (sign_action refuses to)."""
-    signature = account.sign_message(
-        encode_typed_data(full_message=td.typed_data(action, message, domain))
-    ).signature
+    signature = account.sign_message(encode_typed_data(full_message=td.typed_data(action, message, domain))).signature
     return td.SignedAction(action, message, bytes(signature))
 
 
@@ -86,12 +82,8 @@ def test_each_bad_signature_is_rejected_with_its_error(h: Harness) -> None:
     wrong_signer = _forge(h.key(q), td.COMMIT_UPDATE, good, domain)  # q signs a message naming p
     assert not td.verify(wrong_signer, domain)
     expired = h.sign(td.COMMIT_UPDATE, {**good, "deadline": h.deadline(-1)})
-    other_chain = td.sign_action(
-        h.key(p), td.COMMIT_UPDATE, good, replace(domain, chain_id=domain.chain_id + 1)
-    )
-    other_contract = td.sign_action(
-        h.key(p), td.COMMIT_UPDATE, good, replace(domain, verifying_contract=h.relayer)
-    )
+    other_chain = td.sign_action(h.key(p), td.COMMIT_UPDATE, good, replace(domain, chain_id=domain.chain_id + 1))
+    other_contract = td.sign_action(h.key(p), td.COMMIT_UPDATE, good, replace(domain, verifying_contract=h.relayer))
     future_nonce = h.sign(td.COMMIT_UPDATE, {**good, "nonce": 5})
     for bad, error in [
         (wrong_signer, "InvalidSigner"),
@@ -170,8 +162,7 @@ def test_full_round_by_signatures_only(deploy: object) -> None:
     assert _rejections(h.task.relay(h.relayer, commits)) == []
     assert h.phase() is Phase.REVEALING
     reveals = [
-        h.sign(td.REVEAL_VOTE, td.reveal_vote_message(v, 1, 1, salts[v], 1, h.deadline()))
-        for v in opened.voters
+        h.sign(td.REVEAL_VOTE, td.reveal_vote_message(v, 1, 1, salts[v], 1, h.deadline())) for v in opened.voters
     ]
     assert _rejections(h.task.relay(h.relayer, reveals)) == []
     h.task.finalize_round(h.relayer, 1)
@@ -186,9 +177,7 @@ def test_full_round_by_signatures_only(deploy: object) -> None:
     assert h.w3.eth.get_balance(voter) == before + owed
     # Exit by signature: request, wait, complete; the stake is then credited.
     h.task.relay(h.relayer, [h.sign(td.REQUEST_EXIT, td.member_message(voter, 3, h.deadline(10**6)))])
-    early = h.task.relay(
-        h.relayer, [h.sign(td.COMPLETE_EXIT, td.member_message(voter, 4, h.deadline(10**6)))]
-    )
+    early = h.task.relay(h.relayer, [h.sign(td.COMPLETE_EXIT, td.member_message(voter, 4, h.deadline(10**6)))])
     assert _rejections(early) == [(voter, "ExitDelayNotOver")]
     h.advance(3_600)
     stake = h.task.member(voter).stake

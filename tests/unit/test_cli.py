@@ -28,15 +28,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_commands() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("contracts", "deploy"):
+    for command in ("contracts", "deploy", "gateway", "node", "audit"):
         assert command in result.stdout
 
 
 def test_deploy_embedded_json_prints_a_manifest(tmp_path: Path) -> None:
     out = tmp_path / "deployments" / "local.json"
-    result = run_cli(
-        "deploy", "--embedded", "--json", "--vote-mode", "aggregate", "--rounds", "3", "--out", str(out)
-    )
+    result = run_cli("deploy", "--embedded", "--json", "--vote-mode", "aggregate", "--rounds", "3", "--out", str(out))
     assert result.returncode == 0, result.stderr
     manifest = DeploymentManifest.model_validate(json.loads(result.stdout))
     assert manifest.task.address.startswith("0x") and len(manifest.task.address) == 42

@@ -21,14 +21,11 @@ def test_decodes_custom_error_with_arguments() -> None:
 
 def test_decodes_library_errors_error_string_and_panic() -> None:
     nonce = decode_revert(
-        selector("InvalidAccountNonce(address,uint256)")
-        + encode(["address", "uint256"], ["0x" + "ab" * 20, 3])
+        selector("InvalidAccountNonce(address,uint256)") + encode(["address", "uint256"], ["0x" + "ab" * 20, 3])
     )
     assert nonce.error == "InvalidAccountNonce" and nonce.params["currentNonce"] == 3
     assert nonce.params["account"] == to_checksum_address("0x" + "ab" * 20)
-    assert decode_revert(selector("Error(string)") + encode(["string"], ["boom"])).params == {
-        "message": "boom"
-    }
+    assert decode_revert(selector("Error(string)") + encode(["string"], ["boom"])).params == {"message": "boom"}
     assert decode_revert(selector("Panic(uint256)") + encode(["uint256"], [0x11])).params == {"code": 0x11}
 
 

@@ -1,0 +1,119 @@
+"""``fedledger node init|status``: a node's identity and its standing in the task."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fedledger.errors import CommandError
+
+console = Console()
+
+DEFAULT_KEYSTORE = Path.home() / ".fedledger" / "keystore.json"
+
+
+def add_gateway_options(cmd: argparse.ArgumentParser) -> None:
+    """``--gateway`` and ``--tls-ca``."""
+    cmd.add_argument("--gateway", required=True, help="gateway address host:port")
+    cmd.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) when the gateway uses TLS")
+
+
+def gateway_client(args: argparse.Namespace) -> object:
+    """A connected :class:`~fedledger.server.client.GatewayClient` from the gateway options."""
+    from fedledger.server.client import GatewayClient
+
+    root = args.tls_ca.read_bytes() if args.tls_ca is not None else None
+    return GatewayClient(args.gateway, root_certificates=root, timeout=30.0)
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``node`` command group."""
+    group = commands.add_parser("node", help="a participant node: key, status")
+    sub = group.add_subparsers(title="node commands", dest="node_command", metavar="COMMAND")
+
+    init = sub.add_parser("init", help="create an encrypted keystore for this node")
+    init.add_argument("--keystore", type=Path, default=DEFAULT_KEYSTORE, help="where to write it (default %(default)s)")
+    init.set_defaults(handler=_init)
+
+    status = sub.add_parser("status", help="registration, stake and rewards owed, as the task sees them")
+    add_gateway_options(status)
+    who = status.add_mutually_exclusive_group()
+    who.add_argument("--keystore", type=Path, help="read the address from this keystore (no password needed)")
+    who.add_argument("--address", help="the account to show")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_status)
+    group.set_defaults(handler=lambda _args: group.print_help() or 2)
+
+
+def _new_password() -> str:
+    from fedledger.keys import PASSWORD_ENV
+
+    if PASSWORD_ENV in os.environ:
+        password = os.environ[PASSWORD_ENV]
+    else:
+        password = getpass.getpass("new keystore password: ")
+        if getpass.getpass("repeat it: ") != password:
+            raise CommandError("the passwords differ")
+    if len(password) < 8:
+        raise CommandError("use a password of at least 8 characters")
+    return password
+
+
+def _init(args: argparse.Namespace) -> int:
+    from fedledger.keys import create_keystore
+
+    account = create_keystore(args.keystore, _new_password())
+    console.print(f"created {args.keystore} for {account.address}", highlight=False)
+    return 0
+
+
+def _address(args: argparse.Namespace) -> str:
+    from eth_utils import is_address, to_checksum_address
+
+    if args.address:
+        if not is_address(args.address):
+            raise CommandError(f"not an address: {args.address}")
+        return to_checksum_address(args.address)
+    path = args.keystore or DEFAULT_KEYSTORE
+    try:
+        return to_checksum_address(json.loads(path.read_text(encoding="utf-8"))["address"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise CommandError(f"cannot read an address from keystore {path}: {exc}") from exc
+
+
+def _status(args: argparse.Namespace) -> int:
+    address = _address(args)
+    with gateway_client(args) as client:  # type: ignore[attr-defined]
+        info = client.account(address)
+        task = client.task_info()
+    wei = 10**18
+    data = {
+        "address": address,
+        "task": task.task_address,
+        "registered": info.registered,
+        "exiting": info.exiting,
+        "stake_wei": int(info.stake_wei),
+        "owed_wei": int(info.owed_wei),
+        "balance_wei": int(info.balance_wei),
+        "action_nonce": info.action_nonce,
+        "current_round": task.current_round,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    table = Table(title=f"node {address}", show_header=False)
+    table.add_row("task", task.task_address)
+    table.add_row("registered", "yes" if info.registered else "no")
+    table.add_row("exiting", "yes" if info.exiting else "no")
+    table.add_row("stake", f"{int(info.stake_wei) / wei:.6f} ETH")
+    table.add_row("rewards owed", f"{int(info.owed_wei) / wei:.6f} ETH")
+    table.add_row("balance", f"{int(info.balance_wei) / wei:.6f} ETH")
+    table.add_row("current round", str(task.current_round))
+    console.print(table)
+    return 0

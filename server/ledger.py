@@ -1,0 +1,181 @@
+"""The gateway's view of the chain: one task, one relayer key, one lock.
+
+eth-tester is not thread-safe and a JSON-RPC provider is cheaper used one request at a time,
+so every chain access of the gateway goes through :meth:`Ledger.run` under a single lock.
+Connection failures become :class:`~fedledger.deploy.chain.ChainUnavailable`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import requests
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.exceptions import ProviderConnectionError, TimeExhausted
+
+from fedledger.contracts.bindings import FLTaskContract
+from fedledger.contracts.types import RoundInfo, TaskConfig
+from fedledger.deploy.chain import (
+    ChainUnavailable,
+    connect,
+    dev_key,
+    embedded_web3,
+    fund,
+    is_embedded,
+    use_account,
+)
+from fedledger.deploy.deployer import deploy_task
+from fedledger.deploy.manifest import DeploymentManifest
+
+T = TypeVar("T")
+
+STATE_TTL = 0.25
+"""Seconds the current round, its state and the chain time are reused between reads.
+
+Many clients poll the round while waiting for a phase; sharing one read per 250 ms keeps them
+from starving the relayer. Every transaction the gateway sends invalidates the cache, so only
+changes made by others (e.g. someone advancing after a deadline) are seen up to 250 ms late.
+"""
+
+DEV_FUNDS_WEI = 1_000 * 10**18
+
+_CONNECTION_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    ProviderConnectionError,
+    TimeExhausted,
+    ConnectionError,
+)
+
+
+@dataclass(frozen=True)
+class Committee:
+    """Proposers and voters of a round (immutable once the round is open)."""
+
+    proposers: tuple[str, ...]
+    voters: tuple[str, ...]
+
+
+class Ledger:
+    """Serialized access to one deployed task."""
+
+    def __init__(self, w3: Web3, manifest: DeploymentManifest, relayer: str, rpc_url: str | None = None) -> None:
+        """Wrap a connected ``w3`` for the task in ``manifest``; ``relayer`` pays the gas."""
+        self.w3 = w3
+        self.manifest = manifest
+        self.relayer = relayer
+        self.rpc_url = rpc_url
+        self.task = FLTaskContract(w3, manifest.task.address)
+        self.config: TaskConfig = manifest.task_config
+        self.chain_id = manifest.chain_id
+        self._lock = threading.RLock()
+        self._committees: dict[int, Committee] = {}
+        self._cache: dict[object, tuple[float, object]] = {}
+
+    @property
+    def embedded(self) -> bool:
+        """True for the in-process eth-tester chain."""
+        return is_embedded(self.w3)
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (which touches the chain) under the ledger lock."""
+        with self._lock:
+            try:
+                return fn()
+            except _CONNECTION_ERRORS as exc:
+                where = self.rpc_url or "the embedded chain"
+                raise ChainUnavailable(f"chain at {where} is unreachable: {type(exc).__name__}") from exc
+
+    def _cached(self, key: object, read: Callable[[], T]) -> T:
+        with self._lock:
+            hit = self._cache.get(key)
+            now = time.monotonic()
+            if hit is not None and now - hit[0] < STATE_TTL:
+                return hit[1]  # type: ignore[return-value]
+            value = self.run(read)
+            self._cache[key] = (now, value)
+            return value
+
+    def invalidate(self) -> None:
+        """Forget cached state (after sending a transaction)."""
+        with self._lock:
+            self._cache.clear()
+
+    def send(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``, which sends a transaction, and invalidate the cached state."""
+        try:
+            return self.run(fn)
+        finally:
+            self.invalidate()
+
+    def chain_time(self) -> int:
+        """Timestamp of the latest block."""
+        return self._cached("time", lambda: int(self.w3.eth.get_block("latest")["timestamp"]))
+
+    def current_round(self) -> int:
+        """The task's current round."""
+        return self._cached("round", self.task.current_round)
+
+    def round_info(self, round_: int) -> RoundInfo:
+        """Public state of ``round_``."""
+        return self._cached(("info", round_), lambda: self.task.round_info(round_))
+
+    def committee(self, round_: int) -> Committee:
+        """Proposers and voters of ``round_`` (cached: they never change once drawn)."""
+        cached = self._committees.get(round_)
+        if cached is not None:
+            return cached
+        proposers, voters = self.run(lambda: self.task.committee(round_))
+        committee = Committee(tuple(proposers), tuple(voters))
+        if proposers or voters:
+            self._committees[round_] = committee
+        return committee
+
+    def ping(self) -> bool:
+        """True when the chain answers."""
+        try:
+            self.run(lambda: self.w3.eth.block_number)
+        except ChainUnavailable:
+            return False
+        return True
+
+
+def open_embedded(
+    config_fields: dict[str, object],
+    *,
+    dev_accounts: int = 0,
+    pool_wei: int = 100 * 10**18,
+    dev_funds_wei: int = DEV_FUNDS_WEI,
+) -> tuple[Ledger, list[LocalAccount]]:
+    """Start an in-process chain, deploy a task and fund dev accounts.
+
+    The coordinator is dev key 0; participants are dev keys 1..``dev_accounts``; all are
+    funded with ``dev_funds_wei``. The relayer and deployer is the chain's first account.
+    """
+    w3 = embedded_web3(num_accounts=1)
+    funder = w3.eth.accounts[0]
+    coordinator = dev_key(0)
+    participants = [dev_key(i) for i in range(1, dev_accounts + 1)]
+    fund(w3, funder, [coordinator.address, *(p.address for p in participants)], dev_funds_wei)
+    config = TaskConfig.model_validate({"coordinator": coordinator.address, **config_fields})
+    manifest, _ = deploy_task(w3, funder, config, pool_wei=pool_wei)
+    return Ledger(w3, manifest, relayer=funder), [coordinator, *participants]
+
+
+def open_rpc(rpc_url: str, deployment: Path, relayer: LocalAccount) -> Ledger:
+    """Connect to a JSON-RPC node for the task described in the ``deployment`` manifest."""
+    manifest = DeploymentManifest.load(deployment)
+    w3 = connect(rpc_url)
+    if w3.eth.chain_id != manifest.chain_id:
+        raise ChainUnavailable(
+            f"{rpc_url} is chain {w3.eth.chain_id}, but the deployment is on chain {manifest.chain_id}"
+        )
+    if not w3.eth.get_code(manifest.task.address):
+        raise ChainUnavailable(f"no contract at {manifest.task.address} on {rpc_url}; wrong deployment file?")
+    return Ledger(w3, manifest, relayer=use_account(w3, relayer), rpc_url=rpc_url)

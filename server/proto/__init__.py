@@ -1,0 +1,1 @@
+"""gRPC definition of the gateway (gateway.proto) and its generated, committed stubs."""

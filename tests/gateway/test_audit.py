@@ -1,0 +1,126 @@
+"""fedledger audit: tables and JSON from queries and logs, and a verify that catches tampering."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from fedledger.audit.replay import replay
+from fedledger.audit.report import verify
+from fedledger.audit.source import GatewaySource
+from fedledger.server.proto import gateway_pb2 as pb
+from tests.gateway.conftest import Gateway, start_gateway
+
+
+def play(gw: Gateway) -> pb.RoundRoles:
+    gw.register_all()
+    gw.client.store_blob(gw.coordinator, b"initial model")
+    roles = gw.open()
+    gw.submit_all(roles)
+    gw.vote_all(roles, 0b011)
+    gw.reveal_all(roles, 0b011)
+    gw.client.finalize_round(gw.coordinator, 1)
+    gw.client.propose_model(gw.coordinator, "publishGlobal", 1, b"global model after round 1")
+    return roles
+
+
+def audit_cli(gw: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedledger.cli", "audit", "--gateway", gw.server.address, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, pb.RoundRoles]]:
+    """One played round shared by the module (tests that tamper restore what they change)."""
+    gw = start_gateway(tmp_path_factory.mktemp("audit") / "gateway")
+    try:
+        yield gw, play(gw)
+    finally:
+        gw.client.close()
+        gw.server.stop(grace=1)
+
+
+def test_verify_passes_on_an_honest_history(played: tuple[Gateway, pb.RoundRoles]) -> None:
+    gw, roles = played
+    source = GatewaySource(gw.client)
+    events = source.events()
+    state = replay(events, source.config)
+    report = verify(state, source, len(events))
+    assert report.disagreements == [] and report.ok
+    assert report.rounds_checked == 1
+    assert report.blobs_ok == len(roles.proposers) + 1  # the updates and the published global model
+    assert report.blobs_corrupted == 0
+    result = audit_cli(gw, "verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no disagreement" in result.stdout
+
+
+def test_verify_reports_a_tampered_blob(played: tuple[Gateway, pb.RoundRoles]) -> None:
+    gw, _roles = played
+    victim = gw.client.round(1).proposers[0].update_hash
+    path = gw.server.blobs.path(victim)
+    genuine = path.read_bytes()
+    path.write_bytes(b"poisoned update")
+    try:
+        result = audit_cli(gw, "--json", "verify")
+        text = audit_cli(gw, "verify")
+    finally:
+        path.write_bytes(genuine)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["blobs_corrupted"] == 1
+    assert any(victim.hex() in line for line in report["disagreements"])
+    assert text.returncode == 1 and "DISAGREEMENT" in text.stdout
+
+
+def test_verify_recomputes_payouts_from_events(played: tuple[Gateway, pb.RoundRoles]) -> None:
+    gw, roles = played
+    source = GatewaySource(gw.client)
+    events = source.events()
+    forged = [
+        dataclasses.replace(e, args={**e.args, "amount": e.args["amount"] + 1}) if e.name == "Rewarded" else e
+        for e in events
+    ]
+    state = replay(forged, source.config)
+    assert any("rewards" in d for d in state.disagreements)
+    dropped_vote = [e for e in events if not (e.name == "VoteRevealed" and e.args["voter"] == roles.voters[0])]
+    assert any("tallies" in d for d in replay(dropped_vote, source.config).disagreements)
+    shuffled_roles = [
+        dataclasses.replace(e, args={**e.args, "proposers": e.args["voters"], "voters": e.args["proposers"]})
+        if e.name == "RoundOpened"
+        else e
+        for e in events
+    ]
+    assert any("roles differ" in d for d in replay(shuffled_roles, source.config).disagreements)
+
+
+def test_rounds_round_and_participant_reports(played: tuple[Gateway, pb.RoundRoles]) -> None:
+    gw, roles = played
+    rounds = json.loads(audit_cli(gw, "--json", "rounds").stdout)
+    assert len(rounds) == 1 and rounds[0]["round"] == 1 and rounds[0]["finalized"]
+    assert rounds[0]["proposers"] == list(roles.proposers) and rounds[0]["tallies"] == [3, 3, -3]
+    assert rounds[0]["accepted"] == list(roles.proposers[:2])
+    detail = json.loads(audit_cli(gw, "--json", "round", "1").stdout)
+    assert [c["accepted"] for c in detail["commitments"]] == [True, True, False]
+    assert {v["revealed_bits"] for v in detail["votes"]} == {0b011}
+    assert {s["reason"] for s in detail["slashes"]} == {"rejected_update"}
+    assert sum(p["amount"] for p in detail["rewards"]) == detail["paid"] > 0
+    someone = roles.voters[0]
+    person = json.loads(audit_cli(gw, "--json", "participant", someone).stdout)
+    assert person["rounds_as_voter"] == [1] and person["total_rewarded"] > 0
+    assert person["owed"] == int(gw.client.account(someone).owed_wei)
+    assert {"Registered", "Rewarded"} <= {h["event"] for h in person["history"]}
+    table = audit_cli(gw, "rounds")
+    assert table.returncode == 0 and "rounds" in table.stdout
+    missing = audit_cli(gw, "round", "7")
+    assert missing.returncode == 1 and "never opened" in missing.stderr
