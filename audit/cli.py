@@ -29,6 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     where = cmd.add_mutually_exclusive_group(required=True)
     where.add_argument("--gateway", help="gateway address host:port")
     where.add_argument("--rpc-url", help="JSON-RPC node (with --deployment): no gateway needed")
+    where.add_argument("--run", type=Path, help="a finished `fedledger simulate` run folder (its chain export)")
     cmd.add_argument("--deployment", type=Path, help="deployment manifest (with --rpc-url)")
     cmd.add_argument("--blob-dir", type=Path, help="with --rpc-url: a gateway's blobs folder to re-hash")
     cmd.add_argument("--tls-ca", type=Path, help="CA certificate when the gateway uses TLS")
@@ -44,8 +45,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _source(args: argparse.Namespace) -> AuditSource:
-    from .source import ChainSource, GatewaySource
+    from .source import ChainSource, GatewaySource, RunSource
 
+    if args.run is not None:
+        return RunSource(args.run)
     if args.rpc_url:
         if args.deployment is None:
             raise CommandError("--rpc-url needs --deployment FILE")

@@ -215,6 +215,7 @@ def verify(state: Replay, source: AuditSource, events: int) -> VerifyReport:
                 f"{address}: contract says stake {view.stake} owed {view.owed}, "
                 f"the events give stake {books.stake} owed {books.owed}"
             )
+    disagreements.extend(_check_published_models(state, source))
     pool = source.reward_pool()
     if pool != state.reward_pool:
         disagreements.append(f"reward pool: contract says {pool}, the events give {state.reward_pool}")
@@ -228,3 +229,40 @@ def verify(state: Replay, source: AuditSource, events: int) -> VerifyReport:
         blobs_corrupted=sum(c.status == BlobStatus.CORRUPTED.value for c in checks),
         disagreements=disagreements,
     )
+
+
+def _check_published_models(state: Replay, source: AuditSource) -> list[str]:
+    """Per-update rounds: recompute the aggregate of the accepted updates and compare its hash."""
+    from fedledger import codec
+    from fedledger.aggregation.registry import get_strategy
+    from fedledger.server.blobstore import keccak256
+
+    if state.config.vote_mode is not VoteMode.PER_UPDATE:
+        return []
+    try:
+        plugin = get_strategy(state.config.strategy)
+    except ValueError:
+        return []  # a strategy this installation does not know: nothing to recompute with
+    found = []
+    for record in state.rounds.values():
+        accepted = [p for p in _accepted(state, record) if p in record.updates]
+        if not accepted or record.global_model_hash is None:
+            continue
+        updates = []
+        for proposer in sorted(accepted):
+            blob = source.fetch_blob(record.updates[proposer][0])
+            if blob is None:
+                break  # an accepted update is unreachable: cannot recompute (counted as unreachable above)
+            try:
+                updates.append((codec.decode(blob), record.updates[proposer][1]))
+            except codec.CodecError as exc:
+                found.append(f"round {record.round}: accepted update of {proposer} is not a model encoding: {exc}")
+                break
+        else:
+            aggregate = plugin.aggregate_offline(updates)
+            if aggregate is not None and keccak256(codec.encode(aggregate)) != record.global_model_hash:
+                found.append(
+                    f"round {record.round}: published global model 0x{record.global_model_hash.hex()} is not "
+                    f"the {plugin.name} aggregate of its accepted updates"
+                )
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
@@ -15,7 +16,7 @@ from fedledger.contracts.types import MemberInfo, TaskConfig
 from fedledger.deploy.chain import connect
 from fedledger.deploy.manifest import DeploymentManifest
 from fedledger.server.blobstore import BlobCorrupted, BlobNotFound, LocalBlobStore, keccak256
-from fedledger.server.client import GatewayClient
+from fedledger.server.client import BlobVerificationError, GatewayClient
 from fedledger.server.proto import gateway_pb2 as pb
 
 
@@ -49,6 +50,10 @@ class AuditSource(Protocol):
         """Re-hash the blob committed as ``blob_hash``, if it can be reached."""
         ...
 
+    def fetch_blob(self, blob_hash: bytes) -> bytes | None:
+        """The verified bytes of a blob, or None if it cannot be reached intact."""
+        ...
+
 
 class ChainSource:
     """Read the chain through JSON-RPC; blobs from a local blob directory when given."""
@@ -78,13 +83,11 @@ class ChainSource:
         """Re-hash a blob of the local store."""
         if self.blobs is None:
             return BlobStatus.UNREACHABLE, "no --blob-dir given"
-        try:
-            self.blobs.verify(blob_hash)
-        except BlobNotFound:
-            return BlobStatus.UNREACHABLE, "not in the blob directory"
-        except BlobCorrupted as exc:
-            return BlobStatus.CORRUPTED, str(exc)
-        return BlobStatus.OK, ""
+        return _check_local(self.blobs, blob_hash)
+
+    def fetch_blob(self, blob_hash: bytes) -> bytes | None:
+        """A verified blob of the local store."""
+        return _read_verified(self.blobs, blob_hash)
 
 
 class GatewaySource:
@@ -147,3 +150,88 @@ class GatewaySource:
         if keccak256(data) != blob_hash:
             return BlobStatus.CORRUPTED, "served bytes hash to something else"
         return BlobStatus.OK, ""
+
+    def fetch_blob(self, blob_hash: bytes) -> bytes | None:
+        """A blob through the gateway, re-hashed here."""
+        try:
+            return self.client.fetch_blob(blob_hash)
+        except (grpc.RpcError, BlobVerificationError):
+            return None
+
+
+class RunSource:
+    """Read a finished ``fedledger simulate`` run folder: its chain export and its blob store.
+
+    The embedded chain is gone once the gateway stops; the run keeps ``chain/events.json``
+    (raw logs), ``chain/task.json``, ``chain/state.json`` (final balances) and ``gateway/blobs``.
+    """
+
+    def __init__(self, run: Path) -> None:
+        """Load the export of the run folder ``run``."""
+        chain = run / "chain"
+        if not (chain / "events.json").is_file():
+            raise FileNotFoundError(f"{run} has no chain export (chain/events.json); was it a governed run?")
+        task = json.loads((chain / "task.json").read_text(encoding="utf-8"))
+        self.task_address = str(task["task"])
+        self.config = TaskConfig.model_validate(task["config"])
+        self._state = json.loads((chain / "state.json").read_text(encoding="utf-8"))
+        self._raw = json.loads((chain / "events.json").read_text(encoding="utf-8"))
+        self._decoder = FLTaskContract(Web3(), self.task_address)
+        self.blobs = LocalBlobStore(run / "gateway" / "blobs")
+
+    def events(self) -> list[Event]:
+        """The exported events, decoded from their raw logs."""
+        decoded = []
+        for e in self._raw:
+            log = {
+                "address": self.task_address,
+                "topics": [HexBytes(t) for t in e["topics"]],
+                "data": HexBytes(e["data"]),
+                "blockNumber": e["block_number"],
+                "transactionHash": HexBytes(e["transaction_hash"]),
+                "logIndex": e["log_index"],
+                "transactionIndex": 0,
+                "blockHash": HexBytes(b"\0" * 32),
+            }
+            event = self._decoder.decode_log(log)
+            if event is not None:
+                decoded.append(event)
+        return decoded
+
+    def member(self, address: str) -> MemberInfo:
+        """The member's balances when the run ended."""
+        data = self._state["members"].get(address, {"stake": 0, "owed": 0})
+        return MemberInfo(
+            registered=True, exiting=False, exit_ready_at=0, stake=data["stake"], owed=data["owed"], nonce=0
+        )
+
+    def reward_pool(self) -> int:
+        """The reward pool when the run ended."""
+        return int(self._state["reward_pool"])
+
+    def check_blob(self, blob_hash: bytes) -> tuple[BlobStatus, str]:
+        """Re-hash a blob of the run's store."""
+        return _check_local(self.blobs, blob_hash)
+
+    def fetch_blob(self, blob_hash: bytes) -> bytes | None:
+        """A verified blob of the run's store."""
+        return _read_verified(self.blobs, blob_hash)
+
+
+def _read_verified(store: LocalBlobStore | None, blob_hash: bytes) -> bytes | None:
+    if store is None:
+        return None
+    try:
+        return store.read_bytes(blob_hash)
+    except (BlobNotFound, BlobCorrupted):
+        return None
+
+
+def _check_local(store: LocalBlobStore, blob_hash: bytes) -> tuple[BlobStatus, str]:
+    try:
+        store.verify(blob_hash)
+    except BlobNotFound:
+        return BlobStatus.UNREACHABLE, f"not in {store.root}"
+    except BlobCorrupted as exc:
+        return BlobStatus.CORRUPTED, str(exc)
+    return BlobStatus.OK, ""

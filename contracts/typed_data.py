@@ -255,3 +255,18 @@ def recover_command_signer(message: dict[str, Any], signature: bytes, domain: Do
     """The address that signed a coordinator command."""
     encoded = encode_typed_data(full_message=typed_data(COORDINATOR_COMMAND, message, domain))
     return str(Account.recover_message(encoded, signature=signature))
+
+
+NODE_BINDING = ActionType(
+    "NodeBinding",
+    (("node", "address"), ("nodeId", "uint256"), ("challenge", "bytes32")),
+    "",
+    "node",
+)
+"""A Flower node's proof that it holds an address: it signs the coordinator's fresh challenge
+together with its Flower node id, over the task's domain. Checked by the coordinator only."""
+
+
+def node_binding_message(node: str, node_id: int, challenge: bytes) -> dict[str, Any]:
+    """Message of a :data:`NODE_BINDING`."""
+    return {"node": to_checksum_address(node), "nodeId": node_id, "challenge": bytes(challenge)}

@@ -23,13 +23,15 @@ Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg
 
 
 def _registrars() -> list[Register]:
+    from fedledger.aggregation.cli import register as strategies
     from fedledger.audit.cli import register as audit
     from fedledger.client.cli import register as node
     from fedledger.contracts.cli import register as contracts
     from fedledger.deploy.cli import register as deploy
     from fedledger.server.cli import register as gateway
+    from fedledger.simulation.cli import register as simulate
 
-    return [contracts, deploy, gateway, node, audit]
+    return [simulate, strategies, contracts, deploy, gateway, node, audit]
 
 
 def build_parser() -> argparse.ArgumentParser:

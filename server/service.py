@@ -486,9 +486,24 @@ class GatewayService(pb_grpc.GatewayServicer):
             return state
 
         state = ledger.run(read)
+        if not request.brief:
+            state.gas_used = ledger.run(lambda: self._round_gas(round_))
         if state.phase == Phase.NONE.name and round_ > ledger.current_round():
             raise checks.GatewayError(grpc.StatusCode.NOT_FOUND, f"round {round_} has not been opened")
         return state
+
+    def _round_gas(self, round_: int) -> int:
+        """Gas of the transactions that emitted events of ``round_`` (each counted once)."""
+        ledger = self.ledger
+        logs = ledger.w3.eth.get_logs(
+            {"address": ledger.task.address, "fromBlock": ledger.manifest.block_number, "toBlock": "latest"}
+        )
+        hashes = {
+            bytes(entry["transactionHash"])
+            for entry in logs
+            if (event := ledger.task.decode_log(entry)) is not None and event.args.get("round") == round_
+        }
+        return sum(int(ledger.w3.eth.get_transaction_receipt(h)["gasUsed"]) for h in hashes)
 
     @rpc
     def GetEvents(self, request: pb.GetEventsRequest, context: grpc.ServicerContext) -> pb.EventList:

@@ -280,7 +280,7 @@ class VoterState(_message.Message):
     def __init__(self, address: _Optional[str] = ..., commitment: _Optional[bytes] = ..., revealed: _Optional[bool] = ..., bits: _Optional[str] = ...) -> None: ...
 
 class RoundState(_message.Message):
-    __slots__ = ("round", "phase", "deadline", "seed", "candidate", "global_model_hash", "global_published", "outcomes", "reward_wei", "proposers", "voters", "queued_actions", "chain_time", "num_updates", "num_vote_commits", "num_reveals")
+    __slots__ = ("round", "phase", "deadline", "seed", "candidate", "global_model_hash", "global_published", "outcomes", "reward_wei", "proposers", "voters", "queued_actions", "chain_time", "num_updates", "num_vote_commits", "num_reveals", "gas_used")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +297,7 @@ class RoundState(_message.Message):
     NUM_UPDATES_FIELD_NUMBER: _ClassVar[int]
     NUM_VOTE_COMMITS_FIELD_NUMBER: _ClassVar[int]
     NUM_REVEALS_FIELD_NUMBER: _ClassVar[int]
+    GAS_USED_FIELD_NUMBER: _ClassVar[int]
     round: int
     phase: str
     deadline: int
@@ -313,7 +314,8 @@ class RoundState(_message.Message):
     num_updates: int
     num_vote_commits: int
     num_reveals: int
-    def __init__(self, round: _Optional[int] = ..., phase: _Optional[str] = ..., deadline: _Optional[int] = ..., seed: _Optional[bytes] = ..., candidate: _Optional[bytes] = ..., global_model_hash: _Optional[bytes] = ..., global_published: _Optional[bool] = ..., outcomes: _Optional[str] = ..., reward_wei: _Optional[str] = ..., proposers: _Optional[_Iterable[_Union[ProposerState, _Mapping]]] = ..., voters: _Optional[_Iterable[_Union[VoterState, _Mapping]]] = ..., queued_actions: _Optional[int] = ..., chain_time: _Optional[int] = ..., num_updates: _Optional[int] = ..., num_vote_commits: _Optional[int] = ..., num_reveals: _Optional[int] = ...) -> None: ...
+    gas_used: int
+    def __init__(self, round: _Optional[int] = ..., phase: _Optional[str] = ..., deadline: _Optional[int] = ..., seed: _Optional[bytes] = ..., candidate: _Optional[bytes] = ..., global_model_hash: _Optional[bytes] = ..., global_published: _Optional[bool] = ..., outcomes: _Optional[str] = ..., reward_wei: _Optional[str] = ..., proposers: _Optional[_Iterable[_Union[ProposerState, _Mapping]]] = ..., voters: _Optional[_Iterable[_Union[VoterState, _Mapping]]] = ..., queued_actions: _Optional[int] = ..., chain_time: _Optional[int] = ..., num_updates: _Optional[int] = ..., num_vote_commits: _Optional[int] = ..., num_reveals: _Optional[int] = ..., gas_used: _Optional[int] = ...) -> None: ...
 
 class GetEventsRequest(_message.Message):
     __slots__ = ("round", "participant", "names")

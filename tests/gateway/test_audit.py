@@ -6,10 +6,14 @@ import dataclasses
 import json
 import subprocess
 import sys
+from collections import OrderedDict
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
+from fedledger import codec
+from fedledger.aggregation.registry import get_strategy
 from fedledger.audit.replay import replay
 from fedledger.audit.report import verify
 from fedledger.audit.source import GatewaySource
@@ -17,15 +21,29 @@ from fedledger.server.proto import gateway_pb2 as pb
 from tests.gateway.conftest import Gateway, start_gateway
 
 
+def model(seed: int) -> OrderedDict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return OrderedDict(
+        [("w", rng.normal(size=(4, 3)).astype(np.float32)), ("b", rng.normal(size=3).astype(np.float32))]
+    )
+
+
 def play(gw: Gateway) -> pb.RoundRoles:
+    """One per-update round: three real model updates, the first two accepted, their FedAvg published."""
     gw.register_all()
-    gw.client.store_blob(gw.coordinator, b"initial model")
+    gw.client.store_blob(gw.coordinator, codec.encode(model(0)))
     roles = gw.open()
-    gw.submit_all(roles)
+    updates = {p: model(i + 1) for i, p in enumerate(roles.proposers)}
+    for p, arrays in updates.items():
+        gw.client.submit_update(gw.key(p), 1, codec.encode(arrays), 10 + len(p) % 7)
     gw.vote_all(roles, 0b011)
     gw.reveal_all(roles, 0b011)
     gw.client.finalize_round(gw.coordinator, 1)
-    gw.client.propose_model(gw.coordinator, "publishGlobal", 1, b"global model after round 1")
+    state = gw.client.round(1)
+    accepted = sorted((p.address, p.num_examples) for p in state.proposers if p.accepted)
+    aggregate = get_strategy("fedavg").aggregate_offline([(updates[a], n) for a, n in accepted])
+    assert aggregate is not None
+    gw.client.propose_model(gw.coordinator, "publishGlobal", 1, codec.encode(aggregate))
     return roles
 
 
@@ -102,6 +120,17 @@ def test_verify_recomputes_payouts_from_events(played: tuple[Gateway, pb.RoundRo
         for e in events
     ]
     assert any("roles differ" in d for d in replay(shuffled_roles, source.config).disagreements)
+
+
+def test_verify_recomputes_the_published_global_model(played: tuple[Gateway, pb.RoundRoles]) -> None:
+    gw, _roles = played
+    source = GatewaySource(gw.client)
+    events = [
+        dataclasses.replace(e, args={**e.args, "modelHash": b"\x42" * 32}) if e.name == "GlobalPublished" else e
+        for e in source.events()
+    ]
+    report = verify(replay(events, source.config), source, len(events))
+    assert any("is not the fedavg aggregate" in d for d in report.disagreements)
 
 
 def test_rounds_round_and_participant_reports(played: tuple[Gateway, pb.RoundRoles]) -> None:

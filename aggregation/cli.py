@@ -1,0 +1,30 @@
+"""``fedledger strategies``: list the registered strategies."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``strategies`` command."""
+    cmd = commands.add_parser("strategies", help="list the registered aggregation strategies")
+    cmd.set_defaults(handler=_list)
+
+
+def _list(_args: argparse.Namespace) -> int:
+    from .registry import entry_point_value, get_strategy, strategy_names
+
+    table = Table(title="strategies (entry points fedledger.strategies)")
+    for column in ("name", "paper", "server strategy", "default task", "entry point"):
+        table.add_column(column)
+    for name in strategy_names():
+        plugin = get_strategy(name)
+        server = type(plugin.server_strategy()).__name__
+        table.add_row(name, plugin.paper, server, plugin.default_task, entry_point_value(name))
+    console.print(table)
+    return 0

@@ -1,0 +1,162 @@
+"""What one client does in a governed round, apart from Flower's message plumbing.
+
+It trains with its strategy's client algorithm (poisoned when it is a simulated attacker),
+submits the update through the gateway, and votes by the paper's rule: accept an item when
+its score on the local validation split is at least (1 - eps) times the previous global
+model's score, with commit-reveal through the gateway.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from eth_account.signers.local import LocalAccount
+
+from fedledger import codec
+from fedledger.aggregation.registry import get_strategy
+from fedledger.config import RunSettings
+from fedledger.contracts import typed_data as td
+from fedledger.server.client import GatewayClient
+from fedledger.server.proto import gateway_pb2 as pb
+from fedledger.simulation.attacks import Attack, parse_attack
+from fedledger.simulation.tasks import TrainSettings, get_task, load_arrays, model_arrays
+
+from .identity import node_key
+
+Arrays = OrderedDict[str, np.ndarray]
+BPS = 10_000
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A voter's decision on the items of a round."""
+
+    bits: int
+    score_global: float
+    scores: tuple[float | None, ...]
+
+
+@functools.cache
+def _gateway(address: str) -> GatewayClient:
+    return GatewayClient(address, timeout=300)
+
+
+def round_seed(seed: int, round_: int, partition_id: int) -> int:
+    """A training seed that differs per run seed, round and client, identically in every process."""
+    digest = hashlib.sha256(f"{seed}:{round_}:{partition_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class Participant:
+    """One simulated (or live) client."""
+
+    def __init__(self, settings: RunSettings, partition_id: int, key: LocalAccount | None = None) -> None:
+        """Load the client's data and strategy; ``key`` defaults to the node's configured key."""
+        torch.set_num_threads(1)  # determinism, and two actors share two cores
+        self.settings = settings
+        self.partition_id = partition_id
+        self.key = key or node_key(settings.keys, partition_id)
+        self.task = get_task(settings.task)
+        self.plugin = get_strategy(settings.strategy)
+        self.attack: Attack | None = (
+            parse_attack(settings.attack) if partition_id in settings.attacker_ids() and settings.attack else None
+        )
+        data = self.task.client_data(partition_id, settings.num_clients, settings.partition, settings.seed)
+        self.data = self.attack.poison_data(data, self.task.num_classes) if self.attack else data
+
+    @property
+    def address(self) -> str:
+        """The client's on-chain address."""
+        return str(self.key.address)
+
+    @property
+    def gateway(self) -> GatewayClient:
+        """The (process-wide) gateway client."""
+        return _gateway(self.settings.gateway)
+
+    # ----------------------------------------------------------------- joining
+
+    def join(self, node_id: int, challenge: bytes) -> tuple[bytes, bytes]:
+        """Sign the coordinator's challenge; also sign a register transaction if not registered yet.
+
+        Returns (binding signature, raw register transaction or b"").
+        """
+        binding = td.sign_action(
+            self.key,
+            td.NODE_BINDING,
+            td.node_binding_message(self.address, node_id, challenge),
+            self.gateway.task().domain,
+        )
+        register = b""
+        if not self.gateway.account(self.address).registered:
+            register = self.gateway.signed_transaction(self.key, "register", value=int(self.settings.stake_wei))
+        return binding.signature, register
+
+    # ---------------------------------------------------------------- training
+
+    def train(self, round_: int, global_arrays: Arrays) -> tuple[Arrays, int, dict[str, float]]:
+        """Train from the global model with the strategy's client algorithm (and the attack, if any)."""
+        model = load_arrays(self.task.build_model(self.settings.seed), global_arrays)
+        settings = TrainSettings(
+            local_epochs=self.settings.local_epochs,
+            lr=self.settings.lr,
+            batch_size=self.settings.batch_size,
+            seed=round_seed(self.settings.seed, round_, self.partition_id),
+        )
+        metrics = self.plugin.client_train(self.task, model, self.data, settings)
+        trained = model_arrays(model)
+        if self.attack is not None:
+            trained = self.attack.poison_update(global_arrays, trained)
+        return trained, len(self.data.train), metrics
+
+    def submit(self, round_: int, arrays: Arrays, num_examples: int) -> pb.ActionResult:
+        """Upload the canonical bytes and the signed commitment through the gateway."""
+        return self.gateway.submit_update(self.key, round_, codec.encode(arrays), num_examples)
+
+    # ------------------------------------------------------------------ voting
+
+    def decide(self, global_arrays: Arrays, items: list[bytes], weights: list[int], tolerance_bps: int) -> Vote:
+        """Score each item against the global model.
+
+        Per-update mode: ``items`` are the proposers' update hashes (empty when a proposer
+        committed nothing) and ``weights`` their committed example counts; each update is judged
+        as applied with its example share. Aggregate mode: one item, the candidate, weight 0
+        (judged as it is).
+        """
+        model = self.task.build_model(self.settings.seed)
+        score_global = self.plugin.score(self.task, load_arrays(model, global_arrays), self.data.val)
+        threshold = (BPS - tolerance_bps) * score_global / BPS
+        total = sum(w for item, w in zip(items, weights, strict=True) if item)
+        bits, scores = 0, []
+        for i, (item, weight) in enumerate(zip(items, weights, strict=True)):
+            if not item:  # the proposer committed nothing: nothing to judge
+                scores.append(None)
+                continue
+            arrays = codec.decode(self.gateway.fetch_blob(item))
+            candidate = self.plugin.apply_update(global_arrays, arrays, weight / total) if weight else arrays
+            score = self.plugin.score(self.task, load_arrays(model, candidate), self.data.val)
+            scores.append(score)
+            if score >= threshold:
+                bits |= 1 << i
+        return Vote(bits, score_global, tuple(scores))
+
+    def commit_vote(self, round_: int, bits: int) -> tuple[pb.ActionResult, bytes]:
+        """Commit a hidden vote; returns the result and the salt to reveal it with."""
+        salt = secrets.token_bytes(32)
+        return self.gateway.commit_vote(self.key, round_, bits, salt), salt
+
+    def reveal_vote(self, round_: int, bits: int, salt: bytes) -> pb.ActionResult:
+        """Reveal the committed vote."""
+        return self.gateway.reveal_vote(self.key, round_, bits, salt)
+
+
+@functools.cache
+def participant(settings_json: str, partition_id: int) -> Participant:
+    """A cached participant per run settings and partition (one per Ray actor process and client)."""
+    return Participant(RunSettings.model_validate_json(settings_json), partition_id)

@@ -1,0 +1,178 @@
+"""The coordinator's Flower ServerApp: governed rounds, or the same strategy as plain Flower.
+
+Components in pyproject (``[tool.flwr.app.components]``): ``serverapp =
+"fedledger.server.app:app"``. Settings come from the run config (fedledger.config.RunSettings).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fedledger import codec
+from fedledger.aggregation.registry import get_strategy
+from fedledger.client.identity import coordinator_key
+from fedledger.config import RunSettings
+from fedledger.simulation.tasks import get_task, load_arrays, model_arrays
+
+from .binding import Binding, bind_nodes
+from .blobstore import keccak256
+from .client import GatewayClient
+from .governed import Arrays, GovernedStrategy, from_record, to_record
+from .results import Recorder, RoundResult, RunSummary
+
+log = logging.getLogger(__name__)
+
+app = ServerApp()
+NODE_WAIT = 120.0
+
+
+def _wait_for_nodes(grid: Grid, count: int, timeout: float = NODE_WAIT) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= count:
+            return nodes
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(nodes)} of {count} nodes connected after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the configured rounds and record them under the run's out dir."""
+    settings = RunSettings.from_run_config(context.run_config)
+    torch.set_num_threads(1)
+    out = Path(settings.out_dir or "runs/flwr") / "server"
+    recorder = Recorder(out)
+    started = time.monotonic()
+    task = get_task(settings.task)
+    plugin = get_strategy(settings.strategy)
+    test = task.test_data(settings.seed)
+
+    def evaluate(arrays: Arrays) -> dict[str, float]:
+        return task.evaluate(load_arrays(task.build_model(settings.seed), arrays), test)
+
+    initial = model_arrays(task.build_model(settings.seed))
+    recorder.event(0, "waiting for nodes", expected=settings.num_clients)
+    nodes = _wait_for_nodes(grid, settings.num_clients)
+    if settings.governance:
+        gateway = GatewayClient(settings.gateway, timeout=600)
+        gateway.wait_ready()
+        recorder.event(0, "binding nodes")
+        binding = bind_nodes(grid, nodes, gateway)
+        final, vote_mode, task_address, chain_id = _governed(
+            grid, settings, plugin, gateway, binding, recorder, evaluate, initial
+        )
+    else:
+        binding = bind_nodes(grid, nodes, None)
+        final = _plain(grid, settings, plugin, binding, recorder, evaluate, initial)
+        vote_mode, task_address, chain_id = None, None, None
+    recorder.finish(
+        RunSummary(
+            strategy=settings.strategy,
+            task=settings.task,
+            governance=settings.governance,
+            seed=settings.seed,
+            clients=settings.num_clients,
+            vote_mode=vote_mode,
+            nodes=binding.nodes,
+            partitions=binding.partitions,
+            initial_metrics=evaluate(initial),
+            final_metrics=evaluate(final),
+            task_address=task_address,
+            chain_id=chain_id,
+            wall_s=round(time.monotonic() - started, 3),
+        )
+    )
+
+
+def _governed(
+    grid: Grid,
+    settings: RunSettings,
+    plugin: object,
+    gateway: GatewayClient,
+    binding: Binding,
+    recorder: Recorder,
+    evaluate: Callable[[Arrays], dict[str, float]],
+    initial: Arrays,
+) -> tuple[Arrays, str, str, int]:
+    view = gateway.task()
+    info = gateway.task_info()
+    blob = codec.encode(initial)
+    if info.global_model_hash != keccak256(blob):
+        raise RuntimeError(
+            f"the task's global model 0x{info.global_model_hash.hex()} is not this run's initial model "
+            f"0x{keccak256(blob).hex()} (task {settings.task}, seed {settings.seed})"
+        )
+    coordinator = coordinator_key(settings.keys)
+    if coordinator.address != view.config.coordinator:
+        raise RuntimeError(f"this ServerApp's key {coordinator.address} is not the task's coordinator")
+    gateway.store_blob(coordinator, blob)  # anyone can fetch the model the chain starts from
+    strategy = GovernedStrategy(
+        plugin.server_strategy(),  # type: ignore[attr-defined]
+        gateway,
+        coordinator,
+        binding,
+        recorder,
+        evaluate,
+    )
+    final = strategy.run(grid, initial, settings.rounds)
+    return final, view.config.vote_mode.label, view.task_address, view.chain_id
+
+
+def _plain(
+    grid: Grid,
+    settings: RunSettings,
+    plugin: object,
+    binding: Binding,
+    recorder: Recorder,
+    evaluate: Callable[[Arrays], dict[str, float]],
+    initial: Arrays,
+) -> Arrays:
+    """The same strategy with Flower's own loop: sampled nodes train, the server evaluates."""
+    strategy = plugin.server_strategy(fraction_train=settings.proposer_share)  # type: ignore[attr-defined]
+    address_of = {node: address for address, node in binding.nodes.items()}
+    model_bytes = len(codec.encode(initial))
+    trainers: dict[int, list[str]] = {}
+    original = strategy.configure_train
+
+    def configure_train(server_round: int, arrays: ArrayRecord, config: object, grid_: Grid) -> list[Message]:
+        messages = list(original(server_round, arrays, config, grid_))  # type: ignore[arg-type]
+        trainers[server_round] = sorted(address_of.get(m.metadata.dst_node_id, "?") for m in messages)
+        recorder.event(server_round, "training", proposers=len(messages))
+        return messages
+
+    strategy.configure_train = configure_train  # type: ignore[method-assign]
+    round_started = time.monotonic()
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        nonlocal round_started
+        metrics = evaluate(from_record(arrays))
+        if server_round > 0:
+            trained = trainers.get(server_round, [])
+            recorder.round_done(
+                RoundResult(
+                    round=server_round,
+                    accepted=None,
+                    tally=None,
+                    proposers=trained,
+                    rejected=[],
+                    voters=[],
+                    metrics=metrics,
+                    bytes_up=model_bytes * len(trained),
+                    bytes_down=model_bytes * len(trained),
+                    wall_s=round(time.monotonic() - round_started, 3),
+                )
+            )
+        round_started = time.monotonic()
+        return MetricRecord(metrics)
+
+    result = strategy.start(grid, to_record(initial), num_rounds=settings.rounds, evaluate_fn=evaluate_fn)
+    return from_record(result.arrays) if result.arrays is not None else initial

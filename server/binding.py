@@ -1,0 +1,88 @@
+"""Bind Flower node ids to on-chain addresses: each node signs a fresh challenge.
+
+The coordinator sends every node a random challenge; the node answers with its address and an
+EIP-712 ``NodeBinding`` signature over (address, node id, challenge) on the task's domain, plus,
+when it is not a member yet, its own signed ``register`` transaction. The coordinator keeps the
+nodes whose signature checks out and relays their registrations in address order, so that the
+member list (and with it every draw) does not depend on which node answered first.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedledger.contracts import typed_data as td
+
+from .client import GatewayClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Binding:
+    """Which node speaks for which address."""
+
+    nodes: dict[str, int] = field(default_factory=dict)
+    partitions: dict[str, int] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+
+    def node_of(self, address: str) -> int | None:
+        """The node id bound to ``address`` (None if no node proved it)."""
+        return self.nodes.get(address)
+
+
+def _query(grid: Grid, node_ids: list[int], configs: dict[int, ConfigRecord], timeout: float) -> list[Message]:
+    messages = [
+        Message(content=RecordDict({"config": configs[n]}), message_type=MessageType.QUERY, dst_node_id=n)
+        for n in node_ids
+    ]
+    return list(grid.send_and_receive(messages, timeout=timeout))
+
+
+def bind_nodes(grid: Grid, node_ids: list[int], gateway: GatewayClient | None, timeout: float = 120.0) -> Binding:
+    """Ask every node to prove its address (and register); without a gateway, just to name it."""
+    binding = Binding()
+    if gateway is None:
+        replies = _query(grid, node_ids, {n: ConfigRecord({"action": "identify"}) for n in node_ids}, timeout)
+        for reply in replies:
+            if reply.has_error():
+                binding.refused[reply.metadata.src_node_id] = reply.error.reason
+                continue
+            config = reply.content["config"]
+            binding.nodes[str(config["address"])] = reply.metadata.src_node_id
+            binding.partitions[str(config["address"])] = int(config["partition-id"])
+        return binding
+
+    challenges = {n: secrets.token_bytes(32) for n in node_ids}
+    configs = {n: ConfigRecord({"action": "join", "challenge": challenges[n]}) for n in node_ids}
+    domain = gateway.task().domain
+    registrations: dict[str, bytes] = {}
+    for reply in _query(grid, node_ids, configs, timeout):
+        node_id = reply.metadata.src_node_id
+        if reply.has_error():
+            binding.refused[node_id] = reply.error.reason
+            continue
+        config = reply.content["config"]
+        address = str(config["address"])
+        message = td.node_binding_message(address, node_id, challenges[node_id])
+        signed = td.SignedAction(td.NODE_BINDING, message, bytes(config["signature"]))
+        if not td.verify(signed, domain):
+            binding.refused[node_id] = f"signature does not prove {address}"
+            continue
+        if address in binding.nodes:
+            binding.refused[node_id] = f"{address} is already bound to node {binding.nodes[address]}"
+            continue
+        binding.nodes[address] = node_id
+        binding.partitions[address] = int(config["partition-id"])
+        if config["register-tx"]:
+            registrations[address] = bytes(config["register-tx"])
+    for address in sorted(registrations):  # deterministic member order
+        gateway.send_transaction(registrations[address])
+    for node_id, reason in binding.refused.items():
+        log.warning("node %d not bound: %s", node_id, reason)
+    return binding

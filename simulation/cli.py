@@ -1,0 +1,121 @@
+"""``fedledger simulate``: the main job."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``simulate`` command."""
+    cmd = commands.add_parser(
+        "simulate",
+        help="run a governed federated simulation (gateway, contracts, Flower) on this machine",
+        description="Start a gateway with an embedded chain (or use --chain URL), a Flower SuperLink in "
+        "simulation mode and N ClientApps, run the rounds, and write report.json, plots and the chain export.",
+    )
+    cmd.add_argument("--strategy", default="fedavg", help="registered strategy (see `fedledger strategies`)")
+    cmd.add_argument("--clients", type=int, default=10, help="simulated clients (default %(default)s)")
+    cmd.add_argument("--rounds", type=int, default=5, help="rounds (default %(default)s)")
+    cmd.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA (default %(default)s)")
+    cmd.add_argument("--attackers", type=int, default=0, help="how many clients attack (default 0)")
+    cmd.add_argument("--attack", default="", help="label_flip or scale:FACTOR")
+    cmd.add_argument("--vote-mode", default="per_update", choices=["per_update", "aggregate"])
+    cmd.add_argument("--no-governance", action="store_true", help="the same strategy as plain Flower")
+    cmd.add_argument("--chain", default="embedded", help="'embedded' (default) or a JSON-RPC URL (e.g. anvil)")
+    cmd.add_argument("--seed", type=int, default=0)
+    cmd.add_argument("--out", type=Path, help="run folder (default runs/<timestamp>/)")
+    cmd.add_argument("--json", type=Path, dest="json_path", help="also write the report here")
+    cmd.add_argument("--local-epochs", type=int, default=5, help="local epochs per training round")
+    cmd.add_argument("--lr", type=float, default=0.1, help="local learning rate")
+    cmd.set_defaults(handler=_simulate)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .runner import Simulation, SimulationOptions
+
+    options = SimulationOptions(
+        strategy=args.strategy,
+        clients=args.clients,
+        rounds=args.rounds,
+        partition=args.partition,
+        attackers=args.attackers,
+        attack=args.attack,
+        vote_mode=args.vote_mode,
+        governance=not args.no_governance,
+        chain=args.chain,
+        seed=args.seed,
+        out=args.out,
+        json_path=args.json_path,
+        local_epochs=args.local_epochs,
+        lr=args.lr,
+    )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} rounds"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("starting", total=options.rounds)
+
+        def on_event(event: dict[str, Any]) -> None:
+            round_ = event.get("round")
+            phase = event.get("phase", "")
+            if phase == "done":
+                progress.advance(bar)
+                verdict = {True: "[green]accepted[/]", False: "[red]rejected[/]", None: "trained"}[
+                    event.get("accepted")
+                ]
+                accuracy = event.get("accuracy")
+                progress.console.print(f"round {round_}: {verdict}, accuracy {accuracy:.4f}")
+                return
+            where = f"round {round_}: " if round_ else ""
+            progress.update(bar, description=f"{where}{phase}")
+
+        simulation = Simulation(options, on_event)
+        console.print(f"run folder: {simulation.out}")
+        report = simulation.run()
+    _summary(report)
+    console.print(f"report: {simulation.out / 'report.json'}")
+    return 0
+
+
+def _summary(report: Any) -> None:
+    table = Table(title=f"{report.strategy} · governance {'on' if report.governance else 'off'} · seed {report.seed}")
+    for column in ("round", "accepted", "tally", "proposers", "rejected", "accuracy", "loss", "gas", "wall s"):
+        table.add_column(column, justify="right")
+    attackers = set(report.attackers.addresses)
+    for r in report.rounds:
+        rejected = ", ".join(("A:" if a in attackers else "") + a[:8] for a in r.rejected) or "-"
+        table.add_row(
+            str(r.round),
+            "-" if r.accepted is None else ("yes" if r.accepted else "no"),
+            " ".join(map(str, r.tally)) if r.tally else "-",
+            str(len(r.proposers)),
+            rejected,
+            f"{r.metrics.get('accuracy', float('nan')):.4f}",
+            f"{r.metrics.get('loss', float('nan')):.4f}",
+            f"{r.gas_used:,}",
+            f"{r.wall_s:.1f}",
+        )
+    console.print(table)
+    accuracy, loss = report.final.get("accuracy", float("nan")), report.final.get("loss", float("nan"))
+    console.print(f"final accuracy {accuracy:.4f}, loss {loss:.4f}; wall {report.wall_s:.1f} s")
+    if report.governance and report.participants:
+        eth = 10**18
+        for honest in (True, False):
+            group = [p for p in report.participants if p.honest is honest]
+            if group:
+                change = sum(p.stake_end_wei - p.stake_start_wei for p in group) / eth
+                rewarded = sum(p.rewarded_wei for p in group) / eth
+                label = "honest" if honest else "attackers"
+                console.print(f"{label} ({len(group)}): stake change {change:+.4f} ETH, rewarded {rewarded:.4f} ETH")

@@ -1,0 +1,114 @@
+"""Start helper processes and stop them, and everything they spawned, by PID.
+
+Every process is started in its own session with an environment marker unique to the run.
+Stopping signals the session's process group, then any process still carrying the marker
+(Ray and Flower spawn helpers in sessions of their own, but they inherit the environment),
+so nothing of ours is left behind and nothing of anyone else's is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+MARKER_ENV = "FEDLEDGER_RUN_MARKER"
+
+
+def new_marker() -> str:
+    """A marker unique to this run."""
+    return uuid.uuid4().hex
+
+
+def marked_pids(marker: str) -> list[int]:
+    """PIDs of processes whose environment carries ``marker`` (Linux /proc; empty elsewhere)."""
+    needle = f"{MARKER_ENV}={marker}".encode()
+    found = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_marked(marker: str, timeout: float = 10.0) -> int:
+    """SIGTERM then SIGKILL every process carrying ``marker``; return how many there were."""
+    pids = marked_pids(marker)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and marked_pids(marker):
+        time.sleep(0.2)
+    for pid in marked_pids(marker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+class ManagedProcess:
+    """A child process in its own session, logging to a file."""
+
+    def __init__(
+        self, name: str, command: Sequence[str], log_file: Path, env: dict[str, str], cwd: Path | None = None
+    ) -> None:
+        """Start ``command`` now."""
+        self.name = name
+        self.log_file = log_file
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                list(command),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        """The child's PID (also its process group and session id)."""
+        return self.process.pid
+
+    def running(self) -> bool:
+        """True while the child runs."""
+        return self.process.poll() is None
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the child to exit; return its code."""
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM the child's process group, SIGKILL it after ``timeout``; return the exit code."""
+        if self.process.poll() is not None:
+            return self.process.returncode
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            return self.process.wait(timeout=timeout)
+
+    def tail(self, lines: int = 20) -> str:
+        """The end of the child's log."""
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

@@ -1,0 +1,416 @@
+"""``fedledger simulate``: a governed federated run on one machine, with real processes.
+
+1. the gateway runs as its own process (embedded chain, or a JSON-RPC node);
+2. a Flower SuperLink in simulation mode runs as its own process, on free 127.0.0.1 ports;
+3. ``flwr run`` submits the run; the ServerApp (coordinator) and the ClientApps (Ray actors,
+   separate processes) talk to the gateway;
+4. the run folder receives report.json, plots, logs and the chain's export for the audit.
+
+Every process is started in its own session with a run marker, and stopped at the end, also
+on Ctrl-C or error (see :mod:`fedledger.simulation.processes`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fedledger import codec
+from fedledger.config import RunSettings
+from fedledger.deploy.anvil import free_port
+from fedledger.deploy.chain import dev_key
+from fedledger.errors import CommandError
+from fedledger.server.blobstore import keccak256
+from fedledger.server.results import RoundResult, RunSummary, read_rounds
+
+from .attacks import choose_attackers, parse_attack
+from .partition import parse_partitioning
+from .processes import ManagedProcess, kill_marked, new_marker
+from .report import AttackersInfo, ChainInfo, Report, build_report
+from .tasks import get_task, model_arrays
+
+STARTUP_TIMEOUT = 120.0
+
+
+class SimulationOptions(BaseModel):
+    """The options of ``fedledger simulate``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    strategy: str = "fedavg"
+    clients: int = Field(default=10, ge=2, le=127)
+    rounds: int = Field(default=5, ge=1)
+    partition: str = "iid"
+    attackers: int = Field(default=0, ge=0)
+    attack: str = ""
+    vote_mode: str = "per_update"
+    governance: bool = True
+    chain: str = "embedded"
+    seed: int = Field(default=0, ge=0)
+    out: Path | None = None
+    json_path: Path | None = None
+    local_epochs: int = Field(default=5, ge=1)
+    lr: float = Field(default=0.1, gt=0)
+    training_duration: int = Field(default=120, ge=5, description="seconds a proposer has (chain deadline)")
+    voting_duration: int = Field(default=60, ge=5)
+    reveal_duration: int = Field(default=60, ge=5)
+    flush_window: float = Field(default=1.0, gt=0)
+
+    @field_validator("partition")
+    @classmethod
+    def _partition(cls, value: str) -> str:
+        parse_partitioning(value)
+        return value
+
+    @field_validator("attack")
+    @classmethod
+    def _attack(cls, value: str) -> str:
+        if value:
+            parse_attack(value)
+        return value
+
+    @field_validator("vote_mode")
+    @classmethod
+    def _vote_mode(cls, value: str) -> str:
+        if value not in ("per_update", "aggregate"):
+            raise ValueError("vote mode must be per_update or aggregate")
+        return value
+
+    @field_validator("chain")
+    @classmethod
+    def _chain(cls, value: str) -> str:
+        if value != "embedded" and not value.startswith(("http://", "https://")):
+            raise ValueError("--chain is 'embedded' or a JSON-RPC URL (http://...)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimulationOptions:
+        if self.attackers >= self.clients:
+            raise ValueError(f"--attackers must be below --clients ({self.clients})")
+        if self.attackers and not self.attack:
+            raise ValueError("--attackers needs --attack (label_flip or scale:FACTOR)")
+        return self
+
+
+Progress = Callable[[dict[str, object]], None]
+
+
+class SimulationError(RuntimeError):
+    """The simulation could not complete; the message points at the log to read."""
+
+
+class Simulation:
+    """One ``fedledger simulate`` run."""
+
+    def __init__(self, options: SimulationOptions, on_event: Progress | None = None) -> None:
+        """Prepare a run (nothing starts before :meth:`run`)."""
+        self.options = options
+        self.on_event = on_event or (lambda _event: None)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.out = (options.out or Path("runs") / stamp).resolve()
+        self.marker = new_marker()
+        self.processes: list[ManagedProcess] = []
+        self.started = time.monotonic()
+
+    # ---------------------------------------------------------------- public
+
+    def run(self) -> Report:
+        """Run everything, write the run folder, stop every process; return the report."""
+        from fedledger.aggregation.registry import get_strategy
+
+        try:
+            get_strategy(self.options.strategy)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        self.out.mkdir(parents=True, exist_ok=True)
+        if (self.out / "server" / "summary.json").exists():
+            raise CommandError(f"{self.out} already holds a finished run; choose another --out")
+        try:
+            settings = self._settings()
+            if self.options.governance:
+                settings = settings.model_copy(update={"gateway": self._start_gateway(settings)})
+            superlink_address = self._start_superlink()
+            self._run_flower(settings, superlink_address)
+            summary = RunSummary.model_validate_json((self.out / "server" / "summary.json").read_text())
+            rounds = read_rounds(self.out / "server")
+            money = self._export_chain(settings) if self.options.governance else {}
+            report = self._report(settings, summary, rounds, money)
+        finally:
+            self.stop()
+        from .plots import plot_run
+
+        plot_run(report, rounds, self.out)
+        report.save(self.out / "report.json")
+        if self.options.json_path is not None:
+            report.save(self.options.json_path)
+        return report
+
+    def stop(self) -> None:
+        """Stop every process this run started (also their descendants)."""
+        for process in reversed(self.processes):
+            process.stop()
+        kill_marked(self.marker)
+
+    # ------------------------------------------------------------------ steps
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "FEDLEDGER_RUN_MARKER": self.marker,
+                "FLWR_HOME": str(self.out / "flwr-home"),
+                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+                "FLWR_DISABLE_UPDATE_CHECK": "1",
+                "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+                "RAY_DEDUP_LOGS": "0",
+                "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
+            }
+        )
+        return env
+
+    def _settings(self) -> RunSettings:
+        o = self.options
+        attackers = choose_attackers(o.clients, o.attackers, o.seed)
+        self.attacker_ids = attackers
+        return RunSettings(
+            strategy=o.strategy,
+            task=_default_task(o.strategy),
+            num_clients=o.clients,
+            rounds=o.rounds,
+            seed=o.seed,
+            partition=o.partition,
+            attackers=",".join(map(str, attackers)),
+            attack=o.attack if attackers else "",
+            governance=o.governance,
+            out_dir=str(self.out),
+            local_epochs=o.local_epochs,
+            lr=o.lr,
+        )
+
+    def _start(self, name: str, command: list[str], cwd: Path | None = None) -> ManagedProcess:
+        process = ManagedProcess(name, command, self.out / "logs" / f"{name}.log", self._env(), cwd)
+        self.processes.append(process)
+        return process
+
+    def _initial_model_hash(self, settings: RunSettings) -> str:
+        task = get_task(settings.task)
+        return "0x" + keccak256(codec.encode(model_arrays(task.build_model(settings.seed)))).hex()
+
+    def _task_flags(self, settings: RunSettings) -> list[str]:
+        o = self.options
+        return [
+            "--strategy", o.strategy, "--rounds", str(o.rounds), "--vote-mode", o.vote_mode,
+            "--max-committee", str(o.clients), "--training-duration", str(o.training_duration),
+            "--voting-duration", str(o.voting_duration), "--reveal-duration", str(o.reveal_duration),
+            "--initial-model-hash", self._initial_model_hash(settings),
+        ]  # fmt: skip
+
+    def _start_gateway(self, settings: RunSettings) -> str:
+        self.on_event({"phase": "starting gateway"})
+        data_dir = self.out / "gateway"
+        command = [
+            sys.executable,
+            "-m",
+            "fedledger.cli",
+            "gateway",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+        ]
+        command += ["--flush-window", str(self.options.flush_window), "--log-level", "WARNING"]
+        if self.options.chain == "embedded":
+            command += ["--embedded", "--dev-accounts", str(self.options.clients), *self._task_flags(settings)]
+        else:
+            command += self._prepare_rpc_chain(settings)
+        gateway = self._start("gateway", command)
+        discovery = data_dir / "gateway.json"
+        self._wait(lambda: discovery.is_file(), gateway, "the gateway")
+        return str(json.loads(discovery.read_text())["address"])
+
+    def _prepare_rpc_chain(self, settings: RunSettings) -> list[str]:
+        """Deploy a task on the node (anvil's first dev key pays) and fund the dev keys."""
+        from eth_account import Account
+
+        from fedledger.contracts.types import TaskConfig
+        from fedledger.deploy.anvil import ANVIL_DEV_KEY
+        from fedledger.deploy.chain import connect, fund, use_account
+        from fedledger.deploy.deployer import deploy_task
+
+        o = self.options
+        w3 = connect(o.chain)
+        deployer = use_account(w3, Account.from_key(ANVIL_DEV_KEY))
+        fund(w3, deployer, [dev_key(i).address for i in range(o.clients + 1)], 10 * 10**18)
+        config = TaskConfig(
+            initial_model_hash=self._initial_model_hash(settings),
+            strategy=o.strategy,
+            total_rounds=o.rounds,
+            vote_mode=o.vote_mode,
+            max_committee=o.clients,
+            training_duration=o.training_duration,
+            voting_duration=o.voting_duration,
+            reveal_duration=o.reveal_duration,
+            coordinator=dev_key(0).address,
+        )
+        manifest, _ = deploy_task(w3, deployer, config, pool_wei=10 * 10**18, rpc_url=o.chain)
+        path = self.out / "deployment.json"
+        manifest.save(path)
+        key_file = self.out / "relayer.key"
+        key_file.write_text(ANVIL_DEV_KEY)  # anvil's public dev key: local chains only
+        return ["--rpc-url", o.chain, "--deployment", str(path), "--relayer-key-file", str(key_file)]
+
+    def _start_superlink(self) -> str:
+        self.on_event({"phase": "starting Flower"})
+        port, health = free_port(), free_port()
+        home = self.out / "flwr-home"
+        home.mkdir(parents=True, exist_ok=True)
+        connection = f'[superlink.fedledger]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+        (home / "config.toml").write_text('[superlink]\ndefault = "fedledger"\n\n' + connection)
+        superlink = self._start(
+            "superlink",
+            [
+                _flower_bin("flower-superlink"),
+                "--insecure",
+                "--simulation",
+                "--isolation",
+                "subprocess",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--health-server-address",
+                f"127.0.0.1:{health}",
+                "--database",
+                str(home / "state.db"),
+            ],
+        )
+        self._wait(lambda: _http_ok(f"http://127.0.0.1:{port}/health"), superlink, "the Flower SuperLink")
+        return f"127.0.0.1:{port}"
+
+    def _write_app(self, settings: RunSettings) -> Path:
+        app = self.out / "app"
+        app.mkdir(parents=True, exist_ok=True)
+        config_lines = [f"{key} = {_toml(value)}" for key, value in settings.to_run_config().items()]
+        (app / "pyproject.toml").write_text(
+            "[project]\n"
+            'name = "fedledger-run"\nversion = "1.0.0"\ndescription = "A fedledger simulation run"\n'
+            'license = "Apache-2.0"\ndependencies = []\n\n'
+            '[tool.flwr.app]\npublisher = "fedledger"\n\n'
+            "[tool.flwr.app.components]\n"
+            'serverapp = "fedledger.server.app:app"\nclientapp = "fedledger.client.app:app"\n\n'
+            "[tool.flwr.app.config]\n" + "\n".join(config_lines) + "\n"
+        )
+        return app
+
+    def _run_flower(self, settings: RunSettings, superlink: str) -> None:
+        app = self._write_app(settings)
+        self.on_event({"phase": "starting run", "superlink": superlink})
+        command = [
+            _flower_bin("flwr"), "run", str(app), "fedledger", "--stream",
+            "--federation-config", f"num-supernodes={self.options.clients}",
+            "--federation-config", "client-resources-num-cpus=1",
+        ]  # fmt: skip
+        flwr = self._start("flwr-run", command)
+        progress = self.out / "server" / "progress.jsonl"
+        seen = 0
+        summary = self.out / "server" / "summary.json"
+        while flwr.running() or not summary.exists():
+            if progress.is_file():
+                lines = progress.read_text(encoding="utf-8").splitlines()
+                for line in lines[seen:]:
+                    self.on_event(json.loads(line))
+                seen = len(lines)
+            if not flwr.running():
+                break
+            for process in self.processes:
+                if process is not flwr and not process.running():
+                    raise SimulationError(f"{process.name} stopped unexpectedly:\n{process.tail()}")
+            time.sleep(0.2)
+        if progress.is_file():
+            for line in progress.read_text(encoding="utf-8").splitlines()[seen:]:
+                self.on_event(json.loads(line))
+        if not summary.exists():
+            raise SimulationError(
+                f"the Flower run ended without results (exit code {flwr.process.returncode}); "
+                f"see {flwr.log_file}:\n{flwr.tail()}"
+            )
+
+    def _export_chain(self, settings: RunSettings) -> dict[str, tuple[int, int, int, int]]:
+        """Save the chain's events and balances for `fedledger audit --run`; return each participant's money."""
+        from fedledger.server.client import GatewayClient
+
+        from .export import export_chain
+
+        self.on_event({"phase": "exporting chain"})
+        with GatewayClient(settings.gateway, timeout=120) as client:
+            return export_chain(client, self.out / "chain")
+
+    def _report(
+        self,
+        settings: RunSettings,
+        summary: RunSummary,
+        rounds: list[RoundResult],
+        money: dict[str, tuple[int, int, int, int]],
+    ) -> Report:
+        attacker_addresses = [a for a, pid in summary.partitions.items() if pid in settings.attacker_ids()]
+        attackers = AttackersInfo(
+            count=len(self.attacker_ids), attack=settings.attack or None, addresses=sorted(attacker_addresses)
+        )
+        if not self.options.governance:
+            chain = ChainInfo(kind="none", chain_id=None, task=None)
+        else:
+            kind = "embedded" if self.options.chain == "embedded" else "rpc"
+            chain = ChainInfo(kind=kind, chain_id=summary.chain_id, task=summary.task_address)
+        return build_report(summary, rounds, attackers, chain, money, time.monotonic() - self.started)
+
+    def _wait(self, ready: Callable[[], bool], process: ManagedProcess, what: str) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not ready():
+            if not process.running():
+                raise SimulationError(f"{what} exited during start-up:\n{process.tail()}")
+            if time.monotonic() > deadline:
+                raise SimulationError(f"{what} did not start within {STARTUP_TIMEOUT:.0f}s:\n{process.tail()}")
+            time.sleep(0.1)
+
+
+def _default_task(strategy: str) -> str:
+    from fedledger.aggregation.registry import get_strategy
+
+    return get_strategy(strategy).default_task
+
+
+def _flower_bin(name: str) -> str:
+    """A Flower command from this Python's environment (not whatever else is on PATH)."""
+    local = Path(sys.executable).with_name(name)
+    found = str(local) if local.is_file() else shutil.which(name)
+    if found is None:
+        raise CommandError(f"{name} not found: is flwr installed in this environment?")
+    return found
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)

@@ -1,0 +1,87 @@
+"""What a task provides: a model, client and test data, local training, evaluation and a voter score."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Split:
+    """Features and labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """A client's local data: what it trains on and what it votes with."""
+
+    train: Split
+    val: Split
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Local training hyper-parameters."""
+
+    local_epochs: int = 5
+    lr: float = 0.1
+    batch_size: int = 32
+    seed: int = 0
+
+
+def model_arrays(model: torch.nn.Module) -> OrderedDict[str, np.ndarray]:
+    """A model's parameters and buffers as numpy arrays, in ``state_dict`` order."""
+    return OrderedDict((k, v.detach().cpu().numpy().copy()) for k, v in model.state_dict().items())
+
+
+def load_arrays(model: torch.nn.Module, arrays: dict[str, np.ndarray]) -> torch.nn.Module:
+    """Load numpy arrays into ``model`` (shapes and names must match); return it."""
+    model.load_state_dict(OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in arrays.items()), strict=True)
+    return model
+
+
+class Task(ABC):
+    """A federated learning task that runs on a CPU in seconds and needs no download."""
+
+    name: str
+    num_classes: int
+
+    @abstractmethod
+    def build_model(self, seed: int) -> torch.nn.Module:
+        """A freshly initialised model (deterministic for a seed)."""
+
+    @abstractmethod
+    def client_data(self, partition_id: int, num_partitions: int, partitioning: str, seed: int) -> ClientData:
+        """The local data of client ``partition_id`` (deterministic for a seed)."""
+
+    @abstractmethod
+    def test_data(self, seed: int) -> Split:
+        """The server's held-out test set for reports."""
+
+    @abstractmethod
+    def fit(self, model: torch.nn.Module, data: Split, settings: TrainSettings) -> dict[str, float]:
+        """Train ``model`` in place on ``data``; return training metrics."""
+
+    @abstractmethod
+    def evaluate(self, model: torch.nn.Module, data: Split) -> dict[str, float]:
+        """The task's metrics of ``model`` on ``data`` (at least ``accuracy`` and ``loss``)."""
+
+    def score(self, model: torch.nn.Module, data: Split) -> float:
+        """The number a voter compares (higher is better): exp(-mean cross-entropy) by default.
+
+        It is the geometric-mean probability the model gives the true labels: continuous (a
+        voter's small validation split makes accuracy jumpy), and a model that confidently
+        predicts wrong labels scores near 0, below an untrained one. See docs/decisions.md.
+        """
+        return math.exp(-self.evaluate(model, data)["loss"])

@@ -1,0 +1,86 @@
+"""scikit-learn's bundled 8x8 digits (1,797 images, 10 classes) with a small MLP; no download."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+
+from ..partition import parse_partitioning, partition
+from .base import ClientData, Split, Task, TrainSettings
+
+TEST_FRACTION = 0.2
+VAL_FRACTION = 0.3
+
+
+@functools.cache
+def _dataset(seed: int) -> tuple[Split, Split]:
+    """(client pool, server test set), shuffled deterministically."""
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    order = np.random.default_rng(seed).permutation(len(y))
+    x, y = x[order], y[order].astype(np.int64)
+    n_test = int(TEST_FRACTION * len(y))
+    return Split(x[n_test:], y[n_test:]), Split(x[:n_test], y[:n_test])
+
+
+class DigitsTask(Task):
+    """Digits classification with a 64-64-10 MLP, trained by local SGD with momentum."""
+
+    name = "digits"
+    num_classes = 10
+
+    def build_model(self, seed: int) -> torch.nn.Module:
+        """The MLP, initialised from ``seed``."""
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+        torch.random.set_rng_state(generator_state)
+        return model
+
+    def client_data(self, partition_id: int, num_partitions: int, partitioning: str, seed: int) -> ClientData:
+        """Client ``partition_id``'s share of the pool, 30 % of it kept for voting."""
+        if not 0 <= partition_id < num_partitions:
+            raise ValueError(f"partition {partition_id} out of range for {num_partitions} partitions")
+        pool, _ = _dataset(seed)
+        indices = partition(pool.y, num_partitions, parse_partitioning(partitioning), seed)[partition_id]
+        indices = np.random.default_rng(seed + 1_000 + partition_id).permutation(indices)
+        n_val = max(1, int(VAL_FRACTION * len(indices)))
+        val, train = indices[:n_val], indices[n_val:]
+        return ClientData(Split(pool.x[train], pool.y[train]), Split(pool.x[val], pool.y[val]))
+
+    def test_data(self, seed: int) -> Split:
+        """The 20 % of the digits held out for the server."""
+        return _dataset(seed)[1]
+
+    def fit(self, model: torch.nn.Module, data: Split, settings: TrainSettings) -> dict[str, float]:
+        """Mini-batch SGD (momentum 0.9) for ``local_epochs`` epochs; deterministic for the seed."""
+        if len(data) == 0:
+            return {"train_loss": float("nan")}
+        generator = torch.Generator().manual_seed(settings.seed)
+        optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
+        x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+        model.train()
+        total, batches = 0.0, 0
+        for _ in range(settings.local_epochs):
+            order = torch.randperm(len(y), generator=generator)
+            for start in range(0, len(y), settings.batch_size):
+                batch = order[start : start + settings.batch_size]
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+                batches += 1
+        return {"train_loss": total / max(batches, 1)}
+
+    def evaluate(self, model: torch.nn.Module, data: Split) -> dict[str, float]:
+        """Accuracy and mean cross-entropy."""
+        model.eval()
+        with torch.no_grad():
+            logits = model(torch.from_numpy(data.x))
+            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(data.y))
+            accuracy = (logits.argmax(dim=1).numpy() == data.y).mean()
+        return {"accuracy": float(accuracy), "loss": float(loss)}
