@@ -27,6 +27,12 @@ def _participant(context: Context) -> Participant:
     return participant(settings.model_dump_json(), int(context.node_config["partition-id"]))
 
 
+def _unless_silent(me: Participant) -> Participant:
+    if me.attack is not None and me.attack.kind == "silent":
+        raise RuntimeError("this simulated node is silent: it never answers")
+    return me
+
+
 def _arrays(record: ArrayRecord) -> OrderedDict[str, np.ndarray]:
     return OrderedDict((name, array.numpy()) for name, array in record.items())
 
@@ -63,7 +69,7 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train from the global model; governed: submit through the gateway, plain: reply with the model."""
-    me = _participant(context)
+    me = _unless_silent(_participant(context))
     round_ = int(msg.content["config"]["server-round"])
     trained, num_examples, metrics = me.train(round_, _arrays(msg.content["arrays"]))
     metric_record = MetricRecord({"num-examples": num_examples, **metrics})
@@ -84,7 +90,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """``vote``: score the items and commit; ``reveal``: reveal the committed vote."""
-    me = _participant(context)
+    me = _unless_silent(_participant(context))
     config = msg.content["config"]
     round_ = int(config["server-round"])
     result, error = None, None

@@ -115,9 +115,14 @@ class Participant:
             trained = self.attack.poison_update(global_arrays, trained)
         return trained, len(self.data.train), metrics
 
-    def submit(self, round_: int, arrays: Arrays, num_examples: int) -> pb.ActionResult:
-        """Upload the canonical bytes and the signed commitment through the gateway."""
-        return self.gateway.submit_update(self.key, round_, codec.encode(arrays), num_examples)
+    def submit(self, round_: int, arrays: Arrays, num_examples: int, *, wait: bool = False) -> pb.ActionResult:
+        """Upload the canonical bytes and the signed commitment through the gateway.
+
+        By default it does not wait for the batch: the coordinator flushes the gateway's queue
+        when the phase's messages are answered (a ClientApp blocking on the batch would hold a
+        simulation actor that other clients need to fill that very batch).
+        """
+        return self.gateway.submit_update(self.key, round_, codec.encode(arrays), num_examples, wait=wait)
 
     # ------------------------------------------------------------------ voting
 
@@ -146,14 +151,14 @@ class Participant:
                 bits |= 1 << i
         return Vote(bits, score_global, tuple(scores))
 
-    def commit_vote(self, round_: int, bits: int) -> tuple[pb.ActionResult, bytes]:
+    def commit_vote(self, round_: int, bits: int, *, wait: bool = False) -> tuple[pb.ActionResult, bytes]:
         """Commit a hidden vote; returns the result and the salt to reveal it with."""
         salt = secrets.token_bytes(32)
-        return self.gateway.commit_vote(self.key, round_, bits, salt), salt
+        return self.gateway.commit_vote(self.key, round_, bits, salt, wait=wait), salt
 
-    def reveal_vote(self, round_: int, bits: int, salt: bytes) -> pb.ActionResult:
+    def reveal_vote(self, round_: int, bits: int, salt: bytes, *, wait: bool = False) -> pb.ActionResult:
         """Reveal the committed vote."""
-        return self.gateway.reveal_vote(self.key, round_, bits, salt)
+        return self.gateway.reveal_vote(self.key, round_, bits, salt, wait=wait)
 
 
 @functools.cache

@@ -235,7 +235,7 @@ The contract never sees it: the gateway checks that the task's coordinator signe
 task's domain before acting with its own relayer key.
 """
 
-COORDINATOR_COMMANDS = ("advancePhase", "finalizeRound", "storeBlob")
+COORDINATOR_COMMANDS = ("advancePhase", "finalizeRound", "storeBlob", "flush")
 
 
 def coordinator_command_message(command: str, round_: int, subject: bytes, deadline: int) -> dict[str, Any]:

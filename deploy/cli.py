@@ -95,6 +95,9 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
     group.add_argument("--exit-delay", type=int, help="seconds between exit request and withdrawal (default 3600)")
     group.add_argument("--coordinator", help="coordinator address")
     group.add_argument("--initial-model-hash", help="keccak256 of the initial model's canonical bytes (0x...)")
+    group.add_argument(
+        "--initial-model", metavar="TASK:SEED", help="hash of a task's initial model, e.g. digits:0 (for flwr run)"
+    )
     group.add_argument("--pool", type=ether, default=10 * 10**18, help="reward pool in ether (default 10)")
 
 
@@ -112,8 +115,26 @@ def task_fields(args: argparse.Namespace) -> dict[str, Any]:
             raise CommandError(f"task config {args.task_config} must hold a JSON object")
         fields.update(loaded)
     fields.update({name: getattr(args, name) for name in _TASK_FLAGS if getattr(args, name) is not None})
+    if getattr(args, "initial_model", None):
+        fields["initial_model_hash"] = _task_model_hash(args.initial_model)
     fields.setdefault("initial_model_hash", keccak(UNSET_MODEL_LABEL))
     return fields
+
+
+def _task_model_hash(spec: str) -> bytes:
+    """keccak256 of the canonical bytes of task TASK's initial model for SEED."""
+    from fedledger import codec
+    from fedledger.server.blobstore import keccak256
+    from fedledger.simulation.tasks import get_task, model_arrays
+
+    name, _, seed = spec.partition(":")
+    if not seed.isdigit():
+        raise CommandError(f"--initial-model takes TASK:SEED, e.g. digits:0, got {spec!r}")
+    try:
+        task = get_task(name)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    return keccak256(codec.encode(model_arrays(task.build_model(int(seed)))))
 
 
 def _task_config(args: argparse.Namespace, deployer: str) -> TaskConfig:

@@ -114,9 +114,10 @@ class GatewayClient:
         """Nonces, balance and membership of ``address``."""
         return self.stub.GetAccount(pb.GetAccountRequest(address=address), timeout=self.timeout)
 
-    def round(self, round_: int = 0, *, brief: bool = False) -> pb.RoundState:
-        """State of ``round_`` (0: the current round); ``brief`` skips the per-seat lists."""
-        return self.stub.GetRound(pb.GetRoundRequest(round=round_, brief=brief), timeout=self.timeout)
+    def round(self, round_: int = 0, *, brief: bool = False, gas: bool = False) -> pb.RoundState:
+        """State of ``round_`` (0: the current); ``brief`` skips the per-seat lists, ``gas`` sums the round's gas."""
+        request = pb.GetRoundRequest(round=round_, brief=brief, gas=gas)
+        return self.stub.GetRound(request, timeout=self.timeout)
 
     def wait_for_phase(self, round_: int, phase: str, timeout: float = 300.0, poll: float = 0.25) -> pb.RoundState:
         """Poll (cheaply) until ``round_`` reaches ``phase`` (or finalizes); return its brief state."""
@@ -135,7 +136,8 @@ class GatewayClient:
         return list(self.stub.GetEvents(request, timeout=self.timeout).events)
 
     def _deadline(self) -> int:
-        return int(self.round(brief=True).chain_time) + SIGNATURE_LIFETIME
+        # An idle embedded chain mines no blocks, so its latest timestamp lags the clock.
+        return max(int(self.round(brief=True).chain_time), int(time.time())) + SIGNATURE_LIFETIME
 
     # --------------------------------------------------------- raw transactions
 
@@ -173,10 +175,14 @@ class GatewayClient:
 
     # ------------------------------------------------------------- actions
 
-    def sign(self, account: LocalAccount, action: td.ActionType, message: dict[str, Any]) -> pb.SignedAction:
-        """Sign an action as ``account`` and wrap it for an RPC."""
+    def sign(
+        self, account: LocalAccount, action: td.ActionType, message: dict[str, Any], *, wait: bool = True
+    ) -> pb.SignedAction:
+        """Sign an action as ``account`` and wrap it for an RPC (``wait=False``: answer once queued)."""
         signed = td.sign_action(account, action, message, self.task().domain)
-        return pb.SignedAction(action=action.name, message_json=message_to_json(message), signature=signed.signature)
+        return pb.SignedAction(
+            action=action.name, message_json=message_to_json(message), signature=signed.signature, no_wait=not wait
+        )
 
     def submit_update(
         self,
@@ -186,32 +192,40 @@ class GatewayClient:
         num_examples: int,
         *,
         chunk_bytes: int = CHUNK_BYTES,
+        wait: bool = True,
     ) -> pb.ActionResult:
-        """Stream an update and its signed commitment; returns once the commitment is on chain (or rejected)."""
+        """Stream an update and its signed commitment; returns once the commitment is on chain (or rejected).
+
+        With ``wait=False`` it returns QUEUED as soon as the gateway checked, stored and queued it.
+        """
         nonce = self.account(account.address).action_nonce
         message = td.commit_update_message(
             account.address, round_, keccak256(data), num_examples, nonce, self._deadline()
         )
-        header = pb.SubmitUpdateHeader(commitment=self.sign(account, td.COMMIT_UPDATE, message), size=len(data))
+        commitment = self.sign(account, td.COMMIT_UPDATE, message, wait=wait)
+        header = pb.SubmitUpdateHeader(commitment=commitment, size=len(data))
         return self.stub.SubmitUpdate(_stream(pb.SubmitUpdateMessage, header, data, chunk_bytes), timeout=self.timeout)
 
-    def commit_vote(self, account: LocalAccount, round_: int, bits: int, salt: bytes) -> pb.ActionResult:
+    def commit_vote(
+        self, account: LocalAccount, round_: int, bits: int, salt: bytes, *, wait: bool = True
+    ) -> pb.ActionResult:
         """Commit a hidden vote (keep ``salt`` to reveal it)."""
         state = self.round(round_, brief=True)
         commitment = vote_commitment(
             self.task().task_address, round_, state.candidate or b"\0" * 32, bits, salt, account.address
         )
         nonce = self.account(account.address).action_nonce
-        message = td.commit_vote_message(
-            account.address, round_, commitment, nonce, int(state.chain_time) + SIGNATURE_LIFETIME
-        )
-        return self.stub.CommitVote(self.sign(account, td.COMMIT_VOTE, message), timeout=self.timeout)
+        deadline = max(int(state.chain_time), int(time.time())) + SIGNATURE_LIFETIME
+        message = td.commit_vote_message(account.address, round_, commitment, nonce, deadline)
+        return self.stub.CommitVote(self.sign(account, td.COMMIT_VOTE, message, wait=wait), timeout=self.timeout)
 
-    def reveal_vote(self, account: LocalAccount, round_: int, bits: int, salt: bytes) -> pb.ActionResult:
+    def reveal_vote(
+        self, account: LocalAccount, round_: int, bits: int, salt: bytes, *, wait: bool = True
+    ) -> pb.ActionResult:
         """Reveal a committed vote."""
         nonce = self.account(account.address).action_nonce
         message = td.reveal_vote_message(account.address, round_, bits, salt, nonce, self._deadline())
-        return self.stub.RevealVote(self.sign(account, td.REVEAL_VOTE, message), timeout=self.timeout)
+        return self.stub.RevealVote(self.sign(account, td.REVEAL_VOTE, message, wait=wait), timeout=self.timeout)
 
     def member_action(self, account: LocalAccount, action: td.ActionType) -> pb.ActionResult:
         """Relay a RequestExit, CompleteExit or Withdraw signed by ``account``."""
@@ -258,6 +272,10 @@ class GatewayClient:
     def advance_phase(self, coordinator: LocalAccount, round_: int) -> pb.TransactionResult:
         """Relay queued actions, then advance ``round_``."""
         return self.stub.AdvancePhase(self.command(coordinator, "advancePhase", round_), timeout=self.timeout)
+
+    def flush(self, coordinator: LocalAccount) -> int:
+        """Relay everything queued at the gateway now; return how many actions that was."""
+        return self.stub.FlushQueue(self.command(coordinator, "flush", 0), timeout=self.timeout).actions
 
     def finalize_round(self, coordinator: LocalAccount, round_: int) -> pb.TransactionResult:
         """Relay queued reveals, then finalize ``round_``."""

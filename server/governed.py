@@ -195,7 +195,7 @@ class GovernedStrategy(Strategy):
             voters=voters,
             dropped=updates.dropped,
             metrics=metrics,
-            gas_used=final.gas_used,
+            gas_used=self.gateway.round(r, brief=True, gas=True).gas_used,
             bytes_up=traffic.up,
             bytes_down=traffic.down,
             wall_s=round(time.monotonic() - started, 3),
@@ -277,6 +277,7 @@ class GovernedStrategy(Strategy):
         self.recorder.event(r, "voting", voters=len(voters), items=sum(1 for i in items if i))
         config = {"server-round": r, "action": "vote", "items": items, "weights": weights}
         self._send(grid, voters, MessageType.EVALUATE, config, global_arrays, self.config.voting_duration)
+        self.gateway.flush(self.coordinator)
         traffic.down += (model_bytes + sum(1 for i in items if i) * model_bytes) * len(voters)
         if self.gateway.round(r, brief=True).phase == "VOTING":
             self._advance_when_due(r, self.config.voting_duration)

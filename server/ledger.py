@@ -110,13 +110,29 @@ class Ledger:
     def send(self, fn: Callable[[], T]) -> T:
         """Run ``fn``, which sends a transaction, and invalidate the cached state."""
         try:
-            return self.run(fn)
+            with self._lock:
+                self._sync_clock()
+                return self.run(fn)
         finally:
             self.invalidate()
 
+    def _sync_clock(self) -> None:
+        """Bring the embedded chain's pending block up to the wall clock.
+
+        eth-tester stamps a pending block when the previous one is mined, so on an idle chain
+        block.timestamp stands still and deadlines never pass; a real node's clock runs on.
+        """
+        if not self.embedded:
+            return
+        tester = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+        now = int(time.time())
+        if int(tester.get_block_by_number("pending")["timestamp"]) < now:
+            tester.time_travel(now)
+
     def chain_time(self) -> int:
-        """Timestamp of the latest block."""
-        return self._cached("time", lambda: int(self.w3.eth.get_block("latest")["timestamp"]))
+        """Timestamp of the latest block (on the embedded chain: at least the clock's, as its next block gets)."""
+        latest = self._cached("time", lambda: int(self.w3.eth.get_block("latest")["timestamp"]))
+        return max(latest, int(time.time())) if self.embedded else latest
 
     def current_round(self) -> int:
         """The task's current round."""

@@ -138,12 +138,14 @@ class Relayer:
 
     # ----------------------------------------------------------------- flushing
 
-    def flush(self, action: str | None = None) -> None:
-        """Relay what is queued now (of ``action`` only, when given) and wait for it."""
+    def flush(self, action: str | None = None) -> int:
+        """Relay what is queued now (of ``action`` only, when given), wait for it; return how many were sent."""
+        before = sum(self.stats.batch_sizes)
         names = [action] if action else list(self._queues)
         for name in names:
             while self._flush_queue(name):
                 pass
+        return sum(self.stats.batch_sizes) - before
 
     def stop(self, flush: bool = True) -> None:
         """Stop the background flusher, relaying (or failing) what is still queued."""

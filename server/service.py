@@ -288,12 +288,15 @@ class GatewayService(pb_grpc.GatewayServicer):
         chain_nonce = ledger.run(lambda: ledger.task.nonce(signed.signer))
         checks.check_nonce(signed.signer, signed.message["nonce"], chain_nonce + self.relayer.pending(signed.signer))
 
-    def _relay(self, signed: td.SignedAction, remaining: int | None) -> Outcome:
-        """Queue a checked action and wait for the batch that carries it."""
-        return self.relayer.enqueue(signed, remaining).result(timeout=ACTION_TIMEOUT)
+    def _relay(self, signed: td.SignedAction, remaining: int | None, wait: bool = True) -> Outcome | None:
+        """Queue a checked action and (unless ``wait`` is False) wait for the batch that carries it."""
+        future = self.relayer.enqueue(signed, remaining)
+        return future.result(timeout=ACTION_TIMEOUT) if wait else None
 
     @staticmethod
-    def _action_result(outcome: Outcome, blob_hash: bytes = b"") -> pb.ActionResult:
+    def _action_result(outcome: Outcome | None, blob_hash: bytes = b"") -> pb.ActionResult:
+        if outcome is None:
+            return pb.ActionResult(status=pb.QUEUED, blob_hash=blob_hash)
         return pb.ActionResult(
             status=pb.INCLUDED if outcome.included else pb.REJECTED,
             transaction_hash=outcome.transaction_hash,
@@ -320,21 +323,23 @@ class GatewayService(pb_grpc.GatewayServicer):
         self._check_relayable(signed)
         remaining = checks.check_commit_update(self.ledger, signed)
         blob = self.blobs.put(chunks, expected_hash=signed.message["updateHash"], size=header.size)
-        return self._action_result(self._relay(signed, remaining), blob.hash)
+        return self._action_result(self._relay(signed, remaining, not header.commitment.no_wait), blob.hash)
 
     @rpc
     def CommitVote(self, request: pb.SignedAction, context: grpc.ServicerContext) -> pb.ActionResult:
         """Queue a signed vote commitment and report its fate."""
         signed = self._parse_and_authenticate(request, ("CommitVote",))
         self._check_relayable(signed)
-        return self._action_result(self._relay(signed, checks.check_commit_vote(self.ledger, signed)))
+        remaining = checks.check_commit_vote(self.ledger, signed)
+        return self._action_result(self._relay(signed, remaining, not request.no_wait))
 
     @rpc
     def RevealVote(self, request: pb.SignedAction, context: grpc.ServicerContext) -> pb.ActionResult:
         """Queue a signed reveal (checked against the commitment) and report its fate."""
         signed = self._parse_and_authenticate(request, ("RevealVote",))
         self._check_relayable(signed)
-        return self._action_result(self._relay(signed, checks.check_reveal_vote(self.ledger, signed)))
+        remaining = checks.check_reveal_vote(self.ledger, signed)
+        return self._action_result(self._relay(signed, remaining, not request.no_wait))
 
     @rpc
     def RelayMemberAction(self, request: pb.SignedAction, context: grpc.ServicerContext) -> pb.ActionResult:
@@ -342,7 +347,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         signed = self._parse_and_authenticate(request, ("RequestExit", "CompleteExit", "Withdraw"))
         self._check_relayable(signed)
         checks.check_member_action(self.ledger, signed)
-        return self._action_result(self._relay(signed, None))
+        return self._action_result(self._relay(signed, None, not request.no_wait))
 
     @rpc
     def FetchBlob(self, request: pb.FetchBlobRequest, context: grpc.ServicerContext) -> Iterator[pb.BlobChunk]:
@@ -435,6 +440,12 @@ class GatewayService(pb_grpc.GatewayServicer):
         ledger = self.ledger
         return self._transaction_result(ledger.send(lambda: ledger.task.finalize_round(ledger.relayer, round_)))
 
+    @rpc
+    def FlushQueue(self, request: pb.CoordinatorCommand, context: grpc.ServicerContext) -> pb.FlushResult:
+        """Relay everything queued now and wait for it."""
+        self._command(request, "flush")
+        return pb.FlushResult(actions=self.relayer.flush())
+
     # ---------------------------------------------------------------------- queries
 
     @rpc
@@ -486,7 +497,7 @@ class GatewayService(pb_grpc.GatewayServicer):
             return state
 
         state = ledger.run(read)
-        if not request.brief:
+        if request.gas:
             state.gas_used = ledger.run(lambda: self._round_gas(round_))
         if state.phase == Phase.NONE.name and round_ > ledger.current_round():
             raise checks.GatewayError(grpc.StatusCode.NOT_FOUND, f"round {round_} has not been opened")
@@ -495,14 +506,17 @@ class GatewayService(pb_grpc.GatewayServicer):
     def _round_gas(self, round_: int) -> int:
         """Gas of the transactions that emitted events of ``round_`` (each counted once)."""
         ledger = self.ledger
+        # Every round event has the round as its first indexed argument (topic 1).
+        topic = "0x" + round_.to_bytes(32, "big").hex()
         logs = ledger.w3.eth.get_logs(
-            {"address": ledger.task.address, "fromBlock": ledger.manifest.block_number, "toBlock": "latest"}
+            {
+                "address": ledger.task.address,
+                "fromBlock": ledger.manifest.block_number,
+                "toBlock": "latest",
+                "topics": [None, topic],  # type: ignore[list-item]
+            }
         )
-        hashes = {
-            bytes(entry["transactionHash"])
-            for entry in logs
-            if (event := ledger.task.decode_log(entry)) is not None and event.args.get("round") == round_
-        }
+        hashes = {bytes(entry["transactionHash"]) for entry in logs}
         return sum(int(ledger.w3.eth.get_transaction_receipt(h)["gasUsed"]) for h in hashes)
 
     @rpc

@@ -3,6 +3,7 @@
 - ``label_flip``: train on labels mapped c -> C - 1 - c.
 - ``scale:FACTOR``: send the global model plus FACTOR times the real update
   (``scale:-10`` flips the update's sign and blows it up; ``scale:0`` is a free rider).
+- ``silent``: never answer (a crashed or lazy node); the round goes on after its deadlines.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from .tasks import ClientData, Split
 
-ATTACKS = ("label_flip", "scale:FACTOR")
+ATTACKS = ("label_flip", "scale:FACTOR", "silent")
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,8 @@ class Attack:
 
 def parse_attack(spec: str) -> Attack:
     """Parse ``label_flip`` or ``scale:FACTOR``."""
-    if spec == "label_flip":
-        return Attack("label_flip")
+    if spec in ("label_flip", "silent"):
+        return Attack(spec)
     kind, _, value = spec.partition(":")
     if kind == "scale":
         try:

@@ -133,6 +133,7 @@ class Simulation:
         self.out.mkdir(parents=True, exist_ok=True)
         if (self.out / "server" / "summary.json").exists():
             raise CommandError(f"{self.out} already holds a finished run; choose another --out")
+        (self.out / "run.json").write_text(json.dumps({"marker": self.marker, "pid": os.getpid()}) + "\n")
         try:
             settings = self._settings()
             if self.options.governance:

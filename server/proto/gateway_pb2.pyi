@@ -12,9 +12,11 @@ class ActionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_STATUS_UNSPECIFIED: _ClassVar[ActionStatus]
     INCLUDED: _ClassVar[ActionStatus]
     REJECTED: _ClassVar[ActionStatus]
+    QUEUED: _ClassVar[ActionStatus]
 ACTION_STATUS_UNSPECIFIED: ActionStatus
 INCLUDED: ActionStatus
 REJECTED: ActionStatus
+QUEUED: ActionStatus
 
 class GetTaskRequest(_message.Message):
     __slots__ = ()
@@ -118,14 +120,16 @@ class TransactionResult(_message.Message):
     def __init__(self, transaction_hash: _Optional[bytes] = ..., block_number: _Optional[int] = ..., gas_used: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class SignedAction(_message.Message):
-    __slots__ = ("action", "message_json", "signature")
+    __slots__ = ("action", "message_json", "signature", "no_wait")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_JSON_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    NO_WAIT_FIELD_NUMBER: _ClassVar[int]
     action: str
     message_json: str
     signature: bytes
-    def __init__(self, action: _Optional[str] = ..., message_json: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    no_wait: bool
+    def __init__(self, action: _Optional[str] = ..., message_json: _Optional[str] = ..., signature: _Optional[bytes] = ..., no_wait: _Optional[bool] = ...) -> None: ...
 
 class SubmitUpdateMessage(_message.Message):
     __slots__ = ("header", "chunk")
@@ -243,13 +247,21 @@ class CoordinatorCommand(_message.Message):
     signature: bytes
     def __init__(self, command: _Optional[str] = ..., round: _Optional[int] = ..., subject: _Optional[bytes] = ..., deadline: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
+class FlushResult(_message.Message):
+    __slots__ = ("actions",)
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    actions: int
+    def __init__(self, actions: _Optional[int] = ...) -> None: ...
+
 class GetRoundRequest(_message.Message):
-    __slots__ = ("round", "brief")
+    __slots__ = ("round", "brief", "gas")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BRIEF_FIELD_NUMBER: _ClassVar[int]
+    GAS_FIELD_NUMBER: _ClassVar[int]
     round: int
     brief: bool
-    def __init__(self, round: _Optional[int] = ..., brief: _Optional[bool] = ...) -> None: ...
+    gas: bool
+    def __init__(self, round: _Optional[int] = ..., brief: _Optional[bool] = ..., gas: _Optional[bool] = ...) -> None: ...
 
 class ProposerState(_message.Message):
     __slots__ = ("address", "update_hash", "num_examples", "committed", "accepted", "tally")

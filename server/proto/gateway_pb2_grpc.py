@@ -105,6 +105,11 @@ class GatewayStub:
                 request_serializer=gateway__pb2.CoordinatorCommand.SerializeToString,
                 response_deserializer=gateway__pb2.TransactionResult.FromString,
                 _registered_method=True)
+        self.FlushQueue = channel.unary_unary(
+                '/fedledger.gateway.v1.Gateway/FlushQueue',
+                request_serializer=gateway__pb2.CoordinatorCommand.SerializeToString,
+                response_deserializer=gateway__pb2.FlushResult.FromString,
+                _registered_method=True)
         self.GetRound = channel.unary_unary(
                 '/fedledger.gateway.v1.Gateway/GetRound',
                 request_serializer=gateway__pb2.GetRoundRequest.SerializeToString,
@@ -227,6 +232,13 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FlushQueue(self, request, context):
+        """Relay everything queued now and wait for it (command "flush").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetRound(self, request, context):
         """---------------------------------------------------------------------------- queries
 
@@ -319,6 +331,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.FinalizeRound,
                     request_deserializer=gateway__pb2.CoordinatorCommand.FromString,
                     response_serializer=gateway__pb2.TransactionResult.SerializeToString,
+            ),
+            'FlushQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.FlushQueue,
+                    request_deserializer=gateway__pb2.CoordinatorCommand.FromString,
+                    response_serializer=gateway__pb2.FlushResult.SerializeToString,
             ),
             'GetRound': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRound,
@@ -715,6 +732,33 @@ class Gateway:
             '/fedledger.gateway.v1.Gateway/FinalizeRound',
             gateway__pb2.CoordinatorCommand.SerializeToString,
             gateway__pb2.TransactionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FlushQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedledger.gateway.v1.Gateway/FlushQueue',
+            gateway__pb2.CoordinatorCommand.SerializeToString,
+            gateway__pb2.FlushResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,97 @@
+"""Digits task, partitioners and attacks: deterministic, complete, and doing what they say."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+from fedledger.simulation.attacks import choose_attackers, parse_attack
+from fedledger.simulation.partition import parse_partitioning, partition
+from fedledger.simulation.tasks import TrainSettings, get_task, load_arrays, model_arrays
+
+
+def test_partitions_cover_the_pool_once_and_are_deterministic() -> None:
+    labels = np.repeat(np.arange(10), 50)
+    for spec in ("iid", "dirichlet:0.5"):
+        parts = partition(labels, 7, parse_partitioning(spec), seed=3)
+        joined = np.sort(np.concatenate(parts))
+        assert np.array_equal(joined, np.arange(len(labels))), spec
+        again = partition(labels, 7, parse_partitioning(spec), seed=3)
+        assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+    iid_sizes = [len(p) for p in partition(labels, 7, parse_partitioning("iid"), 3)]
+    assert max(iid_sizes) - min(iid_sizes) <= 1
+
+
+def test_dirichlet_skews_labels() -> None:
+    labels = np.repeat(np.arange(10), 100)
+    skewed = partition(labels, 5, parse_partitioning("dirichlet:0.1"), seed=1)
+    shares = [np.bincount(labels[p], minlength=10).max() / max(len(p), 1) for p in skewed if len(p)]
+    assert np.mean(shares) > 0.4  # each client is dominated by few classes (iid would be ~0.1)
+
+
+@pytest.mark.parametrize("spec", ["dirichlet", "dirichlet:x", "dirichlet:0", "shards"])
+def test_bad_partitionings(spec: str) -> None:
+    with pytest.raises(ValueError):
+        parse_partitioning(spec)
+
+
+def test_digits_data_and_model_are_deterministic() -> None:
+    task = get_task("digits")
+    a, b = task.client_data(3, 10, "iid", seed=1), task.client_data(3, 10, "iid", seed=1)
+    assert np.array_equal(a.train.x, b.train.x) and np.array_equal(a.val.y, b.val.y)
+    assert abs(len(a.val) / (len(a.train) + len(a.val)) - 0.3) < 0.02
+    assert len(task.test_data(1)) == 359
+    m1, m2 = model_arrays(task.build_model(7)), model_arrays(task.build_model(7))
+    assert all(np.array_equal(m1[k], m2[k]) for k in m1)
+    assert not np.array_equal(m1["0.weight"], model_arrays(task.build_model(8))["0.weight"])
+    with pytest.raises(ValueError, match="out of range"):
+        task.client_data(10, 10, "iid", 1)
+
+
+def test_local_training_is_deterministic_and_learns() -> None:
+    task = get_task("digits")
+    data = task.client_data(0, 2, "iid", seed=2)
+    settings = TrainSettings(local_epochs=5, lr=0.1, batch_size=32, seed=11)
+    first, second = task.build_model(2), task.build_model(2)
+    task.fit(first, data.train, settings)
+    task.fit(second, data.train, settings)
+    assert all(np.array_equal(v, model_arrays(second)[k]) for k, v in model_arrays(first).items())
+    before = task.evaluate(task.build_model(2), task.test_data(2))["accuracy"]
+    after = task.evaluate(first, task.test_data(2))["accuracy"]
+    assert before < 0.3 < 0.8 < after
+
+
+def test_score_is_the_likelihood_of_the_true_labels() -> None:
+    task = get_task("digits")
+    model, data = task.build_model(0), task.test_data(0)
+    assert task.score(model, data) == pytest.approx(math.exp(-task.evaluate(model, data)["loss"]))
+    assert 0.0 < task.score(model, data) <= 1.0
+
+
+def test_attacks() -> None:
+    global_arrays = OrderedDict([("w", np.array([1.0, 2.0], dtype=np.float32))])
+    trained = OrderedDict([("w", np.array([2.0, 1.0], dtype=np.float32))])
+    scaled = parse_attack("scale:-10").poison_update(global_arrays, trained)
+    assert np.allclose(scaled["w"], [1 - 10, 2 + 10]) and scaled["w"].dtype == np.float32
+    assert parse_attack("label_flip").poison_update(global_arrays, trained) is trained
+    data = get_task("digits").client_data(0, 2, "iid", 0)
+    flipped = parse_attack("label_flip").poison_data(data, 10)
+    assert np.array_equal(flipped.train.y, 9 - data.train.y) and flipped.val is data.val
+    assert str(parse_attack("scale:0.5")) == "scale:0.5"
+    for bad in ("scale", "scale:x", "flip", ""):
+        with pytest.raises(ValueError):
+            parse_attack(bad)
+    assert choose_attackers(10, 2, 1) == choose_attackers(10, 2, 1) and len(choose_attackers(10, 2, 1)) == 2
+    with pytest.raises(ValueError):
+        choose_attackers(4, 4, 0)
+
+
+def test_loading_arrays_checks_names() -> None:
+    task = get_task("digits")
+    arrays = model_arrays(task.build_model(0))
+    arrays.pop("2.bias")
+    with pytest.raises(RuntimeError):
+        load_arrays(task.build_model(0), arrays)
