@@ -136,9 +136,10 @@ class Simulation:
         (self.out / "run.json").write_text(json.dumps({"marker": self.marker, "pid": os.getpid()}) + "\n")
         try:
             settings = self._settings()
-            if self.options.governance:
-                settings = settings.model_copy(update={"gateway": self._start_gateway(settings)})
-            superlink_address = self._start_superlink()
+            gateway = self._launch_gateway(settings) if self.options.governance else None
+            superlink_address = self._start_superlink()  # starts while the gateway deploys
+            if gateway is not None:
+                settings = settings.model_copy(update={"gateway": self._await_gateway(gateway)})
             self._run_flower(settings, superlink_address)
             summary = RunSummary.model_validate_json((self.out / "server" / "summary.json").read_text())
             rounds = read_rounds(self.out / "server")
@@ -214,7 +215,7 @@ class Simulation:
             "--initial-model-hash", self._initial_model_hash(settings),
         ]  # fmt: skip
 
-    def _start_gateway(self, settings: RunSettings) -> str:
+    def _launch_gateway(self, settings: RunSettings) -> ManagedProcess:
         self.on_event({"phase": "starting gateway"})
         data_dir = self.out / "gateway"
         command = [
@@ -233,8 +234,10 @@ class Simulation:
             command += ["--embedded", "--dev-accounts", str(self.options.clients), *self._task_flags(settings)]
         else:
             command += self._prepare_rpc_chain(settings)
-        gateway = self._start("gateway", command)
-        discovery = data_dir / "gateway.json"
+        return self._start("gateway", command)
+
+    def _await_gateway(self, gateway: ManagedProcess) -> str:
+        discovery = self.out / "gateway" / "gateway.json"
         self._wait(lambda: discovery.is_file(), gateway, "the gateway")
         return str(json.loads(discovery.read_text())["address"])
 
@@ -325,7 +328,7 @@ class Simulation:
         progress = self.out / "server" / "progress.jsonl"
         seen = 0
         summary = self.out / "server" / "summary.json"
-        while flwr.running() or not summary.exists():
+        while not summary.exists():  # the ServerApp writes it last; Flower's own shutdown is not awaited
             if progress.is_file():
                 lines = progress.read_text(encoding="utf-8").splitlines()
                 for line in lines[seen:]:

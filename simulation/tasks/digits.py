@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 from ..partition import parse_partitioning, partition
 from .base import ClientData, Split, Task, TrainSettings
@@ -15,10 +16,28 @@ TEST_FRACTION = 0.2
 VAL_FRACTION = 0.3
 
 
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits shipped inside scikit-learn, read without importing scikit-learn.
+
+    Importing sklearn costs each simulated client process over a second; the data is one CSV
+    (64 pixel values and the label per row) in its package data.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("scikit-learn is not installed; it ships the digits data")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():
+        from sklearn.datasets import load_digits as sklearn_load_digits
+
+        return sklearn_load_digits(return_X_y=True)  # type: ignore[no-any-return]
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
 @functools.cache
 def _dataset(seed: int) -> tuple[Split, Split]:
     """(client pool, server test set), shuffled deterministically."""
-    x, y = load_digits(return_X_y=True)
+    x, y = load_digits()
     x = (x / 16.0).astype(np.float32)
     order = np.random.default_rng(seed).permutation(len(y))
     x, y = x[order], y[order].astype(np.int64)

@@ -30,7 +30,11 @@ def simulate(out: Path, **options: object) -> tuple[Report, Simulation]:
 
 def audit(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fedledger.cli", "audit", *args], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "fedledger.cli", "audit", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
