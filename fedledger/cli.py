@@ -64,7 +64,11 @@ def _user_error(exc: BaseException) -> str | None:
     if isinstance(exc, ValidationError):
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
         return f"invalid input: {problems}"
+    from fedledger.simulation.runner import SimulationError
+
     if isinstance(exc, CommandError | ChainUnavailable | CompileError | KeyFileError | FileNotFoundError):
+        return str(exc)
+    if isinstance(exc, SimulationError):
         return str(exc)
     return None
 

@@ -44,6 +44,8 @@ changes made by others (e.g. someone advancing after a deadline) are seen up to 
 """
 
 DEV_FUNDS_WEI = 1_000 * 10**18
+DEV_CHAIN_ID = 31337
+"""Chain id of anvil and hardhat development nodes."""
 
 _CONNECTION_ERRORS = (
     requests.exceptions.ConnectionError,
@@ -117,17 +119,20 @@ class Ledger:
             self.invalidate()
 
     def _sync_clock(self) -> None:
-        """Bring the embedded chain's pending block up to the wall clock.
+        """Bring an idle development chain's clock up to the wall clock.
 
-        eth-tester stamps a pending block when the previous one is mined, so on an idle chain
-        block.timestamp stands still and deadlines never pass; a real node's clock runs on.
+        eth-tester stamps a pending block when the previous one is mined, and anvil in automine
+        mode estimates and calls against its latest block: on an idle chain block.timestamp
+        stands still and deadlines never pass. eth-tester time-travels; a dev node (chain id
+        31337) mines an empty block. Public chains produce blocks on their own.
         """
-        if not self.embedded:
-            return
-        tester = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
         now = int(time.time())
-        if int(tester.get_block_by_number("pending")["timestamp"]) < now:
-            tester.time_travel(now)
+        if self.embedded:
+            tester = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+            if int(tester.get_block_by_number("pending")["timestamp"]) < now:
+                tester.time_travel(now)
+        elif self.chain_id == DEV_CHAIN_ID and int(self.w3.eth.get_block("latest")["timestamp"]) < now - 1:
+            self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
     def chain_time(self) -> int:
         """Timestamp of the latest block (on the embedded chain: at least the clock's, as its next block gets)."""

@@ -117,7 +117,16 @@ def test_a_silent_node_does_not_stall_the_round(tmp_path: Path) -> None:
 
 
 def test_without_governance_the_same_strategy_runs_as_plain_flower(tmp_path: Path) -> None:
-    report, _ = simulate(tmp_path / "run", seed=2, clients=4, rounds=2, governance=False)
+    """Through the command line: a summary table, the --json copy, and no warnings printed."""
+    command = ["simulate", "--no-governance", "--seed", "2", "--clients", "4", "--rounds", "2"]
+    command += ["--out", str(tmp_path / "run"), "--json", str(tmp_path / "report.json")]
+    result = subprocess.run(
+        [sys.executable, "-m", "fedledger.cli", *command], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "final accuracy" in result.stdout and "governance off" in result.stdout
+    assert "warning" not in (result.stdout + result.stderr).lower()
+    report = Report.model_validate_json((tmp_path / "report.json").read_text())
     assert not report.governance and report.chain.kind == "none" and report.vote_mode is None
     assert all(r.accepted is None and r.tally is None and r.voters == [] for r in report.rounds)
     assert all(len(r.proposers) == 2 for r in report.rounds)  # half of the nodes train, as with governance
@@ -147,3 +156,12 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     time.sleep(1)
     assert marked_pids(marker) == []
     assert os.path.isdir(out)
+
+
+@pytest.mark.anvil
+def test_on_an_anvil_node(anvil_url: str, tmp_path: Path) -> None:
+    report, _ = simulate(tmp_path / "run", seed=1, clients=4, rounds=1, chain=anvil_url)
+    assert report.chain.kind == "rpc" and report.chain.chain_id == 31337
+    assert report.rounds[0].accepted and report.rounds[0].gas_used > 0
+    verified = audit("--run", str(tmp_path / "run"), "--json", "verify")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["disagreements"] == []
