@@ -49,8 +49,15 @@ def main(grid: Grid, context: Context) -> None:
     """Run the configured rounds and record them under the run's out dir."""
     settings = RunSettings.from_run_config(context.run_config)
     torch.set_num_threads(1)
-    out = Path(settings.out_dir or "runs/flwr") / "server"
-    recorder = Recorder(out)
+    recorder = Recorder(Path(settings.out_dir or "runs/flwr") / "server")
+    try:
+        _main(grid, settings, recorder)
+    except BaseException as error:
+        recorder.failed(error)
+        raise
+
+
+def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
     started = time.monotonic()
     task = get_task(settings.task)
     plugin = get_strategy(settings.strategy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -80,6 +81,12 @@ class Recorder:
         """A finished round."""
         self._append("rounds.jsonl", result.model_dump_json())
         self.event(result.round, "done", accepted=result.accepted, **result.metrics)
+
+    def failed(self, error: BaseException) -> None:
+        """Keep a crashed ServerApp's traceback for the runner (Flower's log only says it crashed)."""
+        text = "".join(traceback.format_exception(error))
+        (self.out / "error.txt").write_text(text, encoding="utf-8")
+        self.event(0, "failed", error=f"{type(error).__name__}: {error}")
 
     def finish(self, summary: RunSummary) -> None:
         """The run's summary (written last: its presence means the ServerApp completed)."""

@@ -106,6 +106,15 @@ class ManagedProcess:
                 os.killpg(self.pid, signal.SIGKILL)
             return self.process.wait(timeout=timeout)
 
+    def first_traceback(self, lines: int = 60) -> str:
+        """The first traceback in the child's log (the cause; later ones are usually its consequences)."""
+        try:
+            text = self.log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        start = next((i for i, line in enumerate(text) if "Traceback (most recent call last)" in line), None)
+        return "" if start is None else "\n".join(text[start : start + lines])
+
     def tail(self, lines: int = 20) -> str:
         """The end of the child's log."""
         try:

@@ -344,9 +344,11 @@ class Simulation:
             for line in progress.read_text(encoding="utf-8").splitlines()[seen:]:
                 self.on_event(json.loads(line))
         if not summary.exists():
+            error = self.out / "server" / "error.txt"
+            cause = error.read_text(encoding="utf-8") if error.is_file() else flwr.first_traceback() or flwr.tail()
             raise SimulationError(
                 f"the Flower run ended without results (exit code {flwr.process.returncode}); "
-                f"see {flwr.log_file}:\n{flwr.tail()}"
+                f"see {flwr.log_file}:\n{cause}"
             )
 
     def _export_chain(self, settings: RunSettings) -> dict[str, tuple[int, int, int, int]]:
