@@ -15,9 +15,11 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
 
-from fedledger.simulation.tasks import ClientData, Split, Task, TrainSettings
+from fedledger.simulation.attacks import Attack
+from fedledger.simulation.tasks import ClientData, Split, Task, TrainSettings, load_arrays, model_arrays
 
 Arrays = OrderedDict[str, np.ndarray]
 
@@ -36,21 +38,71 @@ def quiet_flower(level: int = logging.ERROR) -> Iterator[None]:
 
 
 class FedledgerStrategy:
-    """Base of strategy plug-ins: override what differs from plain local SGD + FedAvg-style updates."""
+    """Base of strategy plug-ins: override what differs from plain local SGD + FedAvg-style updates.
+
+    The *state* is what the chain's global model hash covers: for most strategies the model's
+    arrays; a strategy may keep something else (FedKSeed: a K-vector of scalar gradients) and
+    say how to build the model from it (:meth:`build`).
+    """
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     default_task: ClassVar[str] = "digits"
+    sparse_sync: ClassVar[bool] = False
+    """True: nodes keep the state and receive only its changes (:mod:`.sync`)."""
+    aggregates_from_previous: ClassVar[bool] = False
+    """True: the aggregate depends on the previous state (audits must fetch it)."""
+
+    def with_options(self, options: dict[str, str]) -> FedledgerStrategy:
+        """The strategy with hyper-parameters from ``--strategy-option KEY=VALUE`` (none by default)."""
+        if options:
+            raise ValueError(f"strategy {self.name!r} takes no options, got {sorted(options)}")
+        return self
 
     def server_strategy(self, *, fraction_train: float = 1.0) -> Strategy:
         """The Flower Message-API strategy that aggregates updates (and samples nodes without governance)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ state
+
+    def initial_state(self, task: Task, seed: int) -> Arrays:
+        """The state a run starts from: the task's freshly built model."""
+        return model_arrays(task.build_model(seed))
+
+    def blank_state(self) -> Arrays | None:
+        """With sparse sync: the state a node that holds nothing syncs from."""
+        return None
+
+    def build(self, task: Task, seed: int, state: Arrays) -> torch.nn.Module:
+        """The model of a state."""
+        return load_arrays(task.build_model(seed), state)
+
+    # ----------------------------------------------------------------- client
 
     def client_train(
         self, task: Task, model: torch.nn.Module, data: ClientData, settings: TrainSettings
     ) -> dict[str, float]:
         """The client's training algorithm: local SGD on its training split by default."""
         return task.fit(model, data.train, settings)
+
+    def client_update(
+        self, task: Task, seed: int, state: Arrays, data: ClientData, settings: TrainSettings
+    ) -> tuple[Arrays, dict[str, float]]:
+        """What a client uploads after training from ``state``: by default its trained model."""
+        model = self.build(task, seed, state)
+        metrics = self.client_train(task, model, data, settings)
+        return model_arrays(model), metrics
+
+    def poison(self, attack: Attack, state: Arrays, update: Arrays) -> Arrays:
+        """A simulated attacker's version of ``update``."""
+        return attack.poison_update(state, update)
+
+    # ----------------------------------------------------------------- server
+
+    def check_update(self, state: Arrays, update: Arrays) -> None:
+        """Raise ValueError when ``update`` cannot be applied to ``state`` (a malformed upload)."""
+        if list(update) != list(state) or any(update[k].shape != v.shape for k, v in state.items()):
+            raise ValueError("the update's arrays do not match the model's")
 
     def apply_update(self, global_arrays: Arrays, update: Arrays, share: float) -> Arrays:
         """The model one update leads to when it is aggregated with weight ``share`` (its example share).
@@ -59,15 +111,32 @@ class FedledgerStrategy:
         update moves the global model by ``share`` times its difference: voters judge each update
         at the scale it will be applied. See docs/decisions.md for why not the raw local model.
         """
-        if list(update) != list(global_arrays) or any(update[k].shape != v.shape for k, v in global_arrays.items()):
-            raise ValueError("the update's arrays do not match the model's")
+        self.check_update(global_arrays, update)
         return OrderedDict((k, (g + share * (update[k] - g)).astype(g.dtype)) for k, g in global_arrays.items())
 
-    def aggregate_offline(self, updates: list[tuple[Arrays, int]]) -> Arrays | None:
+    def aggregate(
+        self, strategy: Strategy, server_round: int, previous: Arrays, updates: list[tuple[Arrays, int]]
+    ) -> Arrays:
+        """The Flower strategy's aggregate of (update, example count) pairs, in the given order."""
+        replies = [
+            Message(
+                content=RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord({"num-examples": n})}),
+                message_type=MessageType.TRAIN,
+                dst_node_id=0,
+            )
+            for arrays, n in updates
+        ]
+        aggregated, _metrics = strategy.aggregate_train(server_round, replies)
+        if aggregated is None:
+            raise RuntimeError(f"strategy {type(strategy).__name__} returned no aggregate in round {server_round}")
+        return OrderedDict((name, array.numpy()) for name, array in aggregated.items())
+
+    def aggregate_offline(self, previous: Arrays | None, updates: list[tuple[Arrays, int]]) -> Arrays | None:
         """The aggregate of (update, example count) pairs without Flower messages, for audits.
 
-        Must equal what :meth:`server_strategy` computes for the same updates in the same order;
-        ``None`` when the strategy cannot be recomputed offline.
+        Must equal what :meth:`aggregate` computes for the same updates in the same order;
+        ``None`` when the strategy cannot be recomputed offline. ``previous`` is the state the
+        round started from (given when :attr:`aggregates_from_previous`).
         """
         return None
 
@@ -78,3 +147,13 @@ class FedledgerStrategy:
     def describe(self) -> str:
         """One line for ``fedledger strategies``."""
         return f"{self.name}: {self.paper}"
+
+
+def to_record(arrays: Arrays) -> ArrayRecord:
+    """Arrays as a Flower ArrayRecord."""
+    return ArrayRecord(OrderedDict((name, Array(np.ascontiguousarray(value))) for name, value in arrays.items()))
+
+
+def from_record(record: ArrayRecord) -> Arrays:
+    """A Flower ArrayRecord as numpy arrays."""
+    return OrderedDict((name, array.numpy()) for name, array in record.items())

@@ -37,7 +37,7 @@ class FedAvgStrategy(FedledgerStrategy):
                 min_available_nodes=1,
             )
 
-    def aggregate_offline(self, updates: list[tuple[Arrays, int]]) -> Arrays:
+    def aggregate_offline(self, previous: Arrays | None, updates: list[tuple[Arrays, int]]) -> Arrays:
         """Flower's own weighted mean (``aggregate_arrayrecords``) over the same records."""
         records = [
             RecordDict(

@@ -26,11 +26,25 @@ def strategy_names() -> list[str]:
     return sorted(_entry_points())
 
 
-def get_strategy(name: str) -> FedledgerStrategy:
-    """The strategy plug-in called ``name``.
+def parse_options(spec: str) -> dict[str, str]:
+    """``KEY=VALUE,KEY=VALUE`` (as ``--strategy-option`` and the run config carry them) as a dict."""
+    options: dict[str, str] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"a strategy option is KEY=VALUE, got {item!r}")
+        options[key.strip().replace("-", "_")] = value.strip()
+    return options
+
+
+def get_strategy(name: str, options: str = "") -> FedledgerStrategy:
+    """The strategy plug-in called ``name``, with hyper-parameters from ``options`` (``KEY=VALUE,...``).
 
     Raises:
-        ValueError: no strategy of that name is registered, or it is not a FedledgerStrategy.
+        ValueError: no strategy of that name is registered, it is not a FedledgerStrategy, or
+            it does not take the options.
     """
     entry = _entry_points().get(name)
     if entry is None:
@@ -40,7 +54,7 @@ def get_strategy(name: str) -> FedledgerStrategy:
     plugin = loaded() if isinstance(loaded, type) else loaded
     if not isinstance(plugin, FedledgerStrategy):
         raise ValueError(f"entry point {entry.value} is not a FedledgerStrategy")
-    return plugin
+    return plugin.with_options(parse_options(options))
 
 
 def entry_point_value(name: str) -> str:

@@ -244,10 +244,18 @@ def _check_published_models(state: Replay, source: AuditSource) -> list[str]:
     except ValueError:
         return []  # a strategy this installation does not know: nothing to recompute with
     found = []
-    for record in state.rounds.values():
+    previous_hash = state.config.initial_model_hash
+    for record in sorted(state.rounds.values(), key=lambda rec: rec.round):
+        started_from, previous_hash = previous_hash, record.global_model_hash or previous_hash
         accepted = [p for p in _accepted(state, record) if p in record.updates]
         if not accepted or record.global_model_hash is None:
             continue
+        previous = None
+        if plugin.aggregates_from_previous:
+            blob = source.fetch_blob(started_from)
+            if blob is None:
+                continue  # the state the round started from is unreachable: nothing to recompute from
+            previous = codec.decode(blob)
         updates = []
         for proposer in sorted(accepted):
             blob = source.fetch_blob(record.updates[proposer][0])
@@ -259,7 +267,7 @@ def _check_published_models(state: Replay, source: AuditSource) -> list[str]:
                 found.append(f"round {record.round}: accepted update of {proposer} is not a model encoding: {exc}")
                 break
         else:
-            aggregate = plugin.aggregate_offline(updates)
+            aggregate = plugin.aggregate_offline(previous, updates)
             if aggregate is not None and keccak256(codec.encode(aggregate)) != record.global_model_hash:
                 found.append(
                     f"round {record.round}: published global model 0x{record.global_model_hash.hex()} is not "

@@ -14,8 +14,13 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedledger import codec
+from fedledger.aggregation import sync
+from fedledger.aggregation.base import to_record
 from fedledger.config import RunSettings
+from fedledger.server.blobstore import keccak256
 from fedledger.server.proto import gateway_pb2 as pb
+from fedledger.server.traffic import Bytes
 
 from .participant import Participant, participant
 
@@ -35,6 +40,47 @@ def _unless_silent(me: Participant) -> Participant:
 
 def _arrays(record: ArrayRecord) -> OrderedDict[str, np.ndarray]:
     return OrderedDict((name, array.numpy()) for name, array in record.items())
+
+
+HELD_STATE, HELD_HASH = "global-state", "global-hash"
+
+
+def _synced_state(me: Participant, msg: Message, context: Context) -> OrderedDict[str, np.ndarray]:
+    """The global state this message brings: whole, or patched onto the one this node holds.
+
+    With sparse sync the node keeps the state in ``context.state``; a payload against a state it
+    does not hold (it restarted) falls back to fetching the whole state from the gateway. The
+    result must hash to ``sync-target``, the hash the chain records, or the message is refused.
+    """
+    config = msg.content["config"]
+    payload = _arrays(msg.content["arrays"])
+    if "sync-target" not in config:
+        return payload  # plain Flower: the whole state, no chain to check it against
+    target = bytes(config["sync-target"])
+    base = bytes(config["sync-base"])
+    if not me.plugin.sparse_sync:
+        state = payload
+    elif not base:
+        blank = me.plugin.blank_state()
+        assert blank is not None, "a sparse-sync strategy defines its blank state"
+        state = sync.patch(blank, payload)
+    else:
+        held = context.state.get(HELD_HASH)
+        if held is not None and bytes(held["hash"]) == base:
+            state = sync.patch(_arrays(context.state[HELD_STATE]), payload)  # type: ignore[arg-type]
+        else:
+            state = codec.decode(me.gateway.fetch_blob(target))
+    if keccak256(codec.encode(state)) != target:
+        raise ValueError(f"the synced global state does not hash to 0x{target.hex()}")
+    if me.plugin.sparse_sync:
+        context.state[HELD_STATE] = to_record(state)
+        context.state[HELD_HASH] = ConfigRecord({"hash": target})
+    return state
+
+
+def _gateway_bytes(me: Participant, before: Bytes) -> dict[str, int]:
+    now = me.gateway.traffic.snapshot()
+    return {"gateway-bytes-sent": now.sent - before.sent, "gateway-bytes-received": now.received - before.received}
 
 
 def _reply(msg: Message, **records: object) -> Message:
@@ -70,17 +116,18 @@ def query(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     """Train from the global model; governed: submit through the gateway, plain: reply with the model."""
     me = _unless_silent(_participant(context))
+    before = me.gateway.traffic.snapshot() if me.settings.governance else Bytes()
     round_ = int(msg.content["config"]["server-round"])
-    trained, num_examples, metrics = me.train(round_, _arrays(msg.content["arrays"]))
-    metric_record = MetricRecord({"num-examples": num_examples, **metrics})
+    trained, num_examples, metrics = me.train(round_, _synced_state(me, msg, context))
     if not me.settings.governance:
         record = ArrayRecord(OrderedDict((name, Array(value)) for name, value in trained.items()))
-        return _reply(msg, arrays=record, metrics=metric_record)
+        return _reply(msg, arrays=record, metrics=MetricRecord({"num-examples": num_examples, **metrics}))
     result, error = None, None
     try:
         result = me.submit(round_, trained, num_examples)
     except grpc.RpcError as exc:
         error = exc
+    metric_record = MetricRecord({"num-examples": num_examples, **metrics, **_gateway_bytes(me, before)})
     config = {"address": me.address, **_outcome(result, error)}
     if result is not None:
         config["update-hash"] = result.blob_hash
@@ -91,20 +138,22 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """``vote``: score the items and commit; ``reveal``: reveal the committed vote."""
     me = _unless_silent(_participant(context))
+    before = me.gateway.traffic.snapshot()
     config = msg.content["config"]
     round_ = int(config["server-round"])
     result, error = None, None
     if config["action"] == "vote":
         tolerance = me.gateway.task().config.vote_tolerance_bps
         items = [bytes(i) for i in config["items"]]
-        vote = me.decide(_arrays(msg.content["arrays"]), items, [int(w) for w in config["weights"]], tolerance)
+        vote = me.decide(_synced_state(me, msg, context), items, [int(w) for w in config["weights"]], tolerance)
         try:
             result, salt = me.commit_vote(round_, vote.bits)
             context.state["vote"] = ConfigRecord({"round": round_, "bits": str(vote.bits), "salt": salt})
         except grpc.RpcError as exc:
             error = exc
         outcome = {"address": me.address, "bits": str(vote.bits), **_outcome(result, error)}
-        return _reply(msg, metrics=MetricRecord({"score-global": vote.score_global}), config=ConfigRecord(outcome))
+        metrics = MetricRecord({"score-global": vote.score_global, **_gateway_bytes(me, before)})
+        return _reply(msg, metrics=metrics, config=ConfigRecord(outcome))
     if config["action"] != "reveal":
         raise ValueError(f"unknown evaluate action {config['action']!r}")
     stored = context.state.get("vote")
@@ -114,4 +163,5 @@ def evaluate(msg: Message, context: Context) -> Message:
         result = me.reveal_vote(round_, int(stored["bits"]), bytes(stored["salt"]))
     except grpc.RpcError as exc:
         error = exc
-    return _reply(msg, config=ConfigRecord({"address": me.address, **_outcome(result, error)}))
+    config_record = ConfigRecord({"address": me.address, **_outcome(result, error)})
+    return _reply(msg, config=config_record, metrics=MetricRecord(_gateway_bytes(me, before)))

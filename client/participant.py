@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,15 +23,16 @@ from fedledger import codec
 from fedledger.aggregation.registry import get_strategy
 from fedledger.config import RunSettings
 from fedledger.contracts import typed_data as td
-from fedledger.server.client import GatewayClient
+from fedledger.server.client import BlobVerificationError, GatewayClient
 from fedledger.server.proto import gateway_pb2 as pb
 from fedledger.simulation.attacks import Attack, parse_attack
-from fedledger.simulation.tasks import TrainSettings, get_task, load_arrays, model_arrays
+from fedledger.simulation.tasks import TrainSettings, get_task
 
 from .identity import node_key
 
 Arrays = OrderedDict[str, np.ndarray]
 BPS = 10_000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Participant:
         self.partition_id = partition_id
         self.key = key or node_key(settings.keys, partition_id)
         self.task = get_task(settings.task)
-        self.plugin = get_strategy(settings.strategy)
+        self.plugin = get_strategy(settings.strategy, settings.strategy_options)
         self.attack: Attack | None = (
             parse_attack(settings.attack) if partition_id in settings.attacker_ids() and settings.attack else None
         )
@@ -100,20 +102,22 @@ class Participant:
 
     # ---------------------------------------------------------------- training
 
-    def train(self, round_: int, global_arrays: Arrays) -> tuple[Arrays, int, dict[str, float]]:
-        """Train from the global model with the strategy's client algorithm (and the attack, if any)."""
-        model = load_arrays(self.task.build_model(self.settings.seed), global_arrays)
+    def train(self, round_: int, state: Arrays) -> tuple[Arrays, int, dict[str, float]]:
+        """Train from the global state with the strategy's client algorithm (and the attack, if any).
+
+        Returns the update to upload (the trained model for most strategies), the number of
+        training examples and the training metrics.
+        """
         settings = TrainSettings(
             local_epochs=self.settings.local_epochs,
             lr=self.settings.lr,
             batch_size=self.settings.batch_size,
             seed=round_seed(self.settings.seed, round_, self.partition_id),
         )
-        metrics = self.plugin.client_train(self.task, model, self.data, settings)
-        trained = model_arrays(model)
+        update, metrics = self.plugin.client_update(self.task, self.settings.seed, state, self.data, settings)
         if self.attack is not None:
-            trained = self.attack.poison_update(global_arrays, trained)
-        return trained, len(self.data.train), metrics
+            update = self.plugin.poison(self.attack, state, update)
+        return update, len(self.data.train), metrics
 
     def submit(self, round_: int, arrays: Arrays, num_examples: int, *, wait: bool = False) -> pb.ActionResult:
         """Upload the canonical bytes and the signed commitment through the gateway.
@@ -134,8 +138,8 @@ class Participant:
         as applied with its example share. Aggregate mode: one item, the candidate, weight 0
         (judged as it is).
         """
-        model = self.task.build_model(self.settings.seed)
-        score_global = self.plugin.score(self.task, load_arrays(model, global_arrays), self.data.val)
+        seed = self.settings.seed
+        score_global = self.plugin.score(self.task, self.plugin.build(self.task, seed, global_arrays), self.data.val)
         threshold = (BPS - tolerance_bps) * score_global / BPS
         total = sum(w for item, w in zip(items, weights, strict=True) if item)
         bits, scores = 0, []
@@ -143,9 +147,15 @@ class Participant:
             if not item:  # the proposer committed nothing: nothing to judge
                 scores.append(None)
                 continue
-            arrays = codec.decode(self.gateway.fetch_blob(item))
-            candidate = self.plugin.apply_update(global_arrays, arrays, weight / total) if weight else arrays
-            score = self.plugin.score(self.task, load_arrays(model, candidate), self.data.val)
+            try:
+                arrays = codec.decode(self.gateway.fetch_blob(item))
+                candidate = self.plugin.apply_update(global_arrays, arrays, weight / total) if weight else arrays
+                model = self.plugin.build(self.task, seed, candidate)
+            except (codec.CodecError, BlobVerificationError, ValueError) as exc:  # malformed: voted down
+                log.warning("item %d of round is malformed: %s", i, exc)
+                scores.append(None)
+                continue
+            score = self.plugin.score(self.task, model, self.data.val)
             scores.append(score)
             if score >= threshold:
                 bits |= 1 << i

@@ -82,6 +82,12 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
     group = cmd.add_argument_group("task parameters")
     group.add_argument("--task-config", type=Path, help="JSON file with TaskConfig fields (flags override it)")
     group.add_argument("--strategy", help="aggregation strategy name (default fedavg)")
+    group.add_argument(
+        "--strategy-options",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="the strategy's hyper-parameters (for --initial-model)",
+    )
     group.add_argument("--rounds", type=int, dest="total_rounds", help="total rounds (default 5)")
     group.add_argument("--vote-mode", choices=["per_update", "aggregate"], help="what voters judge")
     group.add_argument("--stake-weighted", action="store_true", default=None, help="weigh votes by stake")
@@ -116,25 +122,29 @@ def task_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields.update(loaded)
     fields.update({name: getattr(args, name) for name in _TASK_FLAGS if getattr(args, name) is not None})
     if getattr(args, "initial_model", None):
-        fields["initial_model_hash"] = _task_model_hash(args.initial_model)
+        fields["initial_model_hash"] = _task_model_hash(
+            args.initial_model, args.strategy or "fedavg", getattr(args, "strategy_options", "")
+        )
     fields.setdefault("initial_model_hash", keccak(UNSET_MODEL_LABEL))
     return fields
 
 
-def _task_model_hash(spec: str) -> bytes:
-    """keccak256 of the canonical bytes of task TASK's initial model for SEED."""
+def _task_model_hash(spec: str, strategy: str = "fedavg", options: str = "") -> bytes:
+    """keccak256 of the canonical bytes of the strategy's initial state for task TASK and SEED."""
     from fedledger import codec
+    from fedledger.aggregation.registry import get_strategy
     from fedledger.server.blobstore import keccak256
-    from fedledger.simulation.tasks import get_task, model_arrays
+    from fedledger.simulation.tasks import get_task
 
     name, _, seed = spec.partition(":")
     if not seed.isdigit():
         raise CommandError(f"--initial-model takes TASK:SEED, e.g. digits:0, got {spec!r}")
     try:
         task = get_task(name)
+        plugin = get_strategy(strategy, options)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
-    return keccak256(codec.encode(model_arrays(task.build_model(int(seed)))))
+    return keccak256(codec.encode(plugin.initial_state(task, int(seed))))
 
 
 def _task_config(args: argparse.Namespace, deployer: str) -> TaskConfig:

@@ -19,6 +19,7 @@ class RunSettings(BaseModel):
 
     task: str = Field(default="digits", description="task name (fedledger.simulation.tasks)")
     strategy: str = Field(default="fedavg", description="strategy name (entry point group fedledger.strategies)")
+    strategy_options: str = Field(default="", description="the strategy's hyper-parameters, KEY=VALUE,...")
     num_clients: int = Field(default=10, ge=2, description="number of simulated clients")
     rounds: int = Field(default=5, ge=1)
     seed: int = Field(default=0, ge=0)

@@ -16,15 +16,16 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedledger import codec
+from fedledger.aggregation.base import FedledgerStrategy, from_record, to_record
 from fedledger.aggregation.registry import get_strategy
 from fedledger.client.identity import coordinator_key
 from fedledger.config import RunSettings
-from fedledger.simulation.tasks import get_task, load_arrays, model_arrays
+from fedledger.simulation.tasks import get_task
 
 from .binding import Binding, bind_nodes
 from .blobstore import keccak256
 from .client import GatewayClient
-from .governed import Arrays, GovernedStrategy, from_record, to_record
+from .governed import Arrays, GovernedStrategy
 from .results import Recorder, RoundResult, RunSummary
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,13 @@ def main(grid: Grid, context: Context) -> None:
 def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
     started = time.monotonic()
     task = get_task(settings.task)
-    plugin = get_strategy(settings.strategy)
+    plugin = get_strategy(settings.strategy, settings.strategy_options)
     test = task.test_data(settings.seed)
 
     def evaluate(arrays: Arrays) -> dict[str, float]:
-        return task.evaluate(load_arrays(task.build_model(settings.seed), arrays), test)
+        return task.evaluate(plugin.build(task, settings.seed, arrays), test)
 
-    initial = model_arrays(task.build_model(settings.seed))
+    initial = plugin.initial_state(task, settings.seed)
     recorder.event(0, "waiting for nodes", expected=settings.num_clients)
     nodes = _wait_for_nodes(grid, settings.num_clients)
     if settings.governance:
@@ -103,7 +104,7 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
 def _governed(
     grid: Grid,
     settings: RunSettings,
-    plugin: object,
+    plugin: FedledgerStrategy,
     gateway: GatewayClient,
     binding: Binding,
     recorder: Recorder,
@@ -123,7 +124,7 @@ def _governed(
         raise RuntimeError(f"this ServerApp's key {coordinator.address} is not the task's coordinator")
     gateway.store_blob(coordinator, blob)  # anyone can fetch the model the chain starts from
     strategy = GovernedStrategy(
-        plugin.server_strategy(),  # type: ignore[attr-defined]
+        plugin,
         gateway,
         coordinator,
         binding,
@@ -137,14 +138,14 @@ def _governed(
 def _plain(
     grid: Grid,
     settings: RunSettings,
-    plugin: object,
+    plugin: FedledgerStrategy,
     binding: Binding,
     recorder: Recorder,
     evaluate: Callable[[Arrays], dict[str, float]],
     initial: Arrays,
 ) -> Arrays:
     """The same strategy with Flower's own loop: sampled nodes train, the server evaluates."""
-    strategy = plugin.server_strategy(fraction_train=settings.proposer_share)  # type: ignore[attr-defined]
+    strategy = plugin.server_strategy(fraction_train=settings.proposer_share)
     address_of = {node: address for address, node in binding.nodes.items()}
     model_bytes = len(codec.encode(initial))
     trainers: dict[int, list[str]] = {}

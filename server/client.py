@@ -25,6 +25,7 @@ from .blobstore import CHUNK_BYTES, keccak256
 from .checks import message_to_json
 from .proto import gateway_pb2 as pb
 from .proto import gateway_pb2_grpc as pb_grpc
+from .traffic import ByteCounter
 
 SIGNATURE_LIFETIME = 600
 """Seconds a signed action stays valid after the chain time it was signed at."""
@@ -51,7 +52,7 @@ class BlobVerificationError(Exception):
 
 
 class GatewayClient:
-    """One connection to a gateway."""
+    """One connection to a gateway; ``traffic`` counts the bytes of every message both ways."""
 
     def __init__(self, address: str, *, root_certificates: bytes | None = None, timeout: float = 330.0) -> None:
         """Connect to ``address`` (``host:port``), over TLS when ``root_certificates`` (a CA PEM) is given."""
@@ -61,7 +62,8 @@ class GatewayClient:
             self.channel = grpc.secure_channel(address, credentials, options=options)
         else:
             self.channel = grpc.insecure_channel(address, options=options)
-        self.stub = pb_grpc.GatewayStub(self.channel)
+        self.traffic = ByteCounter()
+        self.stub = pb_grpc.GatewayStub(grpc.intercept_channel(self.channel, self.traffic))
         self.timeout = timeout
         self._task: TaskView | None = None
         self._abi = Web3().eth.contract(abi=load_artifact("FLTask").abi)

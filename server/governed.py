@@ -23,17 +23,21 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 from eth_account.signers.local import LocalAccount
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedledger import codec
+from fedledger.aggregation import sync
+from fedledger.aggregation.base import FedledgerStrategy, to_record
 from fedledger.contracts.types import VoteMode
 
 from .binding import Binding
 from .blobstore import keccak256
 from .client import BlobVerificationError, GatewayClient
-from .results import DroppedUpdate, Recorder, RoundResult
+from .results import ClientTraffic, DroppedUpdate, Recorder, RoundResult
+from .traffic import Bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +46,28 @@ DEADLINE_SLACK = 30.0
 """Seconds past a phase's duration the coordinator keeps trying to move the round on."""
 
 
-def to_record(arrays: Arrays) -> ArrayRecord:
-    """Arrays as a Flower ArrayRecord."""
-    return ArrayRecord(OrderedDict((name, Array(np.ascontiguousarray(value))) for name, value in arrays.items()))
-
-
-def from_record(record: ArrayRecord) -> Arrays:
-    """A Flower ArrayRecord as numpy arrays."""
-    return OrderedDict((name, array.numpy()) for name, array in record.items())
-
-
 @dataclass
 class _Traffic:
-    up: int = 0
-    down: int = 0
+    """Bytes of one round: per client (Flower messages and the client's own gateway calls) and the coordinator's."""
+
+    clients: dict[str, ClientTraffic] = field(default_factory=dict)
+    coordinator_start: Bytes = field(default_factory=Bytes)
+
+    def client(self, address: str) -> ClientTraffic:
+        return self.clients.setdefault(address, ClientTraffic())
+
+    @property
+    def up(self) -> int:
+        return sum(c.flower_up + c.gateway_up for c in self.clients.values())
+
+    @property
+    def down(self) -> int:
+        return sum(c.flower_down + c.gateway_down for c in self.clients.values())
+
+
+def _message_bytes(message: Message) -> int:
+    """The serialized size of a Flower message (content and metadata), as it crosses the wire."""
+    return int(message_to_proto(message).ByteSize())
 
 
 @dataclass
@@ -69,21 +81,26 @@ class GovernedStrategy(Strategy):
 
     def __init__(
         self,
-        inner: Strategy,
+        plugin: FedledgerStrategy,
         gateway: GatewayClient,
         coordinator: LocalAccount,
         binding: Binding,
         recorder: Recorder,
         evaluate: Callable[[Arrays], dict[str, float]],
     ) -> None:
-        """Govern ``inner`` through ``gateway`` as ``coordinator``, talking to the nodes of ``binding``."""
-        self.inner = inner
+        """Govern ``plugin``'s strategy through ``gateway`` as ``coordinator``, talking to the nodes of ``binding``."""
+        self.plugin = plugin
+        self.inner = plugin.server_strategy()
         self.gateway = gateway
         self.coordinator = coordinator
         self.binding = binding
         self.recorder = recorder
         self.evaluate = evaluate
         self.config = gateway.task().config
+        self.states: dict[bytes, Arrays] = {}
+        """Global states of this run by hash (what a node may hold, to sync it sparsely)."""
+        self.holds: dict[str, bytes] = {}
+        """Hash of the state each node last confirmed."""
 
     # The wrapped strategy keeps its own configure/aggregate behaviour for plain Flower use.
     def configure_train(
@@ -122,22 +139,21 @@ class GovernedStrategy(Strategy):
     def play_round(self, grid: Grid, expected_round: int, global_arrays: Arrays) -> Arrays:
         """One governed round; returns the global model after it."""
         started = time.monotonic()
-        traffic = _Traffic()
+        traffic = _Traffic(coordinator_start=self.gateway.traffic.snapshot())
         self.recorder.event(expected_round, "opening")
         roles = self.gateway.open_round(self.coordinator)
         r = roles.round
         proposers, voters = list(roles.proposers), list(roles.voters)
-        model_bytes = len(codec.encode(global_arrays))
+        self.states[keccak256(codec.encode(global_arrays))] = global_arrays
 
         self.recorder.event(r, "training", proposers=len(proposers))
         self._send(
-            grid, proposers, MessageType.TRAIN, {"server-round": r}, global_arrays, self.config.training_duration
-        )
-        traffic.down += model_bytes * len(proposers)
-        state = self.gateway.round(r, brief=True)
-        if self.config.vote_mode is VoteMode.PER_UPDATE and state.phase == "TRAINING":
-            self._advance_when_due(r, self.config.training_duration)
-        updates = self._fetch_updates(r, traffic)
+            grid, proposers, MessageType.TRAIN, {"server-round": r}, global_arrays, self.config.training_duration,
+            traffic,
+        )  # fmt: skip
+        if self.config.vote_mode is VoteMode.PER_UPDATE and self._phase(r) == "TRAINING":
+            self._advance_when_due(r, self.config.training_duration, "TRAINING")
+        updates = self._fetch_updates(r, global_arrays)
 
         candidate: Arrays | None = None
         items: list[bytes]
@@ -145,13 +161,12 @@ class GovernedStrategy(Strategy):
         if self.config.vote_mode is VoteMode.AGGREGATE:
             if updates.arrays:
                 self.recorder.event(r, "aggregating", updates=len(updates.arrays))
-                candidate = self._aggregate(r, updates.arrays)
+                candidate = self._aggregate(r, global_arrays, updates.arrays)
                 blob = codec.encode(candidate)
                 self.gateway.propose_model(self.coordinator, "proposeAggregate", r, blob)
-                traffic.up += len(blob)
                 items, weights = [keccak256(blob)], [0]  # the candidate is judged as it is
             else:
-                self._advance_when_due(r, self.config.training_duration)
+                self._advance_when_due(r, self.config.training_duration, "TRAINING")
                 items, weights = [], []
         else:
             full = self.gateway.round(r)
@@ -159,7 +174,7 @@ class GovernedStrategy(Strategy):
             items = [p.update_hash if ok else b"" for p, ok in zip(full.proposers, usable, strict=True)]
             weights = [p.num_examples if ok else 0 for p, ok in zip(full.proposers, usable, strict=True)]
 
-        self._vote(grid, r, voters, items, weights, global_arrays, traffic, model_bytes)
+        self._vote(grid, r, voters, items, weights, global_arrays, traffic)
         self.recorder.event(r, "finalizing")
         self._finalize_when_due(r)
         final = self.gateway.round(r)
@@ -174,10 +189,9 @@ class GovernedStrategy(Strategy):
             adopted = bool(usable)
             if adopted:
                 self.recorder.event(r, "publishing", accepted=len(usable))
-                global_arrays = self._aggregate(r, usable)
+                global_arrays = self._aggregate(r, global_arrays, usable)
                 blob = codec.encode(global_arrays)
                 self.gateway.propose_model(self.coordinator, "publishGlobal", r, blob)
-                traffic.up += len(blob)
         else:
             adopted = candidate is not None and bool(outcomes & 1)
             rejected = [] if adopted or candidate is None else committed
@@ -186,6 +200,7 @@ class GovernedStrategy(Strategy):
                 global_arrays = candidate
 
         metrics = self.evaluate(global_arrays)
+        coordinator = self.gateway.traffic.snapshot()
         result = RoundResult(
             round=r,
             accepted=adopted,
@@ -198,38 +213,87 @@ class GovernedStrategy(Strategy):
             gas_used=self.gateway.round(r, brief=True, gas=True).gas_used,
             bytes_up=traffic.up,
             bytes_down=traffic.down,
+            traffic=traffic.clients,
+            coordinator_gateway_bytes=(
+                coordinator.sent - traffic.coordinator_start.sent
+                + coordinator.received - traffic.coordinator_start.received
+            ),
             wall_s=round(time.monotonic() - started, 3),
             stakes={a: int(self.gateway.account(a).stake_wei) for a in sorted(self.binding.nodes)},
-        )
+        )  # fmt: skip
         self.recorder.round_done(result)
         return global_arrays
 
     # ------------------------------------------------------------------ pieces
 
+    def _sync(self, address: str, state: Arrays, target: bytes) -> tuple[Arrays, bytes]:
+        """What to send a node so it holds ``state``: the changes since what it holds, or the state."""
+        if not self.plugin.sparse_sync:
+            return state, b""
+        base = self.holds.get(address, b"")
+        known = self.states.get(base)
+        if known is None:
+            blank = self.plugin.blank_state()
+            assert blank is not None, "a sparse-sync strategy defines its blank state"
+            return sync.diff(blank, state), b""
+        return sync.diff(known, state), base
+
     def _send(
-        self, grid: Grid, addresses: list[str], kind: str, config: dict, arrays: Arrays | None, timeout: float
+        self,
+        grid: Grid,
+        addresses: list[str],
+        kind: str,
+        config: dict,
+        state: Arrays | None,
+        timeout: float,
+        traffic: _Traffic,
     ) -> list[Message]:
-        """Send one message per bound address and wait (at most ``timeout``) for the replies."""
-        record = to_record(arrays) if arrays is not None else None
-        messages = []
+        """Send one message per bound address and wait (at most ``timeout``) for the replies.
+
+        With a state, each node gets what it needs to hold it (``sync-base`` names the state the
+        payload patches, empty for a whole state or a patch of the blank one; ``sync-target`` is
+        the hash the node must arrive at). Every message's bytes, and the bytes of the gateway
+        calls each node reports, are added to ``traffic``.
+        """
+        target = keccak256(codec.encode(state)) if state is not None else b""
+        messages, recipients = [], {}
         for address in addresses:
             node = self.binding.node_of(address)
             if node is None:
                 continue  # drawn, but no node proved this address: it will miss its turn
             content = RecordDict({"config": ConfigRecord(dict(config))})
-            if record is not None:
-                content["arrays"] = record
+            if state is not None:
+                payload, base = self._sync(address, state, target)
+                content["arrays"] = to_record(payload)
+                content["config"]["sync-base"] = base
+                content["config"]["sync-target"] = target
             messages.append(Message(content=content, message_type=kind, dst_node_id=node))
+            recipients[node] = address
         if not messages:
             return []
         replies = list(grid.send_and_receive(messages, timeout=timeout))
+        for message in messages:
+            traffic.client(recipients[message.metadata.dst_node_id]).flower_down += _message_bytes(message)
         for reply in replies:
+            address = recipients.get(reply.metadata.src_node_id)
+            if address is None:
+                continue
+            usage = traffic.client(address)
+            usage.flower_up += _message_bytes(reply)
             if reply.has_error():
                 log.warning("node %d failed: %s", reply.metadata.src_node_id, reply.error.reason)
+                self.holds.pop(address, None)  # it may hold anything now
+                continue
+            metrics = reply.content.metric_records.get("metrics") if reply.content.metric_records else None
+            if metrics is not None:
+                usage.gateway_up += int(metrics.get("gateway-bytes-sent", 0))
+                usage.gateway_down += int(metrics.get("gateway-bytes-received", 0))
+            if state is not None:
+                self.holds[address] = target
         return replies
 
-    def _fetch_updates(self, r: int, traffic: _Traffic) -> _Updates:
-        """Every committed update, fetched by its on-chain hash, decoded and checked against the model."""
+    def _fetch_updates(self, r: int, global_arrays: Arrays) -> _Updates:
+        """Every committed update, fetched by its on-chain hash, decoded and checked against the state."""
         updates = _Updates()
         state = self.gateway.round(r)
         for p in state.proposers:
@@ -238,26 +302,18 @@ class GovernedStrategy(Strategy):
             try:
                 blob = self.gateway.fetch_blob(p.update_hash)
                 arrays = codec.decode(blob)
-            except (grpc.RpcError, BlobVerificationError, codec.CodecError) as exc:
+                self.plugin.check_update(global_arrays, arrays)
+            except (grpc.RpcError, BlobVerificationError, codec.CodecError, ValueError) as exc:
                 reason = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
                 updates.dropped.append(DroppedUpdate(address=p.address, reason=reason or type(exc).__name__))
                 continue
-            traffic.up += len(blob)
             updates.arrays[p.address] = (arrays, p.num_examples)
         return updates
 
-    def _aggregate(self, r: int, updates: dict[str, tuple[Arrays, int]]) -> Arrays:
-        """The wrapped strategy's aggregate of ``updates``, in proposer-address order (deterministic)."""
-        replies = []
-        for address in sorted(updates):
-            arrays, num_examples = updates[address]
-            content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord({"num-examples": num_examples})})
-            node = self.binding.node_of(address) or 0
-            replies.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node))
-        aggregated, _metrics = self.inner.aggregate_train(r, replies)
-        if aggregated is None:
-            raise RuntimeError(f"strategy {type(self.inner).__name__} returned no aggregate in round {r}")
-        return from_record(aggregated)
+    def _aggregate(self, r: int, previous: Arrays, updates: dict[str, tuple[Arrays, int]]) -> Arrays:
+        """The plug-in's aggregate of ``updates`` in proposer-address order (deterministic)."""
+        ordered = [updates[address] for address in sorted(updates)]
+        return self.plugin.aggregate(self.inner, r, previous, ordered)
 
     def _vote(
         self,
@@ -268,19 +324,15 @@ class GovernedStrategy(Strategy):
         weights: list[int],
         global_arrays: Arrays,
         traffic: _Traffic,
-        model_bytes: int,
     ) -> None:
         """Voters judge the items, commit, then reveal once voting closed."""
-        state = self.gateway.round(r, brief=True)
-        if state.phase != "VOTING":
+        if self._phase(r) != "VOTING":
             return  # nothing to judge: the contract skipped voting
         self.recorder.event(r, "voting", voters=len(voters), items=sum(1 for i in items if i))
         config = {"server-round": r, "action": "vote", "items": items, "weights": weights}
-        self._send(grid, voters, MessageType.EVALUATE, config, global_arrays, self.config.voting_duration)
-        self.gateway.flush(self.coordinator)
-        traffic.down += (model_bytes + sum(1 for i in items if i) * model_bytes) * len(voters)
-        if self.gateway.round(r, brief=True).phase == "VOTING":
-            self._advance_when_due(r, self.config.voting_duration)
+        self._send(grid, voters, MessageType.EVALUATE, config, global_arrays, self.config.voting_duration, traffic)
+        if self._phase(r) == "VOTING":
+            self._advance_when_due(r, self.config.voting_duration, "VOTING")
         full = self.gateway.round(r)
         committed = [v.address for v in full.voters if v.commitment]
         if committed and full.phase == "REVEALING":
@@ -292,12 +344,22 @@ class GovernedStrategy(Strategy):
                 {"server-round": r, "action": "reveal"},
                 None,
                 self.config.reveal_duration,
+                traffic,
             )
 
-    def _retry_until_due(self, action: Callable[[], object], duration: float) -> None:
-        """Call ``action`` until the contract accepts it (a phase's deadline may still be ahead)."""
+    def _retry_until_due(
+        self, action: Callable[[], object], duration: float, needed: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Call ``action`` until the contract accepts it (a phase's deadline may still be ahead).
+
+        ``needed`` is asked before every try: once it says no (the round moved on by itself, e.g.
+        the last commitment of a relayed batch advanced it), nothing is done. Without that check
+        a late advance would skip the phase the round had just entered.
+        """
         give_up = time.monotonic() + duration + DEADLINE_SLACK
         while True:
+            if not needed():
+                return
             try:
                 action()
                 return
@@ -307,9 +369,17 @@ class GovernedStrategy(Strategy):
                     raise
                 time.sleep(1.0)
 
-    def _advance_when_due(self, r: int, duration: float) -> None:
+    def _phase(self, r: int) -> str:
+        """The round's phase once the gateway relayed every queued action."""
+        self.gateway.flush(self.coordinator)
+        return self.gateway.round(r, brief=True).phase  # the flush's transaction invalidated the gateway's cache
+
+    def _advance_when_due(self, r: int, duration: float, leaving: str) -> None:
+        """Move round ``r`` out of phase ``leaving`` once its deadline passed (unless it already left it)."""
         self.recorder.event(r, "waiting for deadline")
-        self._retry_until_due(lambda: self.gateway.advance_phase(self.coordinator, r), duration)
+        self._retry_until_due(
+            lambda: self.gateway.advance_phase(self.coordinator, r), duration, lambda: self._phase(r) == leaving
+        )
 
     def _finalize_when_due(self, r: int) -> None:
         self._retry_until_due(lambda: self.gateway.finalize_round(self.coordinator, r), self.config.reveal_duration)

@@ -22,6 +22,20 @@ class DroppedUpdate(BaseModel):
     reason: str
 
 
+class ClientTraffic(BaseModel):
+    """Bytes one client exchanged in a round: serialized Flower messages and its own gateway calls."""
+
+    flower_down: int = 0
+    flower_up: int = 0
+    gateway_down: int = 0
+    gateway_up: int = 0
+
+    @property
+    def total(self) -> int:
+        """Both directions, both channels."""
+        return self.flower_down + self.flower_up + self.gateway_down + self.gateway_up
+
+
 class RoundResult(BaseModel):
     """One round as the coordinator saw it."""
 
@@ -34,8 +48,10 @@ class RoundResult(BaseModel):
     dropped: list[DroppedUpdate] = []
     metrics: dict[str, float]
     gas_used: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
+    bytes_up: int = Field(default=0, description="sum over clients of Flower reply and gateway request bytes")
+    bytes_down: int = Field(default=0, description="sum over clients of Flower message and gateway response bytes")
+    traffic: dict[str, ClientTraffic] = Field(default_factory=dict, description="per client address, measured")
+    coordinator_gateway_bytes: int = Field(default=0, description="the coordinator's own gateway calls, both ways")
     wall_s: float
     stakes: dict[str, int] = Field(default_factory=dict, description="stake of each participant after the round")
 

@@ -22,6 +22,14 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "simulation mode and N ClientApps, run the rounds, and write report.json, plots and the chain export.",
     )
     cmd.add_argument("--strategy", default="fedavg", help="registered strategy (see `fedledger strategies`)")
+    cmd.add_argument(
+        "--strategy-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a strategy hyper-parameter, e.g. steps=50 or k=1024 for fedkseed (repeatable)",
+    )
+    cmd.add_argument("--task", help="task name (default: the strategy's default task: digits, charlm, ...)")
     cmd.add_argument("--clients", type=int, default=10, help="simulated clients (default %(default)s)")
     cmd.add_argument("--rounds", type=int, default=5, help="rounds (default %(default)s)")
     cmd.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA (default %(default)s)")
@@ -43,6 +51,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
     options = SimulationOptions(
         strategy=args.strategy,
+        strategy_options=",".join(args.strategy_option),
+        task=args.task,
         clients=args.clients,
         rounds=args.rounds,
         partition=args.partition,
@@ -110,6 +120,12 @@ def _summary(report: Any) -> None:
     console.print(table)
     accuracy, loss = report.final.get("accuracy", float("nan")), report.final.get("loss", float("nan"))
     console.print(f"final accuracy {accuracy:.4f}, loss {loss:.4f}; wall {report.wall_s:.1f} s")
+    per_client = [b for r in report.rounds for b in r.client_bytes()]
+    if per_client:
+        console.print(
+            f"bytes per client per round (Flower messages + own gateway calls, both ways): "
+            f"mean {sum(per_client) / len(per_client):,.0f}, max {max(per_client):,}"
+        )
     if report.governance and report.participants:
         eth = 10**18
         for honest in (True, False):

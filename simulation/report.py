@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from fedledger.server.results import RoundResult, RunSummary
+from fedledger.server.results import ClientTraffic, RoundResult, RunSummary
 
 
 class AttackersInfo(BaseModel):
@@ -39,9 +39,15 @@ class RoundReport(BaseModel):
     voters: list[str]
     metrics: dict[str, float]
     gas_used: int
-    bytes_up: int
-    bytes_down: int
+    bytes_up: int = Field(description="clients' Flower replies and gateway requests, summed (measured)")
+    bytes_down: int = Field(description="clients' Flower messages and gateway responses, summed (measured)")
+    traffic: dict[str, ClientTraffic] = Field(default_factory=dict, description="per client address")
+    coordinator_gateway_bytes: int = 0
     wall_s: float
+
+    def client_bytes(self) -> list[int]:
+        """Bytes (both directions) of each client that took part in the round."""
+        return [t.total for t in self.traffic.values()]
 
 
 class ParticipantReport(BaseModel):

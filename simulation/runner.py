@@ -35,7 +35,7 @@ from .attacks import choose_attackers, parse_attack
 from .partition import parse_partitioning
 from .processes import ManagedProcess, kill_marked, new_marker
 from .report import AttackersInfo, ChainInfo, Report, build_report
-from .tasks import get_task, model_arrays
+from .tasks import get_task
 
 STARTUP_TIMEOUT = 120.0
 
@@ -46,6 +46,8 @@ class SimulationOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     strategy: str = "fedavg"
+    strategy_options: str = Field(default="", description="KEY=VALUE,... hyper-parameters of the strategy")
+    task: str | None = Field(default=None, description="task name (default: the strategy's default task)")
     clients: int = Field(default=10, ge=2, le=127)
     rounds: int = Field(default=5, ge=1)
     partition: str = "iid"
@@ -97,6 +99,11 @@ class SimulationOptions(BaseModel):
             raise ValueError(f"--attackers must be below --clients ({self.clients})")
         if self.attackers and not self.attack:
             raise ValueError("--attackers needs --attack (label_flip or scale:FACTOR)")
+        if self.task is not None:
+            from .tasks import task_names
+
+            if self.task not in task_names():
+                raise ValueError(f"unknown task {self.task!r}; known: {', '.join(task_names())}")
         return self
 
 
@@ -127,7 +134,7 @@ class Simulation:
         from fedledger.aggregation.registry import get_strategy
 
         try:
-            get_strategy(self.options.strategy)
+            get_strategy(self.options.strategy, self.options.strategy_options)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +191,8 @@ class Simulation:
         self.attacker_ids = attackers
         return RunSettings(
             strategy=o.strategy,
-            task=_default_task(o.strategy),
+            strategy_options=o.strategy_options,
+            task=o.task or _default_task(o.strategy),
             num_clients=o.clients,
             rounds=o.rounds,
             seed=o.seed,
@@ -203,8 +211,13 @@ class Simulation:
         return process
 
     def _initial_model_hash(self, settings: RunSettings) -> str:
-        task = get_task(settings.task)
-        return "0x" + keccak256(codec.encode(model_arrays(task.build_model(settings.seed)))).hex()
+        """The hash of the strategy's initial state (building it also prepares the task, e.g. pretraining)."""
+        from fedledger.aggregation.registry import get_strategy
+
+        self.on_event({"phase": "preparing task", "task": settings.task})
+        plugin = get_strategy(settings.strategy, settings.strategy_options)
+        initial = plugin.initial_state(get_task(settings.task), settings.seed)
+        return "0x" + keccak256(codec.encode(initial)).hex()
 
     def _task_flags(self, settings: RunSettings) -> list[str]:
         o = self.options

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import ClientData, Split, Task, TrainSettings, load_arrays, model_arrays
+from .charlm import CharLMTask
 from .digits import DigitsTask
 
-_TASKS: dict[str, Callable[[], Task]] = {"digits": DigitsTask}
+_TASKS: dict[str, Callable[[], Task]] = {"digits": DigitsTask, "charlm": CharLMTask}
 
 
 def get_task(name: str) -> Task:

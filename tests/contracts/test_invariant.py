@@ -205,6 +205,6 @@ class TaskMachine(RuleBasedStateMachine):
 @pytest.mark.slow
 def test_balance_invariant_under_random_actions() -> None:
     TaskMachine.TestCase.settings = settings(
-        max_examples=4, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+        max_examples=3, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
     )
     TaskMachine.TestCase().runTest()

@@ -41,7 +41,7 @@ def play(gw: Gateway) -> pb.RoundRoles:
     gw.client.finalize_round(gw.coordinator, 1)
     state = gw.client.round(1)
     accepted = sorted((p.address, p.num_examples) for p in state.proposers if p.accepted)
-    aggregate = get_strategy("fedavg").aggregate_offline([(updates[a], n) for a, n in accepted])
+    aggregate = get_strategy("fedavg").aggregate_offline(None, [(updates[a], n) for a, n in accepted])
     assert aggregate is not None
     gw.client.propose_model(gw.coordinator, "publishGlobal", 1, codec.encode(aggregate))
     return roles

@@ -94,8 +94,8 @@ def test_aggregate_mode_rejects_every_round_with_an_attacker(tmp_path: Path) -> 
 
 
 def test_same_seed_same_roles_and_accuracy(tmp_path: Path) -> None:
-    first, _ = simulate(tmp_path / "a", seed=5, clients=4, rounds=2)
-    second, _ = simulate(tmp_path / "b", seed=5, clients=4, rounds=2)
+    first, _ = simulate(tmp_path / "a", seed=5, clients=4, rounds=1)
+    second, _ = simulate(tmp_path / "b", seed=5, clients=4, rounds=1)
     assert [(r.proposers, r.voters) for r in first.rounds] == [(r.proposers, r.voters) for r in second.rounds]
     assert abs(first.final["accuracy"] - second.final["accuracy"]) <= 1e-6
     assert first.chain.task == second.chain.task
@@ -132,6 +132,24 @@ def test_without_governance_the_same_strategy_runs_as_plain_flower(tmp_path: Pat
     assert all(len(r.proposers) == 2 for r in report.rounds)  # half of the nodes train, as with governance
     assert report.final["accuracy"] > report.initial["accuracy"] + 0.3
     assert not (tmp_path / "run" / "chain").exists()
+
+
+def test_fedkseed_runs_governed_with_sparse_sync_under_18_kb(tmp_path: Path) -> None:
+    steps = 40
+    report, _ = simulate(
+        tmp_path / "run", strategy="fedkseed", strategy_options=f"steps={steps}", seed=2, clients=4, rounds=2
+    )
+    assert report.strategy == "fedkseed" and all(r.accepted for r in report.rounds)
+    assert "rouge_l" in report.final and report.final["loss"] < 3.0  # the pretrained tiny GPT, tuned
+    for r in report.rounds:
+        assert set(r.traffic) == set(r.proposers) | set(r.voters)
+        for address, usage in r.traffic.items():
+            assert 0 < usage.total < 18_000, (r.round, address, usage)
+            if address in r.proposers:  # (seed index, g) pairs: 8 bytes a step, plus the signed commitment
+                assert steps * 8 < usage.gateway_up < steps * 8 + 1_000, usage
+    verified = audit("--run", str(tmp_path / "run"), "--json", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["disagreements"] == []
 
 
 def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:

@@ -16,7 +16,10 @@ from fedledger.aggregation.registry import get_strategy, strategy_names
 
 
 def test_registry_lists_the_shipped_strategies() -> None:
-    assert {"fedavg", "krum", "median", "trimmed_mean"} <= set(strategy_names())
+    assert {"fedavg", "krum", "median", "trimmed_mean", "fedkseed", "fedkseed_pro"} <= set(strategy_names())
+    pro = get_strategy("fedkseed_pro", "steps=7")
+    assert pro.name == "fedkseed_pro" and pro.config.pro and pro.config.steps == 7  # type: ignore[attr-defined]
+    assert get_strategy("fedkseed").default_task == "charlm"
     assert isinstance(get_strategy("fedavg").server_strategy(), FlowerFedAvg)
     assert isinstance(get_strategy("fedavg").server_strategy(), FedAvg)
     assert isinstance(get_strategy("krum").server_strategy(), Krum)
@@ -36,10 +39,10 @@ def test_fedavg_offline_aggregate_is_the_weighted_mean() -> None:
         (OrderedDict([("w", np.array([1.0, 4.0], dtype=np.float32))]), 10),
         (OrderedDict([("w", np.array([3.0, 0.0], dtype=np.float32))]), 30),
     ]
-    aggregate = get_strategy("fedavg").aggregate_offline(updates)
+    aggregate = get_strategy("fedavg").aggregate_offline(None, updates)
     assert aggregate is not None
     assert np.allclose(aggregate["w"], [(1 * 10 + 3 * 30) / 40, (4 * 10 + 0) / 40])
-    assert get_strategy("median").aggregate_offline(updates) is None
+    assert get_strategy("median").aggregate_offline(None, updates) is None
 
 
 def test_an_update_is_judged_at_its_share() -> None:
