@@ -86,12 +86,34 @@ class FedledgerStrategy:
         return task.fit(model, data.train, settings)
 
     def client_update(
-        self, task: Task, seed: int, state: Arrays, data: ClientData, settings: TrainSettings
+        self,
+        task: Task,
+        seed: int,
+        state: Arrays,
+        data: ClientData,
+        settings: TrainSettings,
+        private: dict[str, Arrays] | None = None,
     ) -> tuple[Arrays, dict[str, float]]:
-        """What a client uploads after training from ``state``: by default its trained model."""
+        """What a client uploads after training from ``state``: by default its trained model.
+
+        ``private`` is the client's own storage across rounds (never sent anywhere), e.g. a
+        personalised head; a strategy reads and replaces its entries.
+        """
         model = self.build(task, seed, state)
         metrics = self.client_train(task, model, data, settings)
         return model_arrays(model), metrics
+
+    def client_report(
+        self, task: Task, seed: int, state: Arrays, data: ClientData, private: dict[str, Arrays] | None = None
+    ) -> dict[str, float]:
+        """A client's own evaluation at the end of a run: the global model on its local test set."""
+        if data.test is None or len(data.test) == 0:
+            return {}
+        return {"personalized_accuracy": task.evaluate(self.build(task, seed, state), data.test)["accuracy"]}
+
+    def extra_metrics(self, task: Task, model: torch.nn.Module, data: Split) -> dict[str, float]:
+        """Strategy-specific metrics of a global model on the server's test set (none by default)."""
+        return {}
 
     def poison(self, attack: Attack, state: Arrays, update: Arrays) -> Arrays:
         """A simulated attacker's version of ``update``."""
@@ -151,7 +173,11 @@ class FedledgerStrategy:
 
 def to_record(arrays: Arrays) -> ArrayRecord:
     """Arrays as a Flower ArrayRecord."""
-    return ArrayRecord(OrderedDict((name, Array(np.ascontiguousarray(value))) for name, value in arrays.items()))
+    # np.require, not np.ascontiguousarray: the latter turns 0-d arrays (e.g. batch norm's
+    # num_batches_tracked) into shape (1,), and the state would no longer hash as on chain.
+    return ArrayRecord(
+        OrderedDict((name, Array(np.require(value, requirements="C"))) for name, value in arrays.items())
+    )
 
 
 def from_record(record: ArrayRecord) -> Arrays:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from .base import Arrays, FedledgerStrategy, quiet_flower
+from .base import Arrays, FedledgerStrategy, quiet_flower, to_record
 
 
 class FedAvg(flwr_strategy.FedAvg):
@@ -42,7 +41,7 @@ class FedAvgStrategy(FedledgerStrategy):
         records = [
             RecordDict(
                 {
-                    "arrays": ArrayRecord(OrderedDict((k, Array(np.ascontiguousarray(v))) for k, v in arrays.items())),
+                    "arrays": to_record(arrays),
                     "metrics": MetricRecord({"num-examples": num_examples}),
                 }
             )

@@ -29,7 +29,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,7 +38,7 @@ from torch.nn import functional as F  # noqa: N812 (the PyTorch convention)
 from fedledger import codec
 from fedledger.simulation.tasks import ClientData, Task, TrainSettings, model_arrays
 
-from .base import Arrays, FedledgerStrategy, quiet_flower
+from .base import Arrays, FedledgerStrategy, quiet_flower, to_record
 from .mezo import Accumulator, zo_step
 
 BASE, ROOT, GRADS, ABS_SUM, COUNT = "base", "seed-root", "seed-grads", "history-abs-sum", "history-count"
@@ -244,10 +244,6 @@ def _arrays(record: ArrayRecord) -> Arrays:
     return OrderedDict((name, array.numpy()) for name, array in record.items())
 
 
-def _record(arrays: Arrays) -> ArrayRecord:
-    return ArrayRecord(OrderedDict((name, Array(np.ascontiguousarray(v))) for name, v in arrays.items()))
-
-
 class FedKSeed(flwr_strategy.FedAvg):
     """Flower's FedAvg sampling and metrics; the arrays are FedKSeed's global state.
 
@@ -284,7 +280,7 @@ class FedKSeed(flwr_strategy.FedAvg):
             check_update(update, len(self.current[GRADS]), self.fedkseed.steps)
         state = aggregate(self.current, updates, equal_weight=self.fedkseed.equal_weight, clip=self.fedkseed.clip)
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
-        return _record(state), metrics
+        return to_record(state), metrics
 
 
 class FedKSeedStrategy(FedledgerStrategy):
@@ -358,7 +354,13 @@ class FedKSeedStrategy(FedledgerStrategy):
     # ------------------------------------------------------------- client
 
     def client_update(
-        self, task: Task, seed: int, state: Arrays, data: ClientData, settings: TrainSettings
+        self,
+        task: Task,
+        seed: int,
+        state: Arrays,
+        data: ClientData,
+        settings: TrainSettings,
+        private: dict[str, Arrays] | None = None,
     ) -> tuple[Arrays, dict[str, float]]:
         """MeZO steps from the synced model; the update is the (seed index, g) pairs."""
         model = self.build(task, seed, state)

@@ -43,6 +43,21 @@ def _arrays(record: ArrayRecord) -> OrderedDict[str, np.ndarray]:
 
 
 HELD_STATE, HELD_HASH = "global-state", "global-hash"
+PRIVATE = "private:"
+
+
+def _private(context: Context) -> dict[str, OrderedDict[str, np.ndarray]]:
+    """The strategy's private storage of this node (e.g. a local head), kept in ``context.state``."""
+    return {
+        key[len(PRIVATE) :]: _arrays(record)
+        for key, record in context.state.array_records.items()
+        if key.startswith(PRIVATE)
+    }
+
+
+def _keep_private(context: Context, private: dict[str, OrderedDict[str, np.ndarray]]) -> None:
+    for key, arrays in private.items():
+        context.state[PRIVATE + key] = to_record(arrays)
 
 
 def _synced_state(me: Participant, msg: Message, context: Context) -> OrderedDict[str, np.ndarray]:
@@ -118,7 +133,9 @@ def train(msg: Message, context: Context) -> Message:
     me = _unless_silent(_participant(context))
     before = me.gateway.traffic.snapshot() if me.settings.governance else Bytes()
     round_ = int(msg.content["config"]["server-round"])
-    trained, num_examples, metrics = me.train(round_, _synced_state(me, msg, context))
+    private = _private(context)
+    trained, num_examples, metrics = me.train(round_, _synced_state(me, msg, context), private)
+    _keep_private(context, private)
     if not me.settings.governance:
         record = ArrayRecord(OrderedDict((name, Array(value)) for name, value in trained.items()))
         return _reply(msg, arrays=record, metrics=MetricRecord({"num-examples": num_examples, **metrics}))
@@ -154,6 +171,9 @@ def evaluate(msg: Message, context: Context) -> Message:
         outcome = {"address": me.address, "bits": str(vote.bits), **_outcome(result, error)}
         metrics = MetricRecord({"score-global": vote.score_global, **_gateway_bytes(me, before)})
         return _reply(msg, metrics=metrics, config=ConfigRecord(outcome))
+    if config["action"] == "report":
+        metrics = me.report(_synced_state(me, msg, context), _private(context))
+        return _reply(msg, metrics=MetricRecord(metrics), config=ConfigRecord({"address": me.address}))
     if config["action"] != "reveal":
         raise ValueError(f"unknown evaluate action {config['action']!r}")
     stored = context.state.get("vote")

@@ -102,7 +102,9 @@ class Participant:
 
     # ---------------------------------------------------------------- training
 
-    def train(self, round_: int, state: Arrays) -> tuple[Arrays, int, dict[str, float]]:
+    def train(
+        self, round_: int, state: Arrays, private: dict[str, Arrays] | None = None
+    ) -> tuple[Arrays, int, dict[str, float]]:
         """Train from the global state with the strategy's client algorithm (and the attack, if any).
 
         Returns the update to upload (the trained model for most strategies), the number of
@@ -114,10 +116,14 @@ class Participant:
             batch_size=self.settings.batch_size,
             seed=round_seed(self.settings.seed, round_, self.partition_id),
         )
-        update, metrics = self.plugin.client_update(self.task, self.settings.seed, state, self.data, settings)
+        update, metrics = self.plugin.client_update(self.task, self.settings.seed, state, self.data, settings, private)
         if self.attack is not None:
             update = self.plugin.poison(self.attack, state, update)
         return update, len(self.data.train), metrics
+
+    def report(self, state: Arrays, private: dict[str, Arrays] | None = None) -> dict[str, float]:
+        """The strategy's own evaluation on this client's local test set (e.g. personalised accuracy)."""
+        return self.plugin.client_report(self.task, self.settings.seed, state, self.data, private)
 
     def submit(self, round_: int, arrays: Arrays, num_examples: int, *, wait: bool = False) -> pb.ActionResult:
         """Upload the canonical bytes and the signed commitment through the gateway.

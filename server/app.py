@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedledger import codec
@@ -65,7 +65,10 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
     test = task.test_data(settings.seed)
 
     def evaluate(arrays: Arrays) -> dict[str, float]:
-        return task.evaluate(plugin.build(task, settings.seed, arrays), test)
+        model = plugin.build(task, settings.seed, arrays)
+        metrics = task.evaluate(model, test)
+        metrics |= task.group_metrics(model, test, settings.seed, settings.num_clients, settings.partition)
+        return metrics | plugin.extra_metrics(task, model, test)
 
     initial = plugin.initial_state(task, settings.seed)
     recorder.event(0, "waiting for nodes", expected=settings.num_clients)
@@ -82,6 +85,10 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
         binding = bind_nodes(grid, nodes, None)
         final = _plain(grid, settings, plugin, binding, recorder, evaluate, initial)
         vote_mode, task_address, chain_id = None, None, None
+    final_metrics = evaluate(final)
+    if task.local_test:
+        recorder.event(settings.rounds, "client reports")
+        final_metrics |= _client_reports(grid, binding, final)
     recorder.finish(
         RunSummary(
             strategy=settings.strategy,
@@ -93,12 +100,35 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
             nodes=binding.nodes,
             partitions=binding.partitions,
             initial_metrics=evaluate(initial),
-            final_metrics=evaluate(final),
+            final_metrics=final_metrics,
             task_address=task_address,
             chain_id=chain_id,
             wall_s=round(time.monotonic() - started, 3),
         )
     )
+
+
+def _client_reports(grid: Grid, binding: Binding, state: Arrays, timeout: float = 120.0) -> dict[str, float]:
+    """Each node's own evaluation of the final state on its local test set, averaged (e.g. personalised accuracy)."""
+    messages = [
+        Message(
+            content=RecordDict(
+                {"arrays": to_record(state), "config": ConfigRecord({"server-round": 0, "action": "report"})}
+            ),
+            message_type=MessageType.EVALUATE,
+            dst_node_id=node,
+        )
+        for node in sorted(binding.nodes.values())
+    ]
+    values: dict[str, list[float]] = {}
+    answered = 0
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if reply.has_error():
+            continue  # a silent or failed node reports nothing
+        answered += 1
+        for key, value in reply.content["metrics"].items():
+            values.setdefault(key, []).append(float(value))  # type: ignore[arg-type]
+    return {key: sum(v) / len(v) for key, v in values.items()} | {"reporting_clients": float(answered)}
 
 
 def _governed(

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from .base import ClientData, Split, Task, TrainSettings, load_arrays, model_arrays
 from .charlm import CharLMTask
 from .digits import DigitsTask
+from .ltdigits import LongTailDigitsTask
 
-_TASKS: dict[str, Callable[[], Task]] = {"digits": DigitsTask, "charlm": CharLMTask}
+_TASKS: dict[str, Callable[[], Task]] = {"digits": DigitsTask, "charlm": CharLMTask, "ltdigits": LongTailDigitsTask}
 
 
 def get_task(name: str) -> Task:

@@ -28,6 +28,8 @@ class ClientData:
 
     train: Split
     val: Split
+    test: Split | None = None
+    """A local test set (tasks with personalised evaluation, e.g. mirroring the client's labels)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Task(ABC):
 
     name: str
     num_classes: int
+    local_test: bool = False
+    """Clients hold local test sets (``ClientData.test``): the run ends with their own evaluations."""
 
     @abstractmethod
     def build_model(self, seed: int) -> torch.nn.Module:
@@ -76,6 +80,12 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, data: Split) -> dict[str, float]:
         """The task's metrics of ``model`` on ``data`` (at least ``accuracy`` and ``loss``)."""
+
+    def group_metrics(
+        self, model: torch.nn.Module, data: Split, seed: int, num_clients: int, partitioning: str
+    ) -> dict[str, float]:
+        """Metrics that depend on the federation's data (e.g. accuracy per class group); none by default."""
+        return {}
 
     def score(self, model: torch.nn.Module, data: Split) -> float:
         """The number a voter compares (higher is better): exp(-mean cross-entropy) by default.

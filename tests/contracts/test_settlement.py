@@ -280,7 +280,7 @@ voter_plans = st.lists(
 
 
 @pytest.mark.slow
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     mode=st.sampled_from(["per_update", "aggregate"]),
     stake_weighted=st.booleans(),

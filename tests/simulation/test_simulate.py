@@ -152,6 +152,21 @@ def test_fedkseed_runs_governed_with_sparse_sync_under_18_kb(tmp_path: Path) -> 
     assert json.loads(verified.stdout)["disagreements"] == []
 
 
+def test_fedloge_runs_governed_and_no_local_head_reaches_the_server(tmp_path: Path) -> None:
+    from fedledger import codec
+
+    report, _ = simulate(tmp_path / "run", strategy="fedloge", seed=2, clients=4, rounds=2)
+    assert report.strategy == "fedloge"
+    for key in ("accuracy_ssec", "accuracy_aux", "accuracy_head", "accuracy_tail", "personalized_accuracy"):
+        assert key in report.final, key
+    assert report.final["reporting_clients"] == 4
+    blobs = [p for p in (tmp_path / "run" / "gateway" / "blobs").rglob("*") if p.is_file()]
+    assert len(blobs) >= 3  # the initial model, the updates, the published models
+    for blob in blobs:  # everything any party uploaded: backbone and g_aux only
+        arrays = codec.decode(blob.read_bytes())
+        assert all(name.startswith(("backbone.", "head.")) for name in arrays), list(arrays)
+
+
 def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     out = tmp_path / "run"
     process = subprocess.Popen(
