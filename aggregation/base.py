@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
+from pydantic import BaseModel
 
 from fedledger.simulation.attacks import Attack
 from fedledger.simulation.tasks import ClientData, Split, Task, TrainSettings, load_arrays, model_arrays
@@ -53,11 +54,20 @@ class FedledgerStrategy:
     aggregates_from_previous: ClassVar[bool] = False
     """True: the aggregate depends on the previous state (audits must fetch it)."""
 
+    config: BaseModel | None = None
+    """Hyper-parameters (a pydantic model) of strategies that take ``--strategy-option``."""
+
     def with_options(self, options: dict[str, str]) -> FedledgerStrategy:
-        """The strategy with hyper-parameters from ``--strategy-option KEY=VALUE`` (none by default)."""
-        if options:
+        """A copy with hyper-parameters from ``--strategy-option KEY=VALUE`` (validated by :attr:`config`)."""
+        if not options:
+            return self
+        if self.config is None:
             raise ValueError(f"strategy {self.name!r} takes no options, got {sorted(options)}")
-        return self
+        try:
+            config = type(self.config).model_validate({**self.config.model_dump(), **options})
+        except ValueError as exc:
+            raise ValueError(f"bad {self.name} option: {exc}") from exc
+        return type(self)(config)  # type: ignore[call-arg]
 
     def server_strategy(self, *, fraction_train: float = 1.0) -> Strategy:
         """The Flower Message-API strategy that aggregates updates (and samples nodes without governance)."""

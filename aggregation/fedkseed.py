@@ -299,16 +299,6 @@ class FedKSeedStrategy(FedledgerStrategy):
         if self.config.pro:
             self.name = "fedkseed_pro"
 
-    def with_options(self, options: dict[str, str]) -> FedKSeedStrategy:
-        """A copy with hyper-parameters overridden, e.g. ``{"k": "1024", "steps": "50"}``."""
-        if not options:
-            return self
-        fields = {**self.config.model_dump(), **options}
-        try:
-            return FedKSeedStrategy(FedKSeedConfig.model_validate(fields), self.cache)
-        except ValueError as exc:
-            raise ValueError(f"bad {self.name} option: {exc}") from exc
-
     def describe(self) -> str:
         """One line for ``fedledger strategies``."""
         variant = "Pro, importance-sampled seeds" if self.config.pro else "uniform seeds"

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F  # noqa: N812 (the PyTorch convention)
 
 from fedledger.simulation.tasks import ClientData, Split, Task, TrainSettings, load_arrays, model_arrays
-from fedledger.simulation.tasks.ltdigits import batches_of
+from fedledger.simulation.tasks.base import batches_of
 
 from .base import Arrays
 from .fedavg import FedAvgStrategy
@@ -121,15 +121,6 @@ class FedLoGeStrategy(FedAvgStrategy):
         """Hyper-parameters (defaults: the reference's)."""
         self.config = config or FedLoGeConfig()
 
-    def with_options(self, options: dict[str, str]) -> FedLoGeStrategy:
-        """A copy with hyper-parameters overridden, e.g. ``{"lr": "0.05"}``."""
-        if not options:
-            return self
-        try:
-            return FedLoGeStrategy(FedLoGeConfig.model_validate({**self.config.model_dump(), **options}))
-        except ValueError as exc:
-            raise ValueError(f"bad fedloge option: {exc}") from exc
-
     def ssec(self, model: torch.nn.Module) -> np.ndarray:
         """The K x d SSE-C for ``model``'s feature size and classes."""
         classes, features = model.head.weight.shape
@@ -178,7 +169,7 @@ class FedLoGeStrategy(FedAvgStrategy):
         totals = {"loss_ssec": 0.0, "loss_aux": 0.0, "loss_local": 0.0}
         batches = 0
         for _ in range(c.local_epochs):
-            for batch in batches_of(len(y), c.batch_size, generator):
+            for batch in batches_of(len(y), c.batch_size, generator, min_size=2):
                 for optimizer in (backbone_opt, aux_opt, local_opt):
                     optimizer.zero_grad()
                 features = model.features(x[batch])

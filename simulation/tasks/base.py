@@ -42,6 +42,11 @@ class TrainSettings:
     seed: int = 0
 
 
+def batches_of(size: int, batch_size: int, generator: torch.Generator, min_size: int = 1) -> list[torch.Tensor]:
+    """A shuffled epoch of ``size`` indices in batches, dropping a trailing batch under ``min_size``."""
+    return [b for b in torch.randperm(size, generator=generator).split(batch_size) if len(b) >= min_size]
+
+
 def model_arrays(model: torch.nn.Module) -> OrderedDict[str, np.ndarray]:
     """A model's parameters and buffers as numpy arrays, in ``state_dict`` order."""
     return OrderedDict((k, v.detach().cpu().numpy().copy()) for k, v in model.state_dict().items())

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..partition import parse_partitioning, partition
-from .base import ClientData, Split, Task, TrainSettings
+from .base import ClientData, Split, Task, TrainSettings, batches_of
 
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.3
@@ -50,6 +50,7 @@ class DigitsTask(Task):
 
     name = "digits"
     num_classes = 10
+    min_batch = 1
 
     def build_model(self, seed: int) -> torch.nn.Module:
         """The MLP, initialised from ``seed``."""
@@ -78,15 +79,13 @@ class DigitsTask(Task):
         """Mini-batch SGD (momentum 0.9) for ``local_epochs`` epochs; deterministic for the seed."""
         if len(data) == 0:
             return {"train_loss": float("nan")}
-        generator = torch.Generator().manual_seed(settings.seed)
+        generator = torch.Generator().manual_seed(int(settings.seed))
         optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
         x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
         model.train()
         total, batches = 0.0, 0
         for _ in range(settings.local_epochs):
-            order = torch.randperm(len(y), generator=generator)
-            for start in range(0, len(y), settings.batch_size):
-                batch = order[start : start + settings.batch_size]
+            for batch in batches_of(len(y), settings.batch_size, generator, self.min_batch):
                 optimizer.zero_grad()
                 loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
                 loss.backward()

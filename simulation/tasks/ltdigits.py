@@ -16,19 +16,13 @@ import torch
 
 from ..longtail import dirichlet_split, local_test_sizes, long_tail_counts, shot_split
 from ..partition import parse_partitioning
-from .base import ClientData, Split, TrainSettings
+from .base import ClientData, Split
 from .digits import DigitsTask, _dataset
 
 IMBALANCE = 0.1
 ALPHA = 0.5
 VAL_FRACTION = 0.2
 FEATURES = 32
-
-
-def batches_of(size: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A shuffled epoch in batches, without a trailing batch of one (batch norm needs two samples)."""
-    order = torch.randperm(size, generator=generator)
-    return [b for b in order.split(batch_size) if len(b) > 1]
 
 
 class LongTailMLP(torch.nn.Module):
@@ -79,6 +73,7 @@ class LongTailDigitsTask(DigitsTask):
 
     name = "ltdigits"
     local_test = True
+    min_batch = 2  # batch norm needs two samples
 
     def build_model(self, seed: int) -> torch.nn.Module:
         """The backbone-and-head MLP, initialised from ``seed``."""
@@ -111,24 +106,6 @@ class LongTailDigitsTask(DigitsTask):
         return ClientData(
             Split(pool.x[train], pool.y[train]), Split(pool.x[val], pool.y[val]), Split(test.x[picked], test.y[picked])
         )
-
-    def fit(self, model: torch.nn.Module, data: Split, settings: TrainSettings) -> dict[str, float]:
-        """Mini-batch SGD (momentum 0.9), skipping batches of one (batch norm needs two)."""
-        generator = torch.Generator().manual_seed(int(settings.seed))
-        optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
-        x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
-        model.train()
-        total, batches = 0.0, 0
-        for _ in range(settings.local_epochs):
-            for batch in batches_of(len(y), settings.batch_size, generator):
-                optimizer.zero_grad()
-                loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
-                loss.backward()
-                optimizer.step()
-                total += loss.item()
-                batches += 1
-        model.eval()
-        return {"train_loss": total / max(batches, 1)}
 
     def class_split(self, seed: int, num_clients: int, partitioning: str) -> dict[str, list[int]]:
         """Head, middle and tail classes of the federation's training distribution."""
