@@ -45,18 +45,28 @@ def marked_pids(marker: str) -> list[int]:
 
 
 def kill_marked(marker: str, timeout: float = 10.0) -> int:
-    """SIGTERM then SIGKILL every process carrying ``marker``; return how many there were."""
-    pids = marked_pids(marker)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
+    """SIGTERM then SIGKILL every process carrying ``marker``, until none is left; return how many there were.
+
+    Processes that appear meanwhile (a pool respawning a worker) are signalled too, and the call
+    waits until the killed ones are gone, so a check right after it finds nothing.
+    """
+    seen: set[int] = set()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and marked_pids(marker):
+    kill_deadline = deadline + 5.0
+    while True:
+        pids = marked_pids(marker)
+        if not pids:
+            return len(seen)
+        now = time.monotonic()
+        if now > kill_deadline:
+            return len(seen)
+        sig = signal.SIGKILL if now > deadline else signal.SIGTERM
+        for pid in pids:
+            if sig is signal.SIGKILL or pid not in seen:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+        seen.update(pids)
         time.sleep(0.2)
-    for pid in marked_pids(marker):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    return len(pids)
 
 
 class ManagedProcess:
