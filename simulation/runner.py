@@ -38,6 +38,8 @@ from .report import AttackersInfo, ChainInfo, Report, build_report
 from .tasks import get_task
 
 STARTUP_TIMEOUT = 120.0
+RAY_START_FAILURES = ("The current node timed out during startup", "Timed out waiting for file")
+"""What Flower's log says when Ray's own processes did not come up in time."""
 
 
 class SimulationOptions(BaseModel):
@@ -330,16 +332,45 @@ class Simulation:
         return app
 
     def _run_flower(self, settings: RunSettings, superlink: str) -> None:
+        """``flwr run`` the app; once more if Ray failed to start before any node was bound.
+
+        On 2 loaded cores Ray's raylet sometimes misses its hard-coded 30 s start-up window
+        ("The current node timed out during startup"); nothing happened on chain then, so the
+        run is simply started again against the same SuperLink and gateway.
+        """
         app = self._write_app(settings)
+        summary = self.out / "server" / "summary.json"
+        for attempt in (1, 2):
+            flwr = self._flower_attempt(app, superlink, attempt)
+            if summary.exists():
+                return
+            log = flwr.log_file.read_text(errors="replace") if flwr.log_file.is_file() else ""
+            if attempt == 1 and any(m in log for m in RAY_START_FAILURES) and not self._nodes_bound():
+                self.on_event({"phase": "Ray did not start; starting the run again"})
+                self.processes.remove(flwr)
+                continue
+            error = self.out / "server" / "error.txt"
+            cause = error.read_text(encoding="utf-8") if error.is_file() else flwr.first_traceback() or flwr.tail()
+            raise SimulationError(
+                f"the Flower run ended without results (exit code {flwr.process.returncode}); "
+                f"see {flwr.log_file}:\n{cause}"
+            )
+
+    def _nodes_bound(self) -> bool:
+        progress = self.out / "server" / "progress.jsonl"
+        return progress.is_file() and '"binding nodes"' in progress.read_text(encoding="utf-8")
+
+    def _flower_attempt(self, app: Path, superlink: str, attempt: int) -> ManagedProcess:
+        """One ``flwr run``, relaying the ServerApp's progress until it finishes or stops."""
         self.on_event({"phase": "starting run", "superlink": superlink})
         command = [
             _flower_bin("flwr"), "run", str(app), "fedledger", "--stream",
             "--federation-config", f"num-supernodes={self.options.clients}",
             "--federation-config", "client-resources-num-cpus=1",
         ]  # fmt: skip
-        flwr = self._start("flwr-run", command)
+        flwr = self._start("flwr-run" if attempt == 1 else f"flwr-run-{attempt}", command)
         progress = self.out / "server" / "progress.jsonl"
-        seen = 0
+        seen = len(progress.read_text(encoding="utf-8").splitlines()) if progress.is_file() else 0
         summary = self.out / "server" / "summary.json"
         while not summary.exists():  # the ServerApp writes it last; Flower's own shutdown is not awaited
             if progress.is_file():
@@ -356,13 +387,7 @@ class Simulation:
         if progress.is_file():
             for line in progress.read_text(encoding="utf-8").splitlines()[seen:]:
                 self.on_event(json.loads(line))
-        if not summary.exists():
-            error = self.out / "server" / "error.txt"
-            cause = error.read_text(encoding="utf-8") if error.is_file() else flwr.first_traceback() or flwr.tail()
-            raise SimulationError(
-                f"the Flower run ended without results (exit code {flwr.process.returncode}); "
-                f"see {flwr.log_file}:\n{cause}"
-            )
+        return flwr
 
     def _export_chain(self, settings: RunSettings) -> dict[str, tuple[int, int, int, int]]:
         """Save the chain's events and balances for `fedledger audit --run`; return each participant's money."""

@@ -1,0 +1,49 @@
+"""The runner starts `flwr run` again when Ray did not come up, and only then."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from fedledger.simulation.runner import RAY_START_FAILURES, Simulation, SimulationError, SimulationOptions
+
+
+def fake_runs(tmp_path: Path, logs: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Simulation, list[dict]]:
+    events: list[dict] = []
+    simulation = Simulation(SimulationOptions(out=tmp_path / "run"), on_event=events.append)
+    (tmp_path / "run" / "server").mkdir(parents=True)
+    monkeypatch.setattr(simulation, "_write_app", lambda settings: tmp_path / "app")
+
+    def attempt(app: Path, superlink: str, number: int) -> object:
+        log = tmp_path / f"flwr-{number}.log"
+        log.write_text(logs[number - 1])
+        if "done" in logs[number - 1]:
+            (tmp_path / "run" / "server" / "summary.json").write_text("{}")
+        process = SimpleNamespace(
+            log_file=log,
+            process=SimpleNamespace(returncode=0),
+            first_traceback=lambda: "",
+            tail=lambda: logs[number - 1],
+        )
+        simulation.processes.append(process)  # type: ignore[arg-type]
+        return process
+
+    monkeypatch.setattr(simulation, "_flower_attempt", attempt)
+    return simulation, events
+
+
+def test_a_ray_start_failure_is_retried_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    simulation, events = fake_runs(tmp_path, [RAY_START_FAILURES[0], "done"], monkeypatch)
+    simulation._run_flower(None, "127.0.0.1:1")  # type: ignore[arg-type]
+    assert any("Ray did not start" in e.get("phase", "") for e in events)
+
+
+def test_other_failures_and_a_second_ray_failure_are_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    simulation, _ = fake_runs(tmp_path / "a", ["ValueError: boom"], monkeypatch)
+    with pytest.raises(SimulationError, match="ended without results"):
+        simulation._run_flower(None, "127.0.0.1:1")  # type: ignore[arg-type]
+    simulation, _ = fake_runs(tmp_path / "b", [RAY_START_FAILURES[1]] * 2, monkeypatch)
+    with pytest.raises(SimulationError, match="ended without results"):
+        simulation._run_flower(None, "127.0.0.1:1")  # type: ignore[arg-type]
