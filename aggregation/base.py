@@ -161,7 +161,7 @@ class FedledgerStrategy:
         aggregated, _metrics = strategy.aggregate_train(server_round, replies)
         if aggregated is None:
             raise RuntimeError(f"strategy {type(strategy).__name__} returned no aggregate in round {server_round}")
-        return OrderedDict((name, array.numpy()) for name, array in aggregated.items())
+        return from_record(aggregated)
 
     def aggregate_offline(self, previous: Arrays | None, updates: list[tuple[Arrays, int]]) -> Arrays | None:
         """The aggregate of (update, example count) pairs without Flower messages, for audits.

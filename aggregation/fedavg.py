@@ -6,13 +6,11 @@ Networks from Decentralized Data", AISTATS 2017, arXiv:1602.05629.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from .base import Arrays, FedledgerStrategy, quiet_flower, to_record
+from .base import Arrays, FedledgerStrategy, from_record, quiet_flower, to_record
 
 
 class FedAvg(flwr_strategy.FedAvg):
@@ -48,7 +46,7 @@ class FedAvgStrategy(FedledgerStrategy):
             for arrays, num_examples in updates
         ]
         aggregated = aggregate_arrayrecords(records, "num-examples")
-        return OrderedDict((name, array.numpy()) for name, array in aggregated.items())
+        return from_record(aggregated)
 
 
 plugin = FedAvgStrategy()

@@ -38,7 +38,7 @@ from torch.nn import functional as F  # noqa: N812 (the PyTorch convention)
 from fedledger import codec
 from fedledger.simulation.tasks import ClientData, Task, TrainSettings, model_arrays
 
-from .base import Arrays, FedledgerStrategy, quiet_flower, to_record
+from .base import Arrays, FedledgerStrategy, from_record, quiet_flower, to_record
 from .mezo import Accumulator, zo_step
 
 BASE, ROOT, GRADS, ABS_SUM, COUNT = "base", "seed-root", "seed-grads", "history-abs-sum", "history-count"
@@ -240,10 +240,6 @@ _CACHE = ReplayCache()
 # ----------------------------------------------------------------- Flower side
 
 
-def _arrays(record: ArrayRecord) -> Arrays:
-    return OrderedDict((name, array.numpy()) for name, array in record.items())
-
-
 class FedKSeed(flwr_strategy.FedAvg):
     """Flower's FedAvg sampling and metrics; the arrays are FedKSeed's global state.
 
@@ -260,7 +256,7 @@ class FedKSeed(flwr_strategy.FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Remember the state the round starts from, then sample as FedAvg does."""
-        self.current = _arrays(arrays)
+        self.current = from_record(arrays)
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -273,7 +269,7 @@ class FedKSeed(flwr_strategy.FedAvg):
         if not valid:
             return None, None
         updates = [
-            (_arrays(m.content[self.arrayrecord_key]), int(m.content["metrics"][self.weighted_by_key]))  # type: ignore[arg-type]
+            (from_record(m.content[self.arrayrecord_key]), int(m.content["metrics"][self.weighted_by_key]))  # type: ignore[arg-type]
             for m in valid
         ]
         for update, _ in updates:
@@ -296,6 +292,7 @@ class FedKSeedStrategy(FedledgerStrategy):
         """Hyper-parameters (defaults: the reference code's) and the process's replay cache."""
         self.config = config or FedKSeedConfig()
         self.cache = cache or _CACHE
+        self._base_hashes: dict[tuple[str, int], bytes] = {}
         if self.config.pro:
             self.name = "fedkseed_pro"
 
@@ -318,11 +315,18 @@ class FedKSeedStrategy(FedledgerStrategy):
 
     # ---------------------------------------------------------------- state
 
-    def initial_state(self, task: Task, seed: int) -> Arrays:
-        """G = 0 over the task's model; the seed root derives from the run seed."""
+    def _base_hash(self, task: Task, seed: int) -> bytes:
+        """keccak256 of theta0's canonical bytes, once per task and seed (the model is large)."""
         from fedledger.server.blobstore import keccak256
 
-        base = keccak256(codec.encode(model_arrays(task.build_model(seed))))
+        key = (task.name, seed)
+        if key not in self._base_hashes:
+            self._base_hashes[key] = keccak256(codec.encode(model_arrays(task.build_model(seed))))
+        return self._base_hashes[key]
+
+    def initial_state(self, task: Task, seed: int) -> Arrays:
+        """G = 0 over the task's model; the seed root derives from the run seed."""
+        base = self._base_hash(task, seed)
         root = int(np.random.default_rng(seed).integers(0, 2**63 - 1))
         return initial_state(base, root, self.config.k, self.config.pro)
 
@@ -332,14 +336,11 @@ class FedKSeedStrategy(FedledgerStrategy):
 
     def build(self, task: Task, seed: int, state: Arrays) -> torch.nn.Module:
         """theta0 replayed with G (from the nearest cached state)."""
-        from fedledger.server.blobstore import keccak256
-
         if list(state) != list(self.blank_state()) or len(state[GRADS]) != self.config.k:
             raise ValueError(f"not a {self.name} state with K={self.config.k}: {list(state)}")
-        theta0 = task.build_model(seed)
-        if keccak256(codec.encode(model_arrays(theta0))) != bytes(state[BASE]):
+        if self._base_hash(task, seed) != bytes(state[BASE]):
             raise ValueError("the state's base model is not this task's model (a different pretraining?)")
-        return self.cache.model(theta0, state, self.config.lr)
+        return self.cache.model(task.build_model(seed), state, self.config.lr)
 
     # ------------------------------------------------------------- client
 

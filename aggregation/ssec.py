@@ -9,8 +9,8 @@ cos(m_c, m_c')). Everything is drawn from one seed, so every party rebuilds the 
 
 from __future__ import annotations
 
-import fcntl
 import functools
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,19 +60,16 @@ def sse_c(d: int, k: int, beta: float = 0.6, seed: int = 0, steps: int = STEPS) 
 
     Tuning takes seconds, so the result is also cached on disk (``$FEDLEDGER_CACHE``), under a lock.
     """
-    from fedledger.simulation.tasks.charlm import cache_dir
+    from fedledger.simulation.cache import build_once, cache_dir
 
     path = cache_dir() / f"sse-c-d{d}-k{k}-beta{beta}-seed{seed}-steps{steps}-torch{torch.__version__}.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_file():
-            rows = np.load(path)
-        else:
-            rng = np.random.default_rng(seed)
-            rows = tune(prune(simplex_etf(d, k, rng), beta, rng), steps=steps).T.copy()
-            tmp = path.with_name(path.stem + ".tmp.npy")
-            np.save(tmp, rows)
-            tmp.replace(path)
+
+    def build(tmp: Path) -> None:
+        rng = np.random.default_rng(seed)
+        with tmp.open("wb") as handle:
+            np.save(handle, tune(prune(simplex_etf(d, k, rng), beta, rng), steps=steps).T.copy())
+
+    build_once(path, build)
+    rows = np.load(path)
     rows.setflags(write=False)
     return rows

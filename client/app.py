@@ -16,7 +16,7 @@ from flwr.clientapp import ClientApp
 
 from fedledger import codec
 from fedledger.aggregation import sync
-from fedledger.aggregation.base import to_record
+from fedledger.aggregation.base import from_record, to_record
 from fedledger.config import RunSettings
 from fedledger.server.blobstore import keccak256
 from fedledger.server.proto import gateway_pb2 as pb
@@ -38,10 +38,6 @@ def _unless_silent(me: Participant) -> Participant:
     return me
 
 
-def _arrays(record: ArrayRecord) -> OrderedDict[str, np.ndarray]:
-    return OrderedDict((name, array.numpy()) for name, array in record.items())
-
-
 HELD_STATE, HELD_HASH = "global-state", "global-hash"
 PRIVATE = "private:"
 
@@ -49,7 +45,7 @@ PRIVATE = "private:"
 def _private(context: Context) -> dict[str, OrderedDict[str, np.ndarray]]:
     """The strategy's private storage of this node (e.g. a local head), kept in ``context.state``."""
     return {
-        key[len(PRIVATE) :]: _arrays(record)
+        key[len(PRIVATE) :]: from_record(record)
         for key, record in context.state.array_records.items()
         if key.startswith(PRIVATE)
     }
@@ -68,7 +64,7 @@ def _synced_state(me: Participant, msg: Message, context: Context) -> OrderedDic
     result must hash to ``sync-target``, the hash the chain records, or the message is refused.
     """
     config = msg.content["config"]
-    payload = _arrays(msg.content["arrays"])
+    payload = from_record(msg.content["arrays"])
     if "sync-target" not in config:
         return payload  # plain Flower: the whole state, no chain to check it against
     target = bytes(config["sync-target"])
@@ -82,7 +78,7 @@ def _synced_state(me: Participant, msg: Message, context: Context) -> OrderedDic
     else:
         held = context.state.get(HELD_HASH)
         if held is not None and bytes(held["hash"]) == base:
-            state = sync.patch(_arrays(context.state[HELD_STATE]), payload)  # type: ignore[arg-type]
+            state = sync.patch(from_record(context.state[HELD_STATE]), payload)  # type: ignore[arg-type]
         else:
             state = codec.decode(me.gateway.fetch_blob(target))
     if keccak256(codec.encode(state)) != target:

@@ -70,6 +70,10 @@ class BlobStore(Protocol):
         """True when a blob with this hash is stored."""
         ...
 
+    def size(self, blob_hash: bytes) -> int:
+        """Size in bytes of a stored blob."""
+        ...
+
     def read(self, blob_hash: bytes) -> Iterator[bytes]:
         """Stream a stored blob after verifying its hash."""
         ...

@@ -16,6 +16,7 @@ from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
 
 from fedledger.contracts import typed_data as td
+from fedledger.contracts.bindings import vote_mode_items
 from fedledger.contracts.types import Phase, Role, RoundInfo, vote_commitment
 
 from .ledger import Ledger
@@ -163,7 +164,7 @@ def check_coordinator_command(
         raise invalid(f"a signature has 65 bytes, got {len(signature)}")
     message = td.coordinator_command_message(command, round_, parse_bytes32(subject or b"\0" * 32, "subject"), deadline)
     try:
-        signer = td.recover_command_signer(message, signature, ledger.task.domain())
+        signer = td.recover_command_signer(message, signature, ledger.domain)
     except Exception as exc:
         raise invalid(f"malformed signature: {exc}") from exc
     if signer != ledger.config.coordinator:
@@ -234,7 +235,7 @@ def check_reveal_vote(ledger: Ledger, signed: td.SignedAction) -> int:
         raise precondition(f"{signed.signer} committed no vote in round {round_}")
     if vote.revealed:
         raise duplicate(f"{signed.signer} already revealed its vote in round {round_}")
-    items = info.num_proposers if ledger.config.vote_mode.label == "per_update" else 1
+    items = vote_mode_items(ledger.config.vote_mode, info.num_proposers)
     if m["bits"] >> items:
         raise invalid(f"bits {m['bits']} set beyond the {items} judged items")
     expected = vote_commitment(ledger.task.address, round_, info.candidate, m["bits"], m["salt"], signed.signer)

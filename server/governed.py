@@ -144,13 +144,14 @@ class GovernedStrategy(Strategy):
         roles = self.gateway.open_round(self.coordinator)
         r = roles.round
         proposers, voters = list(roles.proposers), list(roles.voters)
-        self.states[keccak256(codec.encode(global_arrays))] = global_arrays
+        target = keccak256(codec.encode(global_arrays))
+        held = set(self.holds.values())  # older states no node holds can never be a sync base again
+        self.states = {h: s for h, s in self.states.items() if h in held} | {target: global_arrays}
 
         self.recorder.event(r, "training", proposers=len(proposers))
         self._send(
-            grid, proposers, MessageType.TRAIN, {"server-round": r}, global_arrays, self.config.training_duration,
-            traffic,
-        )  # fmt: skip
+            grid, proposers, MessageType.TRAIN, {"server-round": r}, target, self.config.training_duration, traffic
+        )
         if self.config.vote_mode is VoteMode.PER_UPDATE and self._phase(r) == "TRAINING":
             self._advance_when_due(r, self.config.training_duration, "TRAINING")
         updates = self._fetch_updates(r, global_arrays)
@@ -174,7 +175,7 @@ class GovernedStrategy(Strategy):
             items = [p.update_hash if ok else b"" for p, ok in zip(full.proposers, usable, strict=True)]
             weights = [p.num_examples if ok else 0 for p, ok in zip(full.proposers, usable, strict=True)]
 
-        self._vote(grid, r, voters, items, weights, global_arrays, traffic)
+        self._vote(grid, r, voters, items, weights, target, traffic)
         self.recorder.event(r, "finalizing")
         self._finalize_when_due(r)
         final = self.gateway.round(r)
@@ -226,17 +227,19 @@ class GovernedStrategy(Strategy):
 
     # ------------------------------------------------------------------ pieces
 
-    def _sync(self, address: str, state: Arrays, target: bytes) -> tuple[Arrays, bytes]:
-        """What to send a node so it holds ``state``: the changes since what it holds, or the state."""
-        if not self.plugin.sparse_sync:
-            return state, b""
+    def _sync_base(self, address: str) -> bytes:
+        """The state a node's payload patches: the one it last confirmed, or b"" (whole / blank)."""
         base = self.holds.get(address, b"")
-        known = self.states.get(base)
-        if known is None:
-            blank = self.plugin.blank_state()
-            assert blank is not None, "a sparse-sync strategy defines its blank state"
-            return sync.diff(blank, state), b""
-        return sync.diff(known, state), base
+        return base if self.plugin.sparse_sync and base in self.states else b""
+
+    def _payload(self, base: bytes, target: bytes) -> ArrayRecord:
+        """The record that turns state ``base`` (b"": nothing) into state ``target``."""
+        state = self.states[target]
+        if not self.plugin.sparse_sync:
+            return to_record(state)
+        known = self.states[base] if base else self.plugin.blank_state()
+        assert known is not None, "a sparse-sync strategy defines its blank state"
+        return to_record(sync.diff(known, state))
 
     def _send(
         self,
@@ -244,27 +247,30 @@ class GovernedStrategy(Strategy):
         addresses: list[str],
         kind: str,
         config: dict,
-        state: Arrays | None,
+        target: bytes | None,
         timeout: float,
         traffic: _Traffic,
     ) -> list[Message]:
         """Send one message per bound address and wait (at most ``timeout``) for the replies.
 
-        With a state, each node gets what it needs to hold it (``sync-base`` names the state the
-        payload patches, empty for a whole state or a patch of the blank one; ``sync-target`` is
-        the hash the node must arrive at). Every message's bytes, and the bytes of the gateway
-        calls each node reports, are added to ``traffic``.
+        With ``target`` (the hash of a state in :attr:`states`), each node gets what it needs to
+        hold that state (``sync-base`` names the state the payload patches, empty for a whole
+        state or a patch of the blank one; ``sync-target`` is the hash the node must arrive at);
+        nodes with the same base share one payload. Every message's bytes, and the bytes of the
+        gateway calls each node reports, are added to ``traffic``.
         """
-        target = keccak256(codec.encode(state)) if state is not None else b""
+        payloads: dict[bytes, ArrayRecord] = {}
         messages, recipients = [], {}
         for address in addresses:
             node = self.binding.node_of(address)
             if node is None:
                 continue  # drawn, but no node proved this address: it will miss its turn
             content = RecordDict({"config": ConfigRecord(dict(config))})
-            if state is not None:
-                payload, base = self._sync(address, state, target)
-                content["arrays"] = to_record(payload)
+            if target is not None:
+                base = self._sync_base(address)
+                if base not in payloads:
+                    payloads[base] = self._payload(base, target)
+                content["arrays"] = payloads[base]
                 content["config"]["sync-base"] = base
                 content["config"]["sync-target"] = target
             messages.append(Message(content=content, message_type=kind, dst_node_id=node))
@@ -288,7 +294,7 @@ class GovernedStrategy(Strategy):
             if metrics is not None:
                 usage.gateway_up += int(metrics.get("gateway-bytes-sent", 0))
                 usage.gateway_down += int(metrics.get("gateway-bytes-received", 0))
-            if state is not None:
+            if target is not None:
                 self.holds[address] = target
         return replies
 
@@ -322,7 +328,7 @@ class GovernedStrategy(Strategy):
         voters: list[str],
         items: list[bytes],
         weights: list[int],
-        global_arrays: Arrays,
+        target: bytes,
         traffic: _Traffic,
     ) -> None:
         """Voters judge the items, commit, then reveal once voting closed."""
@@ -330,7 +336,7 @@ class GovernedStrategy(Strategy):
             return  # nothing to judge: the contract skipped voting
         self.recorder.event(r, "voting", voters=len(voters), items=sum(1 for i in items if i))
         config = {"server-round": r, "action": "vote", "items": items, "weights": weights}
-        self._send(grid, voters, MessageType.EVALUATE, config, global_arrays, self.config.voting_duration, traffic)
+        self._send(grid, voters, MessageType.EVALUATE, config, target, self.config.voting_duration, traffic)
         if self._phase(r) == "VOTING":
             self._advance_when_due(r, self.config.voting_duration, "VOTING")
         full = self.gateway.round(r)

@@ -20,6 +20,7 @@ from web3 import Web3
 from web3.exceptions import ProviderConnectionError, TimeExhausted
 
 from fedledger.contracts.bindings import FLTaskContract
+from fedledger.contracts.typed_data import Domain
 from fedledger.contracts.types import RoundInfo, TaskConfig
 from fedledger.deploy.chain import (
     ChainUnavailable,
@@ -76,6 +77,8 @@ class Ledger:
         self.task = FLTaskContract(w3, manifest.task.address)
         self.config: TaskConfig = manifest.task_config
         self.chain_id = manifest.chain_id
+        self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.task.address)
+        """The EIP-712 domain of the task (fixed: computed once, no chain request per signature)."""
         self._lock = threading.RLock()
         self._committees: dict[int, Committee] = {}
         self._cache: dict[object, tuple[float, object]] = {}

@@ -15,7 +15,7 @@ from web3 import Web3
 
 from fedledger.contracts import typed_data as td
 from fedledger.contracts.artifacts import load_artifact
-from fedledger.contracts.bindings import Event, Sent
+from fedledger.contracts.bindings import GAS_MARGIN, Event, Sent
 from fedledger.contracts.errors import as_contract_revert
 from fedledger.contracts.types import Phase
 from fedledger.deploy.chain import ChainUnavailable
@@ -25,9 +25,9 @@ from .blobstore import (
     BlobCorrupted,
     BlobHashMismatch,
     BlobNotFound,
+    BlobStore,
     BlobTooLarge,
     BlobTruncated,
-    LocalBlobStore,
 )
 from .checks import GatewayError, invalid
 from .ledger import Ledger
@@ -41,7 +41,6 @@ T = TypeVar("T")
 PARTICIPANT_FUNCTIONS = ("register", "addStake", "fundPool")
 MODEL_FUNCTIONS = ("proposeAggregate", "publishGlobal")
 ACTION_TIMEOUT = 300.0
-GAS_MARGIN = 1.25
 
 _BLOB_STATUS = {
     BlobTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -134,7 +133,7 @@ def _split_stream(messages: Iterator[Any], header_field: str) -> tuple[Any, Iter
 class GatewayService(pb_grpc.GatewayServicer):
     """Implements every RPC of gateway.proto over one task."""
 
-    def __init__(self, ledger: Ledger, blobs: LocalBlobStore, relayer: Relayer) -> None:
+    def __init__(self, ledger: Ledger, blobs: BlobStore, relayer: Relayer) -> None:
         """Serve the task of ``ledger``, storing blobs in ``blobs`` and relaying with ``relayer``."""
         self.ledger = ledger
         self.blobs = blobs
@@ -308,7 +307,7 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     def _parse_and_authenticate(self, request: pb.SignedAction, allowed: tuple[str, ...]) -> td.SignedAction:
         signed = checks.parse_signed_action(request.action, request.message_json, request.signature, allowed)
-        checks.check_signature(signed, self.ledger.task.domain())
+        checks.check_signature(signed, self.ledger.domain)
         return signed
 
     @rpc
@@ -458,7 +457,8 @@ class GatewayService(pb_grpc.GatewayServicer):
             info = ledger.round_info(round_)
             proposers, voters = (), ()
             if not request.brief:
-                proposers, voters = ledger.task.committee(round_)
+                committee = ledger.committee(round_)
+                proposers, voters = committee.proposers, committee.voters
             state = pb.RoundState(
                 round=round_,
                 phase=info.phase.name,

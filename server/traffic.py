@@ -55,11 +55,6 @@ class ByteCounter(
             self._add(sent=_size(message))
             yield message
 
-    def _responses(self, iterator: Any) -> Iterator[Any]:
-        for message in iterator:
-            self._add(received=_size(message))
-            yield message
-
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         """Count the request, then the response once it arrives."""
         self._add(sent=_size(request))

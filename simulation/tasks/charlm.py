@@ -4,16 +4,14 @@ The text is ``pydoc_data.topics.topics`` (79 help topics, about 465,000 characte
 are dealt into three disjoint groups: a pretraining corpus, the clients' corpora (each client
 holds its own topics: non-IID by construction) and held-out topics, the unseen tasks the
 server evaluates on. The model is pretrained once, deterministically from a fixed seed, on
-the pretraining topics and cached (see :func:`cache_dir`); federated tuning starts from it.
+the pretraining topics and cached (see :func:`fedledger.simulation.cache.cache_dir`); federated tuning starts from it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (the PyTorch convention)
 
+from ..cache import build_once, cache_dir
 from .base import ClientData, Split, Task, TrainSettings
 
 VOCAB = "\n" + "".join(chr(c) for c in range(32, 127))
@@ -171,12 +170,6 @@ def greedy(model: TinyGPT, prompts: np.ndarray, length: int) -> np.ndarray:
     return ids[:, prompts.shape[1] :].numpy()
 
 
-def cache_dir() -> Path:
-    """Where pretrained weights are cached: ``$FEDLEDGER_CACHE`` or ``~/.cache/fedledger``."""
-    root = os.environ.get("FEDLEDGER_CACHE") or Path.home() / ".cache" / "fedledger"
-    return Path(root)
-
-
 def mean_loss(model: nn.Module, data: Split, batch_size: int = 64) -> float:
     """Mean next-character cross-entropy over ``data``."""
     total, count = 0.0, 0
@@ -209,26 +202,20 @@ class CharLMTask(Task):
         return cache_dir() / f"{key}.pt"
 
     def prepare(self) -> dict[str, float]:
-        """Pretrain (once; under a file lock, so concurrent processes wait for one another) and cache."""
+        """Pretrain once (concurrent processes wait for the first, :func:`build_once`); the run's facts."""
         path = self._cache_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            meta = path.with_suffix(".json")
-            if path.is_file() and meta.is_file():
-                return json.loads(meta.read_text(encoding="utf-8"))
+        meta = path.with_suffix(".json")
+
+        def pretrain(tmp: Path) -> None:
             started = time.monotonic()
             model, loss = self._pretrain()
-            tmp = path.with_suffix(".tmp")
+            seconds = round(time.monotonic() - started, 1)
+            info = {"seconds": seconds, "final_train_loss": loss, "steps": self.pretrain_steps}
+            meta.write_text(json.dumps(info), encoding="utf-8")  # before the weights: they mark completion
             torch.save(model.state_dict(), tmp)
-            tmp.replace(path)
-            info = {
-                "seconds": round(time.monotonic() - started, 1),
-                "final_train_loss": loss,
-                "steps": self.pretrain_steps,
-            }
-            meta.write_text(json.dumps(info), encoding="utf-8")
-            return info
+
+        build_once(path, pretrain)
+        return json.loads(meta.read_text(encoding="utf-8"))
 
     def _pretrain(self) -> tuple[TinyGPT, float]:
         """Adam on random windows of the pretraining topics, deterministic for the seed."""
@@ -259,7 +246,8 @@ class CharLMTask(Task):
 
     def build_model(self, seed: int) -> torch.nn.Module:
         """The pretrained model (the run seed does not change it: every run tunes the same base)."""
-        self.prepare()
+        if not self._cache_file().is_file():  # no lock or JSON read once cached
+            self.prepare()
         model = TinyGPT(self.config)
         model.load_state_dict(_load_state(str(self._cache_file())))
         model.eval()
