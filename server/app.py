@@ -78,6 +78,7 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
         gateway.wait_ready()
         recorder.event(0, "binding nodes")
         binding = bind_nodes(grid, nodes, gateway)
+        recorder.event(0, "nodes bound", nodes=len(binding.nodes))
         final, vote_mode, task_address, chain_id = _governed(
             grid, settings, plugin, gateway, binding, recorder, evaluate, initial
         )

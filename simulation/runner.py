@@ -40,6 +40,7 @@ from .tasks import get_task
 STARTUP_TIMEOUT = 120.0
 RAY_START_FAILURES = ("The current node timed out during startup", "Timed out waiting for file")
 """What Flower's log says when Ray's own processes did not come up in time."""
+RAY_START_ATTEMPTS = 3
 
 
 class SimulationOptions(BaseModel):
@@ -332,20 +333,22 @@ class Simulation:
         return app
 
     def _run_flower(self, settings: RunSettings, superlink: str) -> None:
-        """``flwr run`` the app; once more if Ray failed to start before any node was bound.
+        """``flwr run`` the app; again (up to ``RAY_START_ATTEMPTS``) if Ray failed to start.
 
         On 2 loaded cores Ray's raylet sometimes misses its hard-coded 30 s start-up window
-        ("The current node timed out during startup"); nothing happened on chain then, so the
-        run is simply started again against the same SuperLink and gateway.
+        ("The current node timed out during startup"). No node can answer the binding request
+        without Ray, so nothing was registered on chain; the run is simply started again
+        against the same SuperLink and gateway. Once a binding completed, a failure is final.
         """
         app = self._write_app(settings)
         summary = self.out / "server" / "summary.json"
-        for attempt in (1, 2):
+        for attempt in range(1, RAY_START_ATTEMPTS + 1):
             flwr = self._flower_attempt(app, superlink, attempt)
             if summary.exists():
                 return
             log = flwr.log_file.read_text(errors="replace") if flwr.log_file.is_file() else ""
-            if attempt == 1 and any(m in log for m in RAY_START_FAILURES) and not self._nodes_bound():
+            ray_failed = any(m in log for m in RAY_START_FAILURES)
+            if attempt < RAY_START_ATTEMPTS and ray_failed and not self._nodes_bound():
                 self.on_event({"phase": "Ray did not start; starting the run again"})
                 self.processes.remove(flwr)
                 continue
@@ -358,7 +361,7 @@ class Simulation:
 
     def _nodes_bound(self) -> bool:
         progress = self.out / "server" / "progress.jsonl"
-        return progress.is_file() and '"binding nodes"' in progress.read_text(encoding="utf-8")
+        return progress.is_file() and '"nodes bound"' in progress.read_text(encoding="utf-8")
 
     def _flower_attempt(self, app: Path, superlink: str, attempt: int) -> ManagedProcess:
         """One ``flwr run``, relaying the ServerApp's progress until it finishes or stops."""

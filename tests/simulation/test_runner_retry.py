@@ -34,16 +34,30 @@ def fake_runs(tmp_path: Path, logs: list[str], monkeypatch: pytest.MonkeyPatch) 
     return simulation, events
 
 
-def test_a_ray_start_failure_is_retried_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_ray_start_failure_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     simulation, events = fake_runs(tmp_path, [RAY_START_FAILURES[0], "done"], monkeypatch)
     simulation._run_flower(None, "127.0.0.1:1")  # type: ignore[arg-type]
     assert any("Ray did not start" in e.get("phase", "") for e in events)
 
 
-def test_other_failures_and_a_second_ray_failure_are_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_failures_and_a_last_ray_failure_are_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     simulation, _ = fake_runs(tmp_path / "a", ["ValueError: boom"], monkeypatch)
     with pytest.raises(SimulationError, match="ended without results"):
         simulation._run_flower(None, "127.0.0.1:1")  # type: ignore[arg-type]
-    simulation, _ = fake_runs(tmp_path / "b", [RAY_START_FAILURES[1]] * 2, monkeypatch)
+    simulation, _ = fake_runs(tmp_path / "b", [RAY_START_FAILURES[1]] * 3, monkeypatch)
+    with pytest.raises(SimulationError, match="ended without results"):
+        simulation._run_flower(None, "127.0.0.1:1")  # type: ignore[arg-type]
+
+
+def test_a_request_to_bind_does_not_stop_the_retry_but_a_completed_binding_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ray times out 30 s after the ServerApp asked the nodes to bind; no node could answer.
+    simulation, events = fake_runs(tmp_path / "a", [RAY_START_FAILURES[0]] * 2 + ["done"], monkeypatch)
+    (tmp_path / "a" / "run" / "server" / "progress.jsonl").write_text('{"round": 0, "phase": "binding nodes"}\n')
+    simulation._run_flower(None, "127.0.0.1:1")  # type: ignore[arg-type]
+    assert sum("Ray did not start" in e.get("phase", "") for e in events) == 2
+    simulation, _ = fake_runs(tmp_path / "b", [RAY_START_FAILURES[0], "done"], monkeypatch)
+    (tmp_path / "b" / "run" / "server" / "progress.jsonl").write_text('{"round": 0, "phase": "nodes bound"}\n')
     with pytest.raises(SimulationError, match="ended without results"):
         simulation._run_flower(None, "127.0.0.1:1")  # type: ignore[arg-type]
