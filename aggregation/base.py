@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -53,6 +53,8 @@ class FedledgerStrategy:
     """True: nodes keep the state and receive only its changes (:mod:`.sync`)."""
     aggregates_from_previous: ClassVar[bool] = False
     """True: the aggregate depends on the previous state (audits must fetch it)."""
+    semi_supervised: ClassVar[bool] = False
+    """True: clients train without labels (tasks whose clients hold none need such a strategy)."""
 
     config: BaseModel | None = None
     """Hyper-parameters (a pydantic model) of strategies that take ``--strategy-option``."""
@@ -175,6 +177,24 @@ class FedledgerStrategy:
     def score(self, task: Task, model: torch.nn.Module, data: Split) -> float:
         """What a voter compares on its validation split (higher is better)."""
         return task.score(model, data)
+
+    def judge(
+        self, task: Task, seed: int, state: Arrays, data: Split, private: dict[str, Arrays] | None = None
+    ) -> Callable[[torch.nn.Module], float]:
+        """A voter's scoring function for one round that starts from ``state`` (higher is better).
+
+        By default :meth:`score` on the voter's validation split; a strategy whose voters hold
+        no labels derives the reference from ``state`` or its ``private`` storage (FedSTO).
+        """
+        return lambda model: self.score(task, model, data)
+
+    def server_update(self, task: Task, seed: int, server_round: int, state: Arrays) -> Arrays:
+        """What the server does to an aggregate before it becomes the global state (nothing by default).
+
+        FedSTO trains it on the server's labeled data. It runs on the coordinator, which may hold
+        data no one else has, so :meth:`aggregate_offline` of such a strategy returns None.
+        """
+        return state
 
     def describe(self) -> str:
         """One line for ``fedledger strategies``."""

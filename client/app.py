@@ -158,7 +158,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     if config["action"] == "vote":
         tolerance = me.gateway.task().config.vote_tolerance_bps
         items = [bytes(i) for i in config["items"]]
-        vote = me.decide(_synced_state(me, msg, context), items, [int(w) for w in config["weights"]], tolerance)
+        state = _synced_state(me, msg, context)
+        vote = me.decide(state, items, [int(w) for w in config["weights"]], tolerance, _private(context))
         try:
             result, salt = me.commit_vote(round_, vote.bits)
             context.state["vote"] = ConfigRecord({"round": round_, "bits": str(vote.bits), "salt": salt})

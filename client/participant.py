@@ -115,6 +115,7 @@ class Participant:
             lr=self.settings.lr,
             batch_size=self.settings.batch_size,
             seed=round_seed(self.settings.seed, round_, self.partition_id),
+            round=round_,
         )
         update, metrics = self.plugin.client_update(self.task, self.settings.seed, state, self.data, settings, private)
         if self.attack is not None:
@@ -136,16 +137,24 @@ class Participant:
 
     # ------------------------------------------------------------------ voting
 
-    def decide(self, global_arrays: Arrays, items: list[bytes], weights: list[int], tolerance_bps: int) -> Vote:
+    def decide(
+        self,
+        global_arrays: Arrays,
+        items: list[bytes],
+        weights: list[int],
+        tolerance_bps: int,
+        private: dict[str, Arrays] | None = None,
+    ) -> Vote:
         """Score each item against the global model.
 
         Per-update mode: ``items`` are the proposers' update hashes (empty when a proposer
         committed nothing) and ``weights`` their committed example counts; each update is judged
         as applied with its example share. Aggregate mode: one item, the candidate, weight 0
-        (judged as it is).
+        (judged as it is). ``private`` is the node's strategy storage (e.g. FedSTO's EMA teacher).
         """
         seed = self.settings.seed
-        score_global = self.plugin.score(self.task, self.plugin.build(self.task, seed, global_arrays), self.data.val)
+        judge = self.plugin.judge(self.task, seed, global_arrays, self.data.val, private)
+        score_global = judge(self.plugin.build(self.task, seed, global_arrays))
         threshold = (BPS - tolerance_bps) * score_global / BPS
         total = sum(w for item, w in zip(items, weights, strict=True) if item)
         bits, scores = 0, []
@@ -161,7 +170,7 @@ class Participant:
                 log.warning("item %d of round is malformed: %s", i, exc)
                 scores.append(None)
                 continue
-            score = self.plugin.score(self.task, model, self.data.val)
+            score = judge(model)
             scores.append(score)
             if score >= threshold:
                 bits |= 1 << i

@@ -70,6 +70,9 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
         metrics |= task.group_metrics(model, test, settings.seed, settings.num_clients, settings.partition)
         return metrics | plugin.extra_metrics(task, model, test)
 
+    def server_update(server_round: int, state: Arrays) -> Arrays:
+        return plugin.server_update(task, settings.seed, server_round, state)
+
     initial = plugin.initial_state(task, settings.seed)
     recorder.event(0, "waiting for nodes", expected=settings.num_clients)
     nodes = _wait_for_nodes(grid, settings.num_clients)
@@ -80,11 +83,11 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
         binding = bind_nodes(grid, nodes, gateway)
         recorder.event(0, "nodes bound", nodes=len(binding.nodes))
         final, vote_mode, task_address, chain_id = _governed(
-            grid, settings, plugin, gateway, binding, recorder, evaluate, initial
+            grid, settings, plugin, gateway, binding, recorder, evaluate, initial, server_update
         )
     else:
         binding = bind_nodes(grid, nodes, None)
-        final = _plain(grid, settings, plugin, binding, recorder, evaluate, initial)
+        final = _plain(grid, settings, plugin, binding, recorder, evaluate, initial, server_update)
         vote_mode, task_address, chain_id = None, None, None
     final_metrics = evaluate(final)
     if task.local_test:
@@ -141,6 +144,7 @@ def _governed(
     recorder: Recorder,
     evaluate: Callable[[Arrays], dict[str, float]],
     initial: Arrays,
+    server_update: Callable[[int, Arrays], Arrays],
 ) -> tuple[Arrays, str, str, int]:
     view = gateway.task()
     info = gateway.task_info()
@@ -161,6 +165,7 @@ def _governed(
         binding,
         recorder,
         evaluate,
+        server_update,
     )
     final = strategy.run(grid, initial, settings.rounds)
     return final, view.config.vote_mode.label, view.task_address, view.chain_id
@@ -174,21 +179,39 @@ def _plain(
     recorder: Recorder,
     evaluate: Callable[[Arrays], dict[str, float]],
     initial: Arrays,
+    server_update: Callable[[int, Arrays], Arrays],
 ) -> Arrays:
-    """The same strategy with Flower's own loop: sampled nodes train, the server evaluates."""
+    """The same strategy with Flower's own loop: sampled nodes train, the server evaluates.
+
+    The aggregate of a round covers the arrays the replies carried (all of them, or e.g.
+    FedSTO's backbone in its phase 1): the others keep their values, then the server's own
+    step (:meth:`~FedledgerStrategy.server_update`) runs on it.
+    """
     strategy = plugin.server_strategy(fraction_train=settings.proposer_share)
     address_of = {node: address for address, node in binding.nodes.items()}
     model_bytes = len(codec.encode(initial))
     trainers: dict[int, list[str]] = {}
     original = strategy.configure_train
 
+    current = {"state": initial}
+    original_aggregate = strategy.aggregate_train
+
     def configure_train(server_round: int, arrays: ArrayRecord, config: object, grid_: Grid) -> list[Message]:
+        current["state"] = from_record(arrays)
         messages = list(original(server_round, arrays, config, grid_))  # type: ignore[arg-type]
         trainers[server_round] = sorted(address_of.get(m.metadata.dst_node_id, "?") for m in messages)
         recorder.event(server_round, "training", proposers=len(messages))
         return messages
 
+    def aggregate_train(server_round: int, replies: object) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        aggregated, metrics = original_aggregate(server_round, replies)  # type: ignore[arg-type]
+        if aggregated is None:
+            return None, metrics
+        merged = current["state"] | from_record(aggregated)  # unchanged arrays keep their place
+        return to_record(server_update(server_round, merged)), metrics
+
     strategy.configure_train = configure_train  # type: ignore[method-assign]
+    strategy.aggregate_train = aggregate_train  # type: ignore[method-assign]
     round_started = time.monotonic()
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:

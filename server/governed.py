@@ -87,9 +87,15 @@ class GovernedStrategy(Strategy):
         binding: Binding,
         recorder: Recorder,
         evaluate: Callable[[Arrays], dict[str, float]],
+        server_update: Callable[[int, Arrays], Arrays] | None = None,
     ) -> None:
-        """Govern ``plugin``'s strategy through ``gateway`` as ``coordinator``, talking to the nodes of ``binding``."""
+        """Govern ``plugin``'s strategy through ``gateway`` as ``coordinator``, talking to the nodes of ``binding``.
+
+        ``server_update(round, aggregate)`` is the server's own step on every aggregate before it
+        is proposed or published (the plug-in's :meth:`~FedledgerStrategy.server_update`).
+        """
         self.plugin = plugin
+        self.server_update = server_update or (lambda _round, state: state)
         self.inner = plugin.server_strategy()
         self.gateway = gateway
         self.coordinator = coordinator
@@ -317,9 +323,9 @@ class GovernedStrategy(Strategy):
         return updates
 
     def _aggregate(self, r: int, previous: Arrays, updates: dict[str, tuple[Arrays, int]]) -> Arrays:
-        """The plug-in's aggregate of ``updates`` in proposer-address order (deterministic)."""
+        """The plug-in's aggregate of ``updates`` in proposer-address order (deterministic), then the server's step."""
         ordered = [updates[address] for address in sorted(updates)]
-        return self.plugin.aggregate(self.inner, r, previous, ordered)
+        return self.server_update(r, self.plugin.aggregate(self.inner, r, previous, ordered))
 
     def _vote(
         self,

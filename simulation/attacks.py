@@ -40,8 +40,9 @@ class Attack:
         """The model the attacker sends instead of ``trained``."""
         if self.kind != "scale":
             return trained
-        return OrderedDict(
-            (name, (g + self.factor * (trained[name] - g)).astype(g.dtype)) for name, g in global_arrays.items()
+        return OrderedDict(  # over what was trained: an update may carry part of the state (FedSTO's phase 1)
+            (name, (global_arrays[name] + self.factor * (t - global_arrays[name])).astype(t.dtype))
+            for name, t in trained.items()
         )
 
 

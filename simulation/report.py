@@ -65,6 +65,7 @@ class Report(BaseModel):
     """Everything a run produced."""
 
     strategy: str
+    task: str = Field(default="", description="the task the run trained ('' in reports written before it was recorded)")
     governance: bool
     seed: int
     clients: int
@@ -108,6 +109,7 @@ def build_report(
     ]
     return Report(
         strategy=summary.strategy,
+        task=summary.task,
         governance=summary.governance,
         seed=summary.seed,
         clients=summary.clients,

@@ -6,10 +6,16 @@ from collections.abc import Callable
 
 from .base import ClientData, Split, Task, TrainSettings, load_arrays, model_arrays
 from .charlm import CharLMTask
+from .detdigits import DetDigitsTask
 from .digits import DigitsTask
 from .ltdigits import LongTailDigitsTask
 
-_TASKS: dict[str, Callable[[], Task]] = {"digits": DigitsTask, "charlm": CharLMTask, "ltdigits": LongTailDigitsTask}
+_TASKS: dict[str, Callable[[], Task]] = {
+    "digits": DigitsTask,
+    "charlm": CharLMTask,
+    "ltdigits": LongTailDigitsTask,
+    "detdigits": DetDigitsTask,
+}
 
 
 def get_task(name: str) -> Task:

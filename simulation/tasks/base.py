@@ -40,6 +40,8 @@ class TrainSettings:
     lr: float = 0.1
     batch_size: int = 32
     seed: int = 0
+    round: int = 0
+    """The server round being trained (strategies with phases, e.g. FedSTO, read it)."""
 
 
 def batches_of(size: int, batch_size: int, generator: torch.Generator, min_size: int = 1) -> list[torch.Tensor]:
@@ -64,6 +66,8 @@ class Task(ABC):
     name: str
     num_classes: int
     local_test: bool = False
+    labeled_clients: bool = True
+    """False: clients hold unlabeled data (only a semi-supervised strategy can train them)."""
     """Clients hold local test sets (``ClientData.test``): the run ends with their own evaluations."""
 
     @abstractmethod

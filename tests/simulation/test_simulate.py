@@ -165,6 +165,31 @@ def test_fedkseed_runs_governed_with_sparse_sync_under_18_kb(tmp_path: Path) -> 
     assert json.loads(verified.stdout)["disagreements"] == []
 
 
+def test_fedsto_runs_governed_uploading_backbones_then_whole_models(tmp_path: Path) -> None:
+    """Phase 1 then phase 2 under governance; a scaled update is voted down by label-free voters."""
+    from fedledger import codec
+
+    report, _ = simulate(
+        tmp_path / "run", strategy="fedsto", strategy_options="selective_rounds=1,local_epochs=1",
+        seed=4, clients=4, rounds=2, attackers=1, attack="scale:-10",
+    )  # fmt: skip
+    assert report.task == "detdigits" and report.strategy == "fedsto"
+    assert {"map50", "map50_clear", "map50_low_contrast", "map50_streaks", "map50_salt"} <= set(report.final)
+    (attacker,) = report.attackers.addresses
+    proposed = [r for r in report.rounds if attacker in r.proposers]
+    assert proposed, "seed 4 draws the attacker as a proposer"
+    for r in report.rounds:
+        assert set(r.rejected) == ({attacker} & set(r.proposers)), (r.round, r.rejected)
+        assert r.accepted  # the honest updates went through
+    kinds = set()
+    for blob in (p for p in (tmp_path / "run" / "gateway" / "blobs").rglob("*") if p.is_file()):
+        names = list(codec.decode(blob.read_bytes()))
+        kinds.add("backbone" if all(n.startswith("backbone.") for n in names) else "whole")
+    assert kinds == {"backbone", "whole"}  # phase-1 updates, and phase-2 updates and global models
+    verified = audit("--run", str(tmp_path / "run"), "--json", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
 def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     out = tmp_path / "run"
     process = subprocess.Popen(
