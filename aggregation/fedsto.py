@@ -19,7 +19,6 @@ paper leaves open and what was chosen.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ from fedledger.simulation.cache import build_once, cache_dir
 from fedledger.simulation.detection import GRID, detection_loss
 from fedledger.simulation.glyphs import jitter
 from fedledger.simulation.tasks import ClientData, Split, Task, TrainSettings, load_arrays, model_arrays
-from fedledger.simulation.tasks.base import batches_of
+from fedledger.simulation.tasks.base import batches_of, derived_seed
 from fedledger.simulation.tasks.detdigits import DetDigitsTask, fit_supervised
 
 from .base import Arrays
@@ -85,10 +84,6 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
-
-
 def weighted_mean(updates: list[tuple[Arrays, int]], names: list[str]) -> Arrays:
     """FedAvg of each named array over the updates that carry it, weighted by their example counts."""
     merged: Arrays = OrderedDict()
@@ -136,7 +131,7 @@ class FedSTOStrategy(FedAvgStrategy):
             settings = TrainSettings(local_epochs=c.warmup_epochs, lr=c.lr, batch_size=c.batch_size, seed=seed)
             if c.warmup_epochs:
                 with _one_thread():
-                    fit_supervised(model, model.parameters(), detection.server_data(seed), settings)
+                    fit_supervised(model, detection.server_data(seed), settings)
             tmp.write_bytes(codec.encode(model_arrays(model)))  # type: ignore[attr-defined]
 
         build_once(path, build)
@@ -267,12 +262,14 @@ class FedSTOStrategy(FedAvgStrategy):
             return state
         model = load_arrays(detection.build_model(seed), state)
         settings = TrainSettings(
-            local_epochs=c.server_epochs, lr=c.lr, batch_size=c.batch_size, seed=_seed("server", seed, server_round)
+            local_epochs=c.server_epochs,
+            lr=c.lr,
+            batch_size=c.batch_size,
+            seed=derived_seed("server", seed, server_round),
         )
         with _one_thread():
             fit_supervised(
                 model,
-                model.parameters(),
                 detection.server_data(seed),
                 settings,
                 self._regulariser(self.phase(server_round)),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedledger.simulation.detection import GRID, Targets, cell_of, detect
+from fedledger.simulation.detection import Targets, cell_of, detect
 
 RELIABLE, UNCERTAIN, NMS_IOU = 0.6, 0.1, 0.65
 
@@ -44,30 +44,24 @@ def pseudo_targets(
         raise ValueError(f"soft_target is 'objectness' or 'score', got {soft_target!r}")
     teacher_objectness = torch.sigmoid(teacher_output[..., 0])
     n = teacher_output.shape[0]
-    objectness = torch.zeros(n, GRID * GRID)
-    assigned = torch.zeros(n, GRID * GRID, dtype=torch.bool)
-    boxes = torch.zeros(n, GRID * GRID, 4)
-    classes = torch.zeros(n, GRID * GRID, dtype=torch.long)
+    targets = Targets.background(n)
     counts = {"reliable": 0, "uncertain": 0}
     for i, found in enumerate(detect(teacher_output, uncertain, nms_iou)):
         sure, unsure = buckets(found.scores, reliable, uncertain)
-        for k in np.argsort(-found.scores, kind="stable"):  # the best detection of a cell wins it
+        for k in range(len(found.scores)):  # best first: the best detection of a cell wins it
             x1, y1, x2, y2 = (float(v) for v in found.boxes[k])
             cell = cell_of((x1 + x2) / 2, (y1 + y2) / 2)
-            if assigned[i, cell] or objectness[i, cell] > 0:
+            if targets.objectness[i, cell] > 0:
                 continue
             if sure[k]:
-                objectness[i, cell] = 1.0
-                assigned[i, cell] = True
-                boxes[i, cell] = torch.tensor([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
-                classes[i, cell] = int(found.classes[k])
+                targets.assign(i, int(found.classes[k]), x1, y1, x2, y2)
                 counts["reliable"] += 1
             elif unsure[k]:
                 soft = teacher_objectness[i, cell] if soft_target == "objectness" else found.scores[k]
-                objectness[i, cell] = float(soft)
+                targets.objectness[i, cell] = float(soft)
                 counts["uncertain"] += 1
     per_image = {key: value / max(n, 1) for key, value in counts.items()}
-    return Targets(objectness, assigned, boxes, classes), per_image
+    return targets, per_image
 
 
 @torch.no_grad()

@@ -62,7 +62,7 @@ def fully_supervised(
     )
     model = task.build_model(seed)
     settings = TrainSettings(local_epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=seed)
-    fit_supervised(model, model.parameters(), pooled, settings)
+    fit_supervised(model, pooled, settings)
     return model
 
 

@@ -9,7 +9,6 @@ model's score, with commit-reveal through the gateway.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import secrets
 from collections import OrderedDict
@@ -27,6 +26,7 @@ from fedledger.server.client import BlobVerificationError, GatewayClient
 from fedledger.server.proto import gateway_pb2 as pb
 from fedledger.simulation.attacks import Attack, parse_attack
 from fedledger.simulation.tasks import TrainSettings, get_task
+from fedledger.simulation.tasks.base import derived_seed
 
 from .identity import node_key
 
@@ -51,8 +51,7 @@ def _gateway(address: str) -> GatewayClient:
 
 def round_seed(seed: int, round_: int, partition_id: int) -> int:
     """A training seed that differs per run seed, round and client, identically in every process."""
-    digest = hashlib.sha256(f"{seed}:{round_}:{partition_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+    return derived_seed(seed, round_, partition_id)
 
 
 class Participant:

@@ -25,7 +25,7 @@ def _conv(cin: int, cout: int, stride: int) -> list[torch.nn.Module]:
 
 
 class TinyDetector(torch.nn.Module):
-    """Backbone (48 -> 12), neck (12 -> 6) and a 1x1 head: about 60 K parameters."""
+    """Backbone (48 -> 12), neck (12 -> 6) and a 1x1 head: 98,127 parameters (10 classes)."""
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
@@ -53,6 +53,26 @@ class Targets:
     boxes: torch.Tensor
     classes: torch.Tensor
 
+    @classmethod
+    def background(cls, n: int) -> Targets:
+        """Targets of ``n`` images with no object anywhere (every objectness 0)."""
+        cells = GRID * GRID
+        return cls(
+            torch.zeros(n, cells),
+            torch.zeros(n, cells, dtype=torch.bool),
+            torch.zeros(n, cells, 4),
+            torch.zeros(n, cells, dtype=torch.long),
+        )
+
+    def assign(self, image: int, cls: int, x1: float, y1: float, x2: float, y2: float) -> None:
+        """Make the cell holding the box's centre supervise that box and class (objectness 1)."""
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        cell = cell_of(cx, cy)
+        self.objectness[image, cell] = 1.0
+        self.assigned[image, cell] = True
+        self.boxes[image, cell] = torch.tensor([cx, cy, x2 - x1, y2 - y1])
+        self.classes[image, cell] = int(cls)
+
     def select(self, index: torch.Tensor) -> Targets:
         """The targets of the images at ``index``."""
         return Targets(self.objectness[index], self.assigned[index], self.boxes[index], self.classes[index])
@@ -67,22 +87,12 @@ def cell_of(cx: float, cy: float) -> int:
 
 def targets_from_boxes(rows: np.ndarray) -> Targets:
     """Supervised targets from box rows (N, K, 5) of (class, x1, y1, x2, y2); class -1 is padding."""
-    n = len(rows)
-    objectness = torch.zeros(n, GRID * GRID)
-    assigned = torch.zeros(n, GRID * GRID, dtype=torch.bool)
-    boxes = torch.zeros(n, GRID * GRID, 4)
-    classes = torch.zeros(n, GRID * GRID, dtype=torch.long)
+    targets = Targets.background(len(rows))
     for i, image in enumerate(rows):
         for cls, x1, y1, x2, y2 in image:
-            if cls < 0:
-                continue
-            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-            cell = cell_of(cx, cy)
-            objectness[i, cell] = 1.0
-            assigned[i, cell] = True
-            boxes[i, cell] = torch.tensor([cx, cy, x2 - x1, y2 - y1])
-            classes[i, cell] = int(cls)
-    return Targets(objectness, assigned, boxes, classes)
+            if cls >= 0:
+                targets.assign(i, int(cls), x1, y1, x2, y2)
+    return targets
 
 
 def _cell_origins() -> torch.Tensor:
@@ -143,15 +153,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:
     """Indices kept by greedy per-class non-maximum suppression, best score first."""
     order = np.argsort(-scores, kind="stable")
+    overlaps = box_iou(boxes, boxes)
     keep: list[int] = []
     for i in order:
-        if all(classes[j] != classes[i] or box_iou(boxes[i], boxes[j])[0, 0] <= iou for j in keep):
+        if all(classes[j] != classes[i] or overlaps[i, j] <= iou for j in keep):
             keep.append(int(i))
     return np.array(keep, dtype=np.int64)
 
 
 def detect(output: torch.Tensor, conf: float, iou: float) -> list[Detections]:
-    """Each image's detections scoring at least ``conf``, after NMS at ``iou``."""
+    """Each image's detections scoring at least ``conf``, after NMS at ``iou``, best score first."""
     boxes, scores, classes = (t.detach().numpy() for t in decode(output))
     found = []
     for b, s, c in zip(boxes, scores, classes, strict=True):

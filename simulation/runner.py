@@ -109,9 +109,10 @@ class SimulationOptions(BaseModel):
                 raise ValueError(f"unknown task {self.task!r}; known: {', '.join(task_names())}")
         from fedledger.aggregation.registry import get_strategy
 
-        task = get_task(self.task or _default_task(self.strategy))
+        plugin = get_strategy(self.strategy)
+        task = get_task(self.task or plugin.default_task)
         if not task.labeled_clients:
-            if not get_strategy(self.strategy).semi_supervised:
+            if not plugin.semi_supervised:
                 raise ValueError(f"{task.name} clients hold no labels: use a semi-supervised strategy (fedsto)")
             if self.attack == "label_flip":
                 raise ValueError(f"{task.name} clients hold no labels to flip: use scale:FACTOR or silent")

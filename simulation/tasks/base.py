@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -44,6 +45,12 @@ class TrainSettings:
     """The server round being trained (strategies with phases, e.g. FedSTO, read it)."""
 
 
+def derived_seed(*parts: object) -> int:
+    """A 32-bit seed from ``parts`` (e.g. run seed, round, client), identical in every process."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
 def batches_of(size: int, batch_size: int, generator: torch.Generator, min_size: int = 1) -> list[torch.Tensor]:
     """A shuffled epoch of ``size`` indices in batches, dropping a trailing batch under ``min_size``."""
     return [b for b in torch.randperm(size, generator=generator).split(batch_size) if len(b) >= min_size]
@@ -66,9 +73,9 @@ class Task(ABC):
     name: str
     num_classes: int
     local_test: bool = False
+    """Clients hold local test sets (``ClientData.test``): the run ends with their own evaluations."""
     labeled_clients: bool = True
     """False: clients hold unlabeled data (only a semi-supervised strategy can train them)."""
-    """Clients hold local test sets (``ClientData.test``): the run ends with their own evaluations."""
 
     @abstractmethod
     def build_model(self, seed: int) -> torch.nn.Module:

@@ -10,12 +10,13 @@ test canvases draw on disjoint thirds of scikit-learn's digits. The headline met
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..detection import TinyDetector, detect, detection_loss, targets_from_boxes
+from ..detection import Targets, TinyDetector, detect, detection_loss, targets_from_boxes
 from ..glyphs import CLIENT_DOMAINS, DOMAINS, MAX_OBJECTS, canvases, jitter
 from ..mean_ap import mean_ap
 from .base import ClientData, Split, Task, TrainSettings, batches_of
@@ -34,6 +35,11 @@ class DetectionSplit(Split):
     """Canvases ``x`` (N, 1, H, W), box rows ``y`` (N, MAX_OBJECTS, 5) and each canvas's domain index."""
 
     domain: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @functools.cached_property
+    def targets(self) -> Targets:
+        """The detector's per-cell targets of the boxes (computed once per split)."""
+        return targets_from_boxes(self.y)
 
     @property
     def labeled(self) -> bool:
@@ -122,7 +128,7 @@ class DetDigitsTask(Task):
         """Supervised training (Adam, weak photometric jitter) on labeled canvases."""
         if not isinstance(data, DetectionSplit) or not data.labeled:
             raise ValueError(f"{self.name} clients hold no labels: train them with a semi-supervised strategy (fedsto)")
-        return fit_supervised(model, model.parameters(), data, settings)
+        return fit_supervised(model, data, settings)
 
     def evaluate(self, model: torch.nn.Module, data: Split) -> dict[str, float]:
         """mAP@0.5 per domain, its mean over the client domains (``map50`` = ``accuracy``) and the loss."""
@@ -131,7 +137,7 @@ class DetDigitsTask(Task):
         model.eval()
         with torch.no_grad():
             output = model(torch.from_numpy(data.x))
-            loss = float(detection_loss(output, targets_from_boxes(data.y)))
+            loss = float(detection_loss(output, data.targets))
         found = detect(output, EVAL_CONF, EVAL_IOU)
         metrics: dict[str, float] = {"loss": loss}
         for index, domain in enumerate(DOMAINS):
@@ -145,16 +151,15 @@ class DetDigitsTask(Task):
 
 def fit_supervised(
     model: torch.nn.Module,
-    parameters: object,
     data: DetectionSplit,
     settings: TrainSettings,
-    regulariser: object = None,
+    regulariser: Callable[[torch.nn.Module], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Adam on the detection loss (plus ``regulariser(model)`` if given) for ``local_epochs``; deterministic."""
     generator = torch.Generator().manual_seed(int(settings.seed))
-    optimizer = torch.optim.Adam(parameters, lr=settings.lr)  # type: ignore[arg-type]
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     x = torch.from_numpy(data.x)
-    targets = targets_from_boxes(data.y)
+    targets = data.targets
     model.train()
     total, batches = 0.0, 0
     for _ in range(settings.local_epochs):
@@ -162,7 +167,7 @@ def fit_supervised(
             optimizer.zero_grad()
             loss = detection_loss(model(jitter(x[batch], generator)), targets.select(batch))
             if regulariser is not None:
-                loss = loss + regulariser(model)  # type: ignore[operator]
+                loss = loss + regulariser(model)
             loss.backward()
             optimizer.step()
             total += loss.item()
