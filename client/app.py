@@ -1,8 +1,9 @@
 """The participant's Flower ClientApp: join, train and submit, vote and reveal.
 
 Components in pyproject (``[tool.flwr.app.components]``): ``clientapp =
-"fedledger.client.app:app"``. The node's partition comes from Flower's node config
-(``partition-id``); its key from the run config's ``keys`` (dev keys in simulations).
+"fedledger.client.app:app"``. A simulated node's partition comes from Flower's node
+config (``partition-id``), its key from the run config's ``keys`` (dev keys in simulations); a
+live node's node config names its keystore, data and gateway (``fedledger node join``).
 """
 
 from __future__ import annotations
@@ -22,14 +23,18 @@ from fedledger.server.blobstore import keccak256
 from fedledger.server.proto import gateway_pb2 as pb
 from fedledger.server.traffic import Bytes
 
-from .participant import Participant, participant
+from .participant import Participant, live_participant, participant
 
 app = ClientApp()
 
 
 def _participant(context: Context) -> Participant:
-    settings = RunSettings.from_run_config(context.run_config)
-    return participant(settings.model_dump_json(), int(context.node_config["partition-id"]))
+    """A live node (``fedledger node join`` puts keystore, data and gateway in the node config), or a simulated one."""
+    settings = RunSettings.from_run_config(context.run_config).model_dump_json()
+    node = context.node_config
+    if "keystore" in node:
+        return live_participant(settings, str(node["keystore"]), str(node["data"]), str(node["gateway"]))
+    return participant(settings, int(node["partition-id"]))
 
 
 def _unless_silent(me: Participant) -> Participant:

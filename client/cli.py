@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fedledger.deploy.cli import ether
 from fedledger.errors import CommandError
 
 console = Console()
@@ -34,7 +35,7 @@ def gateway_client(args: argparse.Namespace) -> object:
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``node`` command group."""
-    group = commands.add_parser("node", help="a participant node: key, status")
+    group = commands.add_parser("node", help="a participant node: key, status, join a federation")
     sub = group.add_subparsers(title="node commands", dest="node_command", metavar="COMMAND")
 
     init = sub.add_parser("init", help="create an encrypted keystore for this node")
@@ -48,6 +49,25 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     who.add_argument("--address", help="the account to show")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=_status)
+    join = sub.add_parser(
+        "join",
+        help="register and stake if needed, then serve the task as a Flower SuperNode",
+        description=(
+            "Join a live federation: register and stake through the gateway (if not a member yet), then run a "
+            "Flower SuperNode with fedledger's ClientApp against the coordinator's SuperLink until Ctrl-C. "
+            "The keystore password comes from $FEDLEDGER_KEY_PASSWORD or is asked."
+        ),
+    )
+    add_gateway_options(join)
+    join.add_argument("--superlink", required=True, help="the coordinator's SuperLink host:port")
+    join.add_argument("--superlink-ca", type=Path, help="CA certificate (PEM) when the SuperLink uses TLS")
+    join.add_argument("--keystore", type=Path, default=DEFAULT_KEYSTORE, help="this node's key (default %(default)s)")
+    join.add_argument(
+        "--data", required=True, help="TASK:INDEX/COUNT (a demo partition, e.g. digits:0/3) or a .npz file"
+    )
+    join.add_argument("--stake", type=ether, help="stake to hold in ether (default: the task's minimum)")
+    join.add_argument("--log-file", type=Path, help="write the SuperNode's log here instead of the terminal")
+    join.set_defaults(handler=_join)
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
 
 
@@ -116,4 +136,47 @@ def _status(args: argparse.Namespace) -> int:
     table.add_row("balance", f"{int(info.balance_wei) / wei:.6f} ETH")
     table.add_row("current round", str(task.current_round))
     console.print(table)
+    return 0
+
+
+def _join(args: argparse.Namespace) -> int:
+    from fedledger.keys import PASSWORD_ENV, load_key, read_password
+    from fedledger.processes import interrupt_on_terminate
+    from fedledger.server.client import GatewayClient
+
+    from .data import DataSpecError, parse_data_spec
+    from .join import SuperNode, ensure_member, supernode_command
+
+    try:
+        data = parse_data_spec(args.data)
+    except DataSpecError as exc:
+        raise CommandError(str(exc)) from exc
+    password = os.environ.get(PASSWORD_ENV) or read_password(f"password for {args.keystore}: ")
+    key = load_key(args.keystore, password)
+    root = args.tls_ca.read_bytes() if args.tls_ca is not None else None
+    with GatewayClient(args.gateway, root_certificates=root, timeout=60.0, reconnect=True) as gateway:
+        try:
+            gateway.wait_ready(timeout=60)
+        except TimeoutError as exc:
+            raise CommandError(f"no gateway answers at {args.gateway}") from exc
+        member = ensure_member(gateway, key, args.stake)
+    joined = "registered" if member.registered_now else "already a member"
+    console.print(
+        f"{member.address} {joined} in task {member.task}, stake {member.stake_wei / 10**18} ETH; "
+        f"serving data {data} through SuperLink {args.superlink} (Ctrl-C to leave)",
+        highlight=False,
+    )
+    command = supernode_command(args.superlink, args.keystore, data, args.gateway, args.superlink_ca)
+    node = SuperNode(command, password, args.log_file)
+    interrupt_on_terminate()
+    try:
+        code = node.wait()
+    except KeyboardInterrupt:
+        console.print("stopping the node ...")
+        node.stop()
+        return 0
+    finally:
+        node.stop()
+    if code != 0:
+        raise CommandError(f"the SuperNode exited with code {code}")
     return 0

@@ -22,8 +22,13 @@ def node_key(keys: str, partition_id: int) -> LocalAccount:
     return load_key(Path(keys) / f"node-{partition_id}.json")
 
 
-def coordinator_key(keys: str) -> LocalAccount:
-    """The coordinator's key: dev key 0, or ``coordinator.json`` in the keys folder."""
+def coordinator_key(keys: str, keystore: str = "") -> LocalAccount:
+    """The coordinator's key: ``keystore`` if given, else dev key 0 or ``coordinator.json`` in the keys folder.
+
+    Keystore passwords come from ``$FEDLEDGER_KEY_PASSWORD``.
+    """
+    if keystore:
+        return load_key(Path(keystore))
     if keys == "dev":
         return dev_key(0)
     return load_key(Path(keys) / "coordinator.json")

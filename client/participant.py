@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,12 +23,14 @@ from fedledger import codec
 from fedledger.aggregation.registry import get_strategy
 from fedledger.config import RunSettings
 from fedledger.contracts import typed_data as td
+from fedledger.keys import load_key
 from fedledger.server.client import BlobVerificationError, GatewayClient
 from fedledger.server.proto import gateway_pb2 as pb
 from fedledger.simulation.attacks import Attack, parse_attack
 from fedledger.simulation.tasks import TrainSettings, get_task
-from fedledger.simulation.tasks.base import derived_seed
+from fedledger.simulation.tasks.base import ClientData, derived_seed
 
+from .data import parse_data_spec
 from .identity import node_key
 
 Arrays = OrderedDict[str, np.ndarray]
@@ -46,7 +49,7 @@ class Vote:
 
 @functools.cache
 def _gateway(address: str) -> GatewayClient:
-    return GatewayClient(address, timeout=300)
+    return GatewayClient(address, timeout=300, reconnect=True)
 
 
 def round_seed(seed: int, round_: int, partition_id: int) -> int:
@@ -57,18 +60,36 @@ def round_seed(seed: int, round_: int, partition_id: int) -> int:
 class Participant:
     """One simulated (or live) client."""
 
-    def __init__(self, settings: RunSettings, partition_id: int, key: LocalAccount | None = None) -> None:
-        """Load the client's data and strategy; ``key`` defaults to the node's configured key."""
+    def __init__(
+        self,
+        settings: RunSettings,
+        partition_id: int,
+        key: LocalAccount | None = None,
+        data: ClientData | None = None,
+        gateway: str | None = None,
+    ) -> None:
+        """Load the client's data and strategy.
+
+        A simulated client (the defaults) takes its configured key, partition ``partition_id``
+        of ``settings.num_clients`` and the run's gateway, and attacks if the run says so. A
+        live node (``fedledger node join``) brings its own ``key``, ``data`` and ``gateway``
+        address and never attacks.
+        """
         torch.set_num_threads(1)  # determinism, and two actors share two cores
         self.settings = settings
         self.partition_id = partition_id
+        self.gateway_address = gateway or settings.gateway
         self.key = key or node_key(settings.keys, partition_id)
         self.task = get_task(settings.task)
         self.plugin = get_strategy(settings.strategy, settings.strategy_options)
+        simulated = data is None
         self.attack: Attack | None = (
-            parse_attack(settings.attack) if partition_id in settings.attacker_ids() and settings.attack else None
+            parse_attack(settings.attack)
+            if simulated and partition_id in settings.attacker_ids() and settings.attack
+            else None
         )
-        data = self.task.client_data(partition_id, settings.num_clients, settings.partition, settings.seed)
+        if data is None:
+            data = self.task.client_data(partition_id, settings.num_clients, settings.partition, settings.seed)
         self.data = self.attack.poison_data(data, self.task.num_classes) if self.attack else data
 
     @property
@@ -79,7 +100,7 @@ class Participant:
     @property
     def gateway(self) -> GatewayClient:
         """The (process-wide) gateway client."""
-        return _gateway(self.settings.gateway)
+        return _gateway(self.gateway_address)
 
     # ----------------------------------------------------------------- joining
 
@@ -189,3 +210,12 @@ class Participant:
 def participant(settings_json: str, partition_id: int) -> Participant:
     """A cached participant per run settings and partition (one per Ray actor process and client)."""
     return Participant(RunSettings.model_validate_json(settings_json), partition_id)
+
+
+@functools.cache
+def live_participant(settings_json: str, keystore: str, data: str, gateway: str) -> Participant:
+    """A live node's participant: its keystore (password in ``$FEDLEDGER_KEY_PASSWORD``), data and gateway."""
+    settings = RunSettings.model_validate_json(settings_json)
+    spec = parse_data_spec(data)
+    local = spec.load(get_task(settings.task), settings.partition, settings.seed)
+    return Participant(settings, spec.partition_id, key=load_key(Path(keystore)), data=local, gateway=gateway)

@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # the chain libraries are heavy: import them only when a comm
 console = Console()
 err_console = Console(stderr=True)
 
+DEPLOY_GAS_RESERVE = 10**17
+"""Wei a deployer should hold beyond the pool for the deployment's gas (it uses ~0.02 ETH on anvil)."""
+
 UNSET_MODEL_LABEL = b"fedledger:initial-model-unset"
 """keccak256 of this is the initial model hash when none is given (a task for contract tests)."""
 
@@ -198,8 +201,11 @@ def _deploy(args: argparse.Namespace) -> int:
 
     w3, deployer = _deployer(args)
     config = _task_config(args, deployer)
-    if w3.eth.get_balance(deployer) < args.pool:
-        raise CommandError(f"deployer {deployer} holds less than the requested pool of {args.pool} wei")
+    if w3.eth.get_balance(deployer) < args.pool + DEPLOY_GAS_RESERVE:
+        raise CommandError(
+            f"deployer {deployer} holds {w3.eth.get_balance(deployer) / 10**18} ETH: it needs the pool of "
+            f"{args.pool / 10**18} ETH plus about {DEPLOY_GAS_RESERVE / 10**18} ETH of gas (lower --pool or fund it)"
+        )
     with contextlib.nullcontext() if args.json else console.status("deploying ..."):
         manifest, _task = deploy_task(w3, deployer, config, pool_wei=args.pool, rpc_url=args.rpc_url)
     if args.out is not None:

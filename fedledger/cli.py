@@ -27,11 +27,13 @@ def _registrars() -> list[Register]:
     from fedledger.audit.cli import register as audit
     from fedledger.client.cli import register as node
     from fedledger.contracts.cli import register as contracts
+    from fedledger.deploy.chain_cli import register as chain
     from fedledger.deploy.cli import register as deploy
     from fedledger.server.cli import register as gateway
+    from fedledger.server.coordinate_cli import register as coordinate
     from fedledger.simulation.cli import register as simulate
 
-    return [simulate, strategies, contracts, deploy, gateway, node, audit]
+    return [simulate, strategies, contracts, chain, deploy, gateway, coordinate, node, audit]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +63,10 @@ def _user_error(exc: BaseException) -> str | None:
     revert = as_contract_revert(exc)
     if revert is not None:
         return f"transaction reverted: {revert.describe()}"
+    from web3.exceptions import Web3RPCError
+
+    if isinstance(exc, Web3RPCError):
+        return f"the chain node refused: {exc.message or exc}"
     if isinstance(exc, ValidationError):
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
         return f"invalid input: {problems}"

@@ -35,6 +35,10 @@ class RunSettings(BaseModel):
     stake_wei: str = Field(default=str(2 * 10**18), description="stake each client registers with")
     proposer_share: float = Field(default=0.5, gt=0, le=1, description="share of clients sampled without governance")
     keys: str = Field(default="dev", description="'dev': derived dev keys; else a folder of keystores")
+    node_wait: float = Field(default=120.0, gt=0, description="seconds the ServerApp waits for num_clients nodes")
+    coordinator_keystore: str = Field(
+        default="", description="the coordinator's keystore (live federations; overrides keys)"
+    )
 
     @field_validator("stake_wei")
     @classmethod

@@ -31,10 +31,9 @@ from .results import Recorder, RoundResult, RunSummary
 log = logging.getLogger(__name__)
 
 app = ServerApp()
-NODE_WAIT = 120.0
 
 
-def _wait_for_nodes(grid: Grid, count: int, timeout: float = NODE_WAIT) -> list[int]:
+def _wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while True:
         nodes = sorted(grid.get_node_ids())
@@ -75,9 +74,9 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
 
     initial = plugin.initial_state(task, settings.seed)
     recorder.event(0, "waiting for nodes", expected=settings.num_clients)
-    nodes = _wait_for_nodes(grid, settings.num_clients)
+    nodes = _wait_for_nodes(grid, settings.num_clients, settings.node_wait)
     if settings.governance:
-        gateway = GatewayClient(settings.gateway, timeout=600)
+        gateway = GatewayClient(settings.gateway, timeout=600, reconnect=True)
         gateway.wait_ready()
         recorder.event(0, "binding nodes")
         binding = bind_nodes(grid, nodes, gateway)
@@ -154,7 +153,7 @@ def _governed(
             f"the task's global model 0x{info.global_model_hash.hex()} is not this run's initial model "
             f"0x{keccak256(blob).hex()} (task {settings.task}, seed {settings.seed})"
         )
-    coordinator = coordinator_key(settings.keys)
+    coordinator = coordinator_key(settings.keys, settings.coordinator_keystore)
     if coordinator.address != view.config.coordinator:
         raise RuntimeError(f"this ServerApp's key {coordinator.address} is not the task's coordinator")
     gateway.store_blob(coordinator, blob)  # anyone can fetch the model the chain starts from

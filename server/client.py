@@ -30,6 +30,29 @@ from .traffic import ByteCounter
 SIGNATURE_LIFETIME = 600
 """Seconds a signed action stays valid after the chain time it was signed at."""
 
+_SERVICE = "fedledger.gateway.v1.Gateway"
+_READS = ("GetTask", "GetAccount", "PrepareTransaction", "FetchBlob", "GetRound", "GetParticipant", "GetEvents")
+SERVICE_CONFIG = {
+    "methodConfig": [
+        # Every call waits for the gateway to (re)appear instead of failing at once, so a node or
+        # coordinator survives a gateway restart; a call still fails at its own deadline.
+        {"name": [{"service": _SERVICE}], "waitForReady": True},
+        # Reads have no effect: gRPC may resend them transparently if the gateway went away mid-call.
+        {
+            "name": [{"service": _SERVICE, "method": m} for m in _READS],
+            "waitForReady": True,
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.5s",
+                "maxBackoff": "4s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],  # CANCELLED: the gateway shut down mid-call
+            },
+        },
+    ]
+}
+"""Channel service config: wait for readiness, retry reads (gRPC service config JSON)."""
+
 
 @dataclass(frozen=True)
 class TaskView:
@@ -54,9 +77,29 @@ class BlobVerificationError(Exception):
 class GatewayClient:
     """One connection to a gateway; ``traffic`` counts the bytes of every message both ways."""
 
-    def __init__(self, address: str, *, root_certificates: bytes | None = None, timeout: float = 330.0) -> None:
-        """Connect to ``address`` (``host:port``), over TLS when ``root_certificates`` (a CA PEM) is given."""
-        options = [("grpc.max_receive_message_length", 8 * 1024 * 1024)]
+    def __init__(
+        self,
+        address: str,
+        *,
+        root_certificates: bytes | None = None,
+        timeout: float = 330.0,
+        reconnect: bool = False,
+    ) -> None:
+        """Connect to ``address`` (``host:port``), over TLS when ``root_certificates`` (a CA PEM) is given.
+
+        ``reconnect=True`` is for long-lived components (coordinator, nodes): calls wait for an
+        absent gateway to come back (until their deadline) and reads are retried, see
+        :data:`SERVICE_CONFIG`. Without it a call to an absent gateway fails at once (commands).
+        """
+        options: list[tuple[str, str | int]] = [("grpc.max_receive_message_length", 8 * 1024 * 1024)]
+        if reconnect:
+            options += [
+                ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+                ("grpc.enable_retries", 1),
+                # Reconnect quickly after a gateway restart (gRPC's default backoff grows to 120 s).
+                ("grpc.initial_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ]
         if root_certificates is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self.channel = grpc.secure_channel(address, credentials, options=options)

@@ -36,6 +36,7 @@ from fedledger.contracts.types import VoteMode
 from .binding import Binding
 from .blobstore import keccak256
 from .client import BlobVerificationError, GatewayClient
+from .proto import gateway_pb2 as pb
 from .results import ClientTraffic, DroppedUpdate, Recorder, RoundResult
 from .traffic import Bytes
 
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 Arrays = OrderedDict[str, np.ndarray]
 DEADLINE_SLACK = 30.0
 """Seconds past a phase's duration the coordinator keeps trying to move the round on."""
+GATEWAY_GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+"""What a call answers when the gateway stopped or restarted under it."""
+GATEWAY_ATTEMPTS = 3
+GATEWAY_RETURN = 120.0
+"""Seconds the coordinator waits for a restarted gateway."""
 
 
 @dataclass
@@ -147,7 +153,7 @@ class GovernedStrategy(Strategy):
         started = time.monotonic()
         traffic = _Traffic(coordinator_start=self.gateway.traffic.snapshot())
         self.recorder.event(expected_round, "opening")
-        roles = self.gateway.open_round(self.coordinator)
+        roles = self._open_round(expected_round)
         r = roles.round
         proposers, voters = list(roles.proposers), list(roles.voters)
         target = keccak256(codec.encode(global_arrays))
@@ -232,6 +238,30 @@ class GovernedStrategy(Strategy):
         return global_arrays
 
     # ------------------------------------------------------------------ pieces
+
+    def _open_round(self, expected_round: int) -> pb.RoundRoles:
+        """Open the next round, across a gateway restart.
+
+        If the gateway went away during the call (UNAVAILABLE, or CANCELLED by its shutdown), the
+        chain says whether the transaction made it: then the drawn roles are read back, else the
+        round is opened again with a freshly signed transaction.
+        """
+        for attempt in range(1, GATEWAY_ATTEMPTS + 1):
+            try:
+                return self.gateway.open_round(self.coordinator)
+            except grpc.RpcError as exc:
+                if exc.code() not in GATEWAY_GONE or attempt == GATEWAY_ATTEMPTS:
+                    raise
+                log.warning("gateway went away while opening round %d (%s); retrying", expected_round, exc.code())
+                self.gateway.wait_ready(timeout=GATEWAY_RETURN)
+                if self.gateway.task_info().current_round >= expected_round:
+                    state = self.gateway.round(expected_round)
+                    return pb.RoundRoles(
+                        round=expected_round,
+                        proposers=[p.address for p in state.proposers],
+                        voters=[v.address for v in state.voters],
+                    )
+        raise AssertionError("unreachable")
 
     def _sync_base(self, address: str) -> bytes:
         """The state a node's payload patches: the one it last confirmed, or b"" (whole / blank)."""

@@ -7,7 +7,7 @@
 4. the run folder receives report.json, plots, logs and the chain's export for the audit.
 
 Every process is started in its own session with a run marker, and stopped at the end, also
-on Ctrl-C or error (see :mod:`fedledger.simulation.processes`).
+on Ctrl-C or error (see :mod:`fedledger.processes`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,12 +27,23 @@ from fedledger.config import RunSettings
 from fedledger.deploy.anvil import free_port
 from fedledger.deploy.chain import dev_key
 from fedledger.errors import CommandError
+from fedledger.processes import ManagedProcess, kill_marked, new_marker
 from fedledger.server.blobstore import keccak256
+from fedledger.server.flower import (
+    failure_cause,
+    flower_env,
+    flwr_run_command,
+    follow_run,
+    http_ok,
+    superlink_command,
+    wait_until,
+    write_app,
+    write_flwr_config,
+)
 from fedledger.server.results import RoundResult, RunSummary, read_rounds
 
 from .attacks import choose_attackers, parse_attack
 from .partition import parse_partitioning
-from .processes import ManagedProcess, kill_marked, new_marker
 from .report import AttackersInfo, ChainInfo, Report, build_report
 from .tasks import get_task
 
@@ -183,19 +193,7 @@ class Simulation:
     # ------------------------------------------------------------------ steps
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            {
-                "FEDLEDGER_RUN_MARKER": self.marker,
-                "FLWR_HOME": str(self.out / "flwr-home"),
-                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-                "FLWR_DISABLE_UPDATE_CHECK": "1",
-                "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
-                "RAY_DEDUP_LOGS": "0",
-                "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
-            }
-        )
-        return env
+        return flower_env(self.out / "flwr-home", self.marker)
 
     def _settings(self) -> RunSettings:
         o = self.options
@@ -301,45 +299,13 @@ class Simulation:
         self.on_event({"phase": "starting Flower"})
         port, health = free_port(), free_port()
         home = self.out / "flwr-home"
-        home.mkdir(parents=True, exist_ok=True)
-        connection = f'[superlink.fedledger]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
-        (home / "config.toml").write_text('[superlink]\ndefault = "fedledger"\n\n' + connection)
-        superlink = self._start(
-            "superlink",
-            [
-                _flower_bin("flower-superlink"),
-                "--insecure",
-                "--simulation",
-                "--isolation",
-                "subprocess",
-                "--disable-runtime-dependency-installation",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--health-server-address",
-                f"127.0.0.1:{health}",
-                "--database",
-                str(home / "state.db"),
-            ],
-        )
-        self._wait(lambda: _http_ok(f"http://127.0.0.1:{port}/health"), superlink, "the Flower SuperLink")
+        write_flwr_config(home, f"127.0.0.1:{port}")
+        superlink = self._start("superlink", superlink_command(home, port, health, simulation=True))
+        self._wait(lambda: http_ok(f"http://127.0.0.1:{port}/health"), superlink, "the Flower SuperLink")
         return f"127.0.0.1:{port}"
 
     def _write_app(self, settings: RunSettings) -> Path:
-        app = self.out / "app"
-        app.mkdir(parents=True, exist_ok=True)
-        config_lines = [f"{key} = {_toml(value)}" for key, value in settings.to_run_config().items()]
-        (app / "pyproject.toml").write_text(
-            "[project]\n"
-            'name = "fedledger-run"\nversion = "1.0.0"\ndescription = "A fedledger simulation run"\n'
-            'license = "Apache-2.0"\ndependencies = []\n\n'
-            '[tool.flwr.app]\npublisher = "fedledger"\n\n'
-            "[tool.flwr.app.components]\n"
-            'serverapp = "fedledger.server.app:app"\nclientapp = "fedledger.client.app:app"\n\n'
-            "[tool.flwr.app.config]\n" + "\n".join(config_lines) + "\n"
-        )
-        return app
+        return write_app(self.out / "app", settings, "A fedledger simulation run")
 
     def _run_flower(self, settings: RunSettings, superlink: str) -> None:
         """``flwr run`` the app; again (up to ``RAY_START_ATTEMPTS``) if Ray failed to start.
@@ -361,8 +327,7 @@ class Simulation:
                 self.on_event({"phase": "Ray did not start; starting the run again"})
                 self.processes.remove(flwr)
                 continue
-            error = self.out / "server" / "error.txt"
-            cause = error.read_text(encoding="utf-8") if error.is_file() else flwr.first_traceback() or flwr.tail()
+            cause = failure_cause(self.out / "server", flwr)
             raise SimulationError(
                 f"the Flower run ended without results (exit code {flwr.process.returncode}); "
                 f"see {flwr.log_file}:\n{cause}"
@@ -375,30 +340,9 @@ class Simulation:
     def _flower_attempt(self, app: Path, superlink: str, attempt: int) -> ManagedProcess:
         """One ``flwr run``, relaying the ServerApp's progress until it finishes or stops."""
         self.on_event({"phase": "starting run", "superlink": superlink})
-        command = [
-            _flower_bin("flwr"), "run", str(app), "fedledger", "--stream",
-            "--federation-config", f"num-supernodes={self.options.clients}",
-            "--federation-config", "client-resources-num-cpus=1",
-        ]  # fmt: skip
+        command = flwr_run_command(app, f"num-supernodes={self.options.clients}", "client-resources-num-cpus=1")
         flwr = self._start("flwr-run" if attempt == 1 else f"flwr-run-{attempt}", command)
-        progress = self.out / "server" / "progress.jsonl"
-        seen = len(progress.read_text(encoding="utf-8").splitlines()) if progress.is_file() else 0
-        summary = self.out / "server" / "summary.json"
-        while not summary.exists():  # the ServerApp writes it last; Flower's own shutdown is not awaited
-            if progress.is_file():
-                lines = progress.read_text(encoding="utf-8").splitlines()
-                for line in lines[seen:]:
-                    self.on_event(json.loads(line))
-                seen = len(lines)
-            if not flwr.running():
-                break
-            for process in self.processes:
-                if process is not flwr and not process.running():
-                    raise SimulationError(f"{process.name} stopped unexpectedly:\n{process.tail()}")
-            time.sleep(0.2)
-        if progress.is_file():
-            for line in progress.read_text(encoding="utf-8").splitlines()[seen:]:
-                self.on_event(json.loads(line))
+        follow_run(flwr, self.out / "server", self.on_event, self.processes, SimulationError)
         return flwr
 
     def _export_chain(self, settings: RunSettings) -> dict[str, tuple[int, int, int, int]]:
@@ -430,43 +374,10 @@ class Simulation:
         return build_report(summary, rounds, attackers, chain, money, time.monotonic() - self.started)
 
     def _wait(self, ready: Callable[[], bool], process: ManagedProcess, what: str) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not ready():
-            if not process.running():
-                raise SimulationError(f"{what} exited during start-up:\n{process.tail()}")
-            if time.monotonic() > deadline:
-                raise SimulationError(f"{what} did not start within {STARTUP_TIMEOUT:.0f}s:\n{process.tail()}")
-            time.sleep(0.1)
+        wait_until(ready, process, what, STARTUP_TIMEOUT, SimulationError)
 
 
 def _default_task(strategy: str) -> str:
     from fedledger.aggregation.registry import get_strategy
 
     return get_strategy(strategy).default_task
-
-
-def _flower_bin(name: str) -> str:
-    """A Flower command from this Python's environment (not whatever else is on PATH)."""
-    local = Path(sys.executable).with_name(name)
-    found = str(local) if local.is_file() else shutil.which(name)
-    if found is None:
-        raise CommandError(f"{name} not found: is flwr installed in this environment?")
-    return found
-
-
-def _http_ok(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return json.dumps(value)
-    return str(value)

@@ -61,7 +61,7 @@ def test_deploy_embedded_with_key_file(tmp_path: Path, capsys: pytest.CaptureFix
         (["deploy", "--embedded", "--rounds", "0"], "total_rounds"),
         (["deploy", "--embedded", "--coordinator", "0x" + "00" * 20], "coordinator"),
         (["deploy", "--embedded", "--key-file", "/nonexistent/key"], "key file not found"),
-        (["deploy", "--embedded", "--pool", "100000000"], "holds less than the requested pool"),
+        (["deploy", "--embedded", "--pool", "100000000"], "it needs the pool of 100000000.0 ETH plus"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], message: str) -> None:

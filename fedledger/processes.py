@@ -131,3 +131,17 @@ class ManagedProcess:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def interrupt_on_terminate() -> None:
+    """Turn SIGTERM (and SIGINT, even where a background shell ignores it) into KeyboardInterrupt.
+
+    Commands that start processes then stop them in their ``finally`` blocks on ``kill PID``
+    exactly as on Ctrl-C.
+    """
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)

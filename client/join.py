@@ -1,0 +1,130 @@
+"""``fedledger node join``: become a member of a task, then serve it as a Flower SuperNode.
+
+The node registers and stakes through the gateway (signing its own transactions; the key
+never leaves this machine), then runs ``flower-supernode`` with fedledger's ClientApp. The
+SuperNode reconnects by itself when the SuperLink restarts; the ClientApp's gateway channel
+waits for a restarted gateway. The node config hands the ClientApp its keystore, data and
+gateway; the keystore password reaches it in ``$FEDLEDGER_KEY_PASSWORD``, only in this node's
+own processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from fedledger.deploy.anvil import free_port
+from fedledger.errors import CommandError
+from fedledger.keys import PASSWORD_ENV
+from fedledger.processes import MARKER_ENV, kill_marked, new_marker
+from fedledger.server.client import GatewayClient
+from fedledger.server.flower import flower_bin, toml_value
+
+from .data import DataSpec
+
+
+@dataclass(frozen=True)
+class Membership:
+    """The node's standing after joining."""
+
+    address: str
+    task: str
+    stake_wei: int
+    registered_now: bool
+    added_wei: int
+
+
+def ensure_member(gateway: GatewayClient, key: LocalAccount, stake_wei: int | None) -> Membership:
+    """Register with ``stake_wei`` (default: the task's minimum) unless a member; top the stake up to it.
+
+    Raises:
+        CommandError: the account is exiting, or cannot pay the stake (the message says how to fund it).
+    """
+    view = gateway.task()
+    wanted = view.config.min_stake if stake_wei is None else stake_wei
+    if wanted < view.config.min_stake:
+        raise CommandError(f"--stake must be at least the task's minimum of {view.config.min_stake / 10**18} ETH")
+    account = gateway.account(key.address)
+    if account.exiting:
+        raise CommandError(f"{key.address} asked to exit this task: it cannot serve rounds any more")
+    have = int(account.stake_wei) if account.registered else 0
+    missing = max(0, wanted - have)
+    if missing and int(account.balance_wei) < missing:
+        raise CommandError(
+            f"{key.address} holds {int(account.balance_wei) / 10**18} ETH, needs {missing / 10**18} ETH of stake plus "
+            f"gas: fund it first (on a local anvil chain: `fedledger chain fund {key.address}`)"
+        )
+    registered_now = not account.registered
+    if registered_now:
+        gateway.register(key, wanted)
+    elif missing:
+        gateway.add_stake(key, missing)
+    stake = int(gateway.account(key.address).stake_wei)
+    return Membership(key.address, view.task_address, stake, registered_now, 0 if registered_now else missing)
+
+
+def supernode_command(superlink: str, keystore: Path, data: DataSpec, gateway: str, root_ca: Path | None) -> list[str]:
+    """``flower-supernode`` for this node: its ClientAppIo port is free, its node config names its key and data."""
+    node_config = {"keystore": str(keystore.resolve()), "data": str(data), "gateway": gateway}
+    security = ["--root-certificates", str(root_ca)] if root_ca is not None else ["--insecure"]
+    return [
+        flower_bin("flower-supernode"), *security,
+        "--superlink", superlink,
+        "--host", "127.0.0.1", "--port", str(free_port()),
+        "--node-config", " ".join(f"{k}={toml_value(v)}" for k, v in node_config.items()),
+    ]  # fmt: skip
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM the SuperNode if this process dies without stopping it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
+class SuperNode:
+    """The node's ``flower-supernode`` and everything it spawns (found by a marker in their environment)."""
+
+    def __init__(self, command: list[str], password: str, log_file: Path | None = None) -> None:
+        """Start it now; output goes to ``log_file`` or this terminal."""
+        self.marker = os.environ.get(MARKER_ENV) or new_marker()
+        env = dict(os.environ) | {
+            MARKER_ENV: self.marker,
+            PASSWORD_ENV: password,
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
+        }
+        output = open(log_file, "ab") if log_file is not None else None  # noqa: SIM115
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,  # Ctrl-C reaches this command, which stops the node in order
+            preexec_fn=_die_with_parent,
+        )
+
+    def wait(self) -> int:
+        """Block until the SuperNode exits; return its exit code."""
+        return self.process.wait()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the SuperNode's process group (SIGKILL after ``timeout``), then anything left it spawned."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=timeout)
+        kill_marked(self.marker)  # helpers in sessions of their own (kill_marked spares this process)

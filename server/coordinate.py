@@ -1,0 +1,185 @@
+"""The coordinator of a live federation: a Flower SuperLink that nodes join, and the governed ServerApp on it.
+
+``fedledger coordinate`` checks the deployed task through the gateway (this key is its
+coordinator, the chain starts from this run's initial model), starts a SuperLink (deployment
+mode) on 127.0.0.1, submits the governed app with ``flwr run`` and relays its progress until
+the last round. Every process it started (SuperLink, ServerApp, ``flwr``) is stopped at the end,
+also on Ctrl-C or error, by PID and run marker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedledger import codec
+from fedledger.config import RunSettings
+from fedledger.deploy.anvil import free_port
+from fedledger.errors import CommandError
+from fedledger.keys import PASSWORD_ENV, load_key, read_password
+from fedledger.processes import ManagedProcess, kill_marked, new_marker
+
+from .blobstore import keccak256
+from .client import GatewayClient
+from .flower import (
+    failure_cause,
+    flower_env,
+    flwr_run_command,
+    follow_run,
+    http_ok,
+    superlink_command,
+    wait_until,
+    write_app,
+    write_flwr_config,
+)
+from .results import RoundResult, RunSummary, read_rounds
+
+STARTUP_TIMEOUT = 120.0
+
+
+class CoordinatorOptions(BaseModel):
+    """The options of ``fedledger coordinate``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gateway: str = "127.0.0.1:50051"
+    keystore: Path
+    nodes: int = Field(default=3, ge=2, description="nodes to wait for before the first round")
+    rounds: int | None = Field(default=None, ge=1, description="rounds to run (default: all the task has left)")
+    task: str | None = None
+    strategy_options: str = ""
+    seed: int = Field(default=0, ge=0)
+    partition: str = "iid"
+    local_epochs: int = Field(default=5, ge=1)
+    lr: float = Field(default=0.1, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    port: int = Field(default=9092, gt=0, lt=65536, description="SuperLink port (nodes and flwr connect here)")
+    node_wait: float = Field(default=600.0, gt=0, description="seconds to wait for the nodes")
+    out: Path | None = None
+
+
+class CoordinatorError(CommandError):
+    """The live run could not start or complete."""
+
+
+Progress = Callable[[dict[str, object]], None]
+
+
+class Coordinator:
+    """One ``fedledger coordinate`` run."""
+
+    def __init__(self, options: CoordinatorOptions, on_event: Progress | None = None) -> None:
+        """Prepare (nothing starts before :meth:`run`)."""
+        self.options = options
+        self.on_event = on_event or (lambda _event: None)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.out = (options.out or Path("runs") / f"live-{stamp}").resolve()
+        self.marker = new_marker()
+        self.processes: list[ManagedProcess] = []
+
+    def run(self) -> tuple[RunSummary, list[RoundResult]]:
+        """Check the task, run the rounds on a fresh SuperLink, stop everything; return the results."""
+        if (self.out / "server" / "summary.json").exists():
+            raise CoordinatorError(f"{self.out} already holds a finished run; choose another --out")
+        password = os.environ.get(PASSWORD_ENV) or read_password(f"password for {self.options.keystore}: ")
+        settings = self._settings(password)
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            address = self._start_superlink(password)
+            self.on_event({"phase": "SuperLink ready", "address": address, "nodes": settings.num_clients})
+            app = write_app(self.out / "app", settings, "A fedledger live federation run")
+            flwr = self._start("flwr-run", flwr_run_command(app), password)
+            follow_run(flwr, self.out / "server", self.on_event, self.processes, CoordinatorError)
+            summary_file = self.out / "server" / "summary.json"
+            if not summary_file.exists():
+                cause = failure_cause(self.out / "server", flwr)
+                raise CoordinatorError(f"the run ended without results; see {flwr.log_file}:\n{cause}")
+            summary = RunSummary.model_validate_json(summary_file.read_text(encoding="utf-8"))
+            return summary, read_rounds(self.out / "server")
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop every process this run started (also their descendants)."""
+        for process in reversed(self.processes):
+            process.stop()
+        kill_marked(self.marker)
+
+    def _settings(self, password: str) -> RunSettings:
+        """The run config, after checking the task behind the gateway accepts this coordinator and model."""
+        from fedledger.aggregation.registry import get_strategy
+        from fedledger.simulation.tasks import get_task
+
+        o = self.options
+        key = load_key(o.keystore, password)
+        with GatewayClient(o.gateway, timeout=30) as gateway:
+            try:
+                gateway.wait_ready(timeout=30)
+            except TimeoutError as exc:
+                raise CoordinatorError(f"no gateway answers at {o.gateway}: start `fedledger gateway serve`") from exc
+            view = gateway.task()
+            info = gateway.task_info()
+        config = view.config
+        if key.address != config.coordinator:
+            raise CoordinatorError(
+                f"{o.keystore} holds {key.address}, but the task's coordinator is {config.coordinator}"
+            )
+        left = config.total_rounds - info.current_round
+        rounds = o.rounds or left
+        if info.current_round > 0 or rounds > left:
+            raise CoordinatorError(
+                f"the task has {left} of {config.total_rounds} rounds left from round {info.current_round}: "
+                "a run starts from round 0 of a fresh deployment and fits in the task's rounds"
+            )
+        try:
+            plugin = get_strategy(config.strategy, o.strategy_options)
+            task = get_task(o.task or plugin.default_task)
+        except ValueError as exc:
+            raise CoordinatorError(str(exc)) from exc
+        self.on_event({"phase": "preparing task", "task": task.name})
+        initial = keccak256(codec.encode(plugin.initial_state(task, o.seed)))
+        if initial != info.global_model_hash:
+            raise CoordinatorError(
+                f"the task starts from model 0x{info.global_model_hash.hex()}, not from the initial model of "
+                f"{task.name} seed {o.seed} (0x{initial.hex()}): deploy with --initial-model {task.name}:{o.seed}"
+            )
+        return RunSettings(
+            task=task.name,
+            strategy=config.strategy,
+            strategy_options=o.strategy_options,
+            num_clients=o.nodes,
+            rounds=rounds,
+            seed=o.seed,
+            partition=o.partition,
+            gateway=o.gateway,
+            out_dir=str(self.out),
+            local_epochs=o.local_epochs,
+            lr=o.lr,
+            batch_size=o.batch_size,
+            node_wait=o.node_wait,
+            coordinator_keystore=str(o.keystore.resolve()),
+        )
+
+    def _start(self, name: str, command: list[str], password: str) -> ManagedProcess:
+        env = flower_env(self.out / "flwr-home", self.marker) | {PASSWORD_ENV: password}
+        process = ManagedProcess(name, command, self.out / "logs" / f"{name}.log", env)
+        self.processes.append(process)
+        return process
+
+    def _start_superlink(self, password: str) -> str:
+        """A SuperLink in deployment mode; its ServerApp inherits the coordinator key's password."""
+        o = self.options
+        home = self.out / "flwr-home"
+        address = f"127.0.0.1:{o.port}"
+        write_flwr_config(home, address)
+        command = superlink_command(home, o.port, free_port(), simulation=False)
+        superlink = self._start("superlink", command, password)
+        wait_until(
+            lambda: http_ok(f"http://{address}/health"), superlink, "the Flower SuperLink", STARTUP_TIMEOUT,
+            CoordinatorError,
+        )  # fmt: skip
+        return address

@@ -1,0 +1,88 @@
+"""``fedledger coordinate``: run a deployed task's rounds with the nodes that join its SuperLink."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``coordinate`` command."""
+    cmd = commands.add_parser(
+        "coordinate",
+        help="coordinator of a live federation: SuperLink + governed ServerApp",
+        description=(
+            "Start a Flower SuperLink on 127.0.0.1:PORT for nodes (`fedledger node join`) to join, then run the "
+            "deployed task's governed rounds on it through the gateway. The keystore must hold the task's "
+            "coordinator key (password from $FEDLEDGER_KEY_PASSWORD or asked)."
+        ),
+    )
+    cmd.add_argument("--gateway", default="127.0.0.1:50051", help="gateway address (default %(default)s)")
+    cmd.add_argument("--keystore", type=Path, required=True, help="the coordinator's keystore")
+    cmd.add_argument("--nodes", type=int, default=3, help="nodes to wait for (default %(default)s)")
+    cmd.add_argument("--rounds", type=int, help="rounds to run (default: all the task's rounds)")
+    cmd.add_argument("--task", help="task the nodes' data belongs to (default: the strategy's demo task)")
+    cmd.add_argument("--strategy-options", default="", metavar="KEY=VALUE,...", help="the strategy's hyper-parameters")
+    cmd.add_argument("--seed", type=int, default=0, help="seed of the initial model and demo partitions")
+    cmd.add_argument("--partition", default="iid", help="how demo partitions split the data: iid or dirichlet:ALPHA")
+    cmd.add_argument("--local-epochs", type=int, default=5, help="local epochs per round (default %(default)s)")
+    cmd.add_argument("--lr", type=float, default=0.1, help="client learning rate (default %(default)s)")
+    cmd.add_argument("--batch-size", type=int, default=32, help="client batch size (default %(default)s)")
+    cmd.add_argument("--port", type=int, default=9092, help="SuperLink port on 127.0.0.1 (default %(default)s)")
+    cmd.add_argument("--node-wait", type=float, default=600.0, help="seconds to wait for the nodes (default 600)")
+    cmd.add_argument("--out", type=Path, help="run folder (default runs/live-<time>)")
+    cmd.set_defaults(handler=_coordinate)
+
+
+def _coordinate(args: argparse.Namespace) -> int:
+    from fedledger.processes import interrupt_on_terminate
+
+    from .coordinate import Coordinator, CoordinatorOptions
+
+    options = CoordinatorOptions(
+        gateway=args.gateway,
+        keystore=args.keystore,
+        nodes=args.nodes,
+        rounds=args.rounds,
+        task=args.task,
+        strategy_options=args.strategy_options,
+        seed=args.seed,
+        partition=args.partition,
+        local_epochs=args.local_epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        port=args.port,
+        node_wait=args.node_wait,
+        out=args.out,
+    )
+    coordinator = Coordinator(options, on_event=_print_event)
+    interrupt_on_terminate()
+    summary, rounds = coordinator.run()
+    table = Table(title=f"task {summary.task_address} on chain {summary.chain_id}")
+    for column in ("round", "adopted", "proposers", "rejected", "voters", "accuracy", "wall s"):
+        table.add_column(column, justify="right")
+    for r in rounds:
+        accuracy = r.metrics.get("accuracy")
+        table.add_row(
+            str(r.round),
+            "yes" if r.accepted else "no",
+            str(len(r.proposers)),
+            str(len(r.rejected)),
+            str(len(r.voters)),
+            "-" if accuracy is None else f"{accuracy:.3f}",
+            f"{r.wall_s:.1f}",
+        )
+    console.print(table)
+    console.print(f"results in {coordinator.out}", highlight=False)
+    return 0
+
+
+def _print_event(event: dict[str, object]) -> None:
+    detail = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "round", "phase"))
+    where = f"round {event['round']}: " if event.get("round") else ""
+    console.print(f"{where}{event.get('phase')} {detail}".rstrip(), highlight=False)

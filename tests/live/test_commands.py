@@ -1,0 +1,146 @@
+"""The live-federation commands' own checks: data specs, chain up/down, joining, the coordinator's refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from eth_account import Account
+
+from fedledger.client.data import DataSpecError, parse_data_spec
+from fedledger.client.join import ensure_member
+from fedledger.deploy.anvil import find_anvil, free_port
+from fedledger.errors import CommandError
+from fedledger.server.coordinate import Coordinator, CoordinatorError, CoordinatorOptions
+from fedledger.simulation.tasks import get_task
+
+from ..gateway.conftest import ETH, Gateway
+
+PASSWORD = "a long enough password"
+
+
+def test_a_demo_partition_is_the_simulated_clients_share() -> None:
+    task = get_task("digits")
+    spec = parse_data_spec("digits:1/3")
+    assert spec.partition_id == 1 and str(spec) == "digits:1/3"
+    live = spec.load(task, "iid", 0)
+    simulated = task.client_data(1, 3, "iid", 0)
+    assert np.array_equal(live.train.x, simulated.train.x) and np.array_equal(live.val.y, simulated.val.y)
+    with pytest.raises(DataSpecError, match="trains 'ltdigits'"):
+        spec.load(get_task("ltdigits"), "iid", 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("digits:3/3", "INDEX must be in 0..COUNT-1"),
+        ("nosuch:0/3", "nosuch"),
+        ("data.csv", "TASK:INDEX/COUNT"),
+        ("missing.npz", "not found"),
+    ],
+)
+def test_bad_data_specs_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(DataSpecError, match=message):
+        parse_data_spec(text)
+
+
+def test_a_data_file_is_checked_against_the_task(tmp_path: Path) -> None:
+    task = get_task("digits")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 64), dtype=np.float32), rng.integers(0, 10, 40)
+    good = tmp_path / "mine.npz"
+    np.savez(good, x_train=x[:30], y_train=y[:30], x_val=x[30:], y_val=y[30:])
+    data = parse_data_spec(str(good)).load(task, "iid", 0)
+    assert len(data.train) == 30 and len(data.val) == 10 and data.test is None and data.train.y.dtype == np.int64
+    assert parse_data_spec(str(good)).partition_id == -1
+    cases = {
+        "shape.npz": ({"x_train": x[:, :32], "y_train": y, "x_val": x[:, :32], "y_val": y}, "shaped"),
+        "labels.npz": ({"x_train": x, "y_train": y + 10, "x_val": x, "y_val": y}, r"0\.\.9"),
+        "missing.npz": ({"x_train": x, "y_train": y}, "lacks the arrays x_val, y_val"),
+        "empty.npz": ({"x_train": x[:0], "y_train": y[:0], "x_val": x, "y_val": y}, "must not be empty"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(DataSpecError, match=message):
+            parse_data_spec(str(tmp_path / name)).load(task, "iid", 0)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataSpecError, match="cannot read"):
+        parse_data_spec(str(tmp_path / "junk.npz")).load(task, "iid", 0)
+
+
+def test_joining_registers_once_tops_up_and_names_the_fund_command(gw: Gateway) -> None:
+    key = gw.participants[0]
+    first = ensure_member(gw.client, key, None)
+    assert first.registered_now and first.stake_wei == gw.client.task().config.min_stake
+    again = ensure_member(gw.client, key, 3 * ETH)
+    assert not again.registered_now and again.added_wei == 3 * ETH - first.stake_wei and again.stake_wei == 3 * ETH
+    assert ensure_member(gw.client, key, None).added_wei == 0  # already above the minimum: nothing sent
+    with pytest.raises(CommandError, match="fedledger chain fund"):
+        ensure_member(gw.client, Account.create(), None)
+    with pytest.raises(CommandError, match="at least the task's minimum"):
+        ensure_member(gw.client, gw.participants[1], 1)
+
+
+def _keystore(path: Path, key: bytes) -> Path:
+    path.write_text(json.dumps(Account.encrypt(key, PASSWORD)))
+    return path
+
+
+def test_the_coordinator_refuses_a_foreign_key_and_another_initial_model(
+    gw: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEDLEDGER_KEY_PASSWORD", PASSWORD)
+    address = gw.server.address
+    stranger = _keystore(tmp_path / "stranger.json", Account.create().key)
+    with pytest.raises(CoordinatorError, match="the task's coordinator is"):
+        Coordinator(CoordinatorOptions(gateway=address, keystore=stranger, out=tmp_path / "a")).run()
+    mine = _keystore(tmp_path / "coordinator.json", gw.coordinator.key)
+    with pytest.raises(CoordinatorError, match="--initial-model digits:0"):
+        Coordinator(CoordinatorOptions(gateway=address, keystore=mine, out=tmp_path / "b")).run()
+    with pytest.raises(CoordinatorError, match="rounds left"):
+        Coordinator(CoordinatorOptions(gateway=address, keystore=mine, rounds=99, out=tmp_path / "c")).run()
+
+
+def fedledger(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "fedledger.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+def test_chain_up_and_down_keep_the_state_and_stop_only_what_they_started(tmp_path: Path) -> None:
+    if find_anvil() is None:
+        if os.environ.get("FEDLEDGER_REQUIRE_ANVIL") == "1":
+            pytest.fail("anvil is required (FEDLEDGER_REQUIRE_ANVIL=1) but not installed; run `npm ci`")
+        pytest.skip("anvil not installed (npm ci)")
+    port = free_port()
+    up = fedledger("chain", "up", "--port", str(port), "--state", "state.json", cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.strip() == f"http://127.0.0.1:{port}"
+    record = json.loads((tmp_path / ".fedledger" / "chain.json").read_text())
+    try:
+        twice = fedledger("chain", "up", "--port", str(free_port()), cwd=tmp_path)
+        assert twice.returncode == 1 and "already runs" in twice.stderr
+        funded = fedledger("chain", "fund", "--rpc-url", up.stdout.strip(), Account.create().address, cwd=tmp_path)
+        assert funded.returncode == 0 and "10.0000 ETH" in funded.stdout
+    finally:
+        down = fedledger("chain", "down", cwd=tmp_path)
+    assert down.returncode == 0 and f"pid {record['pid']}" in down.stdout
+    assert (
+        not Path(f"/proc/{record['pid']}").exists()
+        or b"anvil" not in Path(f"/proc/{record['pid']}/cmdline").read_bytes()
+    )
+    assert (tmp_path / "state.json").stat().st_size > 0  # anvil saved the chain on the way down
+    assert "no running chain" in fedledger("chain", "down", cwd=tmp_path).stdout
+
+
+def test_chain_up_without_anvil_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedledger.deploy import anvil
+    from fedledger.deploy.localchain import chain_up
+
+    monkeypatch.setattr(anvil, "find_anvil", lambda: None)
+    with pytest.raises(FileNotFoundError, match="npm ci"):
+        chain_up(tmp_path, free_port())

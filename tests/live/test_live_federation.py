@@ -1,0 +1,194 @@
+"""A live federation with real processes on 127.0.0.1, driven by the commands of docs/live-federation.md.
+
+anvil (`chain up`), `deploy`, `gateway serve --rpc-url`, `coordinate` (SuperLink + governed
+ServerApp) and three `node join` SuperNodes run two rounds. Between the rounds the gateway is
+restarted; in round 2 the proposer's node is killed (SIGKILL of all its processes). The round
+still finalizes after its deadline, the contract slashes the missing proposer, and `audit
+verify` against the chain finds no disagreement. Every process is stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedledger.deploy.anvil import find_anvil, free_port
+from fedledger.keys import create_keystore
+from fedledger.processes import MARKER_ENV, ManagedProcess, kill_marked, marked_pids, new_marker
+from fedledger.server.client import GatewayClient, event_args
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "correct horse battery staple"
+TRAINING, VOTING, REVEAL = 20, 20, 20
+ETH = 10**18
+
+
+def fedledger(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "fedledger.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+class Federation:
+    """The processes of the walk-through, each with a marker of its own so it can be killed whole."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = dict(os.environ) | {"FEDLEDGER_KEY_PASSWORD": PASSWORD}
+        self.processes: dict[str, ManagedProcess] = {}
+        self.markers: dict[str, str] = {}
+        self.rpc_port, self.gateway_port, self.superlink_port = free_port(), free_port(), free_port()
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.rpc_port}"
+
+    @property
+    def gateway(self) -> str:
+        return f"127.0.0.1:{self.gateway_port}"
+
+    def run(self, *args: str) -> str:
+        done = fedledger(*args, env=self.env, cwd=self.root)
+        assert done.returncode == 0, f"fedledger {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def start(self, name: str, *args: str) -> ManagedProcess:
+        self.markers[name] = marker = new_marker()
+        command = [sys.executable, "-m", "fedledger.cli", *args]
+        env = self.env | {MARKER_ENV: marker}
+        process = ManagedProcess(name, command, self.root / "logs" / f"{name}.log", env, cwd=self.root)
+        self.processes[name] = process
+        return process
+
+    def start_gateway(self, name: str) -> ManagedProcess:
+        process = self.start(
+            name, "gateway", "serve", "--rpc-url", self.rpc_url, "--deployment", "deployments/local.json",
+            "--relayer-key-file", "keys/coordinator.json", "--port", str(self.gateway_port), "--flush-window", "1",
+        )  # fmt: skip
+        with GatewayClient(self.gateway) as client:
+            client.wait_ready(timeout=60)
+        return process
+
+    def kill(self, name: str) -> None:
+        """SIGKILL every process of ``name`` at once (a crash), then wait until they are gone."""
+        for pid in marked_pids(self.markers[name]):
+            os.kill(pid, 9)
+        kill_marked(self.markers[name])
+
+    def stop_all(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        for marker in self.markers.values():
+            kill_marked(marker)
+        fedledger("chain", "down", env=self.env, cwd=self.root)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{p.tail(30)}" for name, p in self.processes.items())
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[Federation]:
+    if find_anvil() is None:
+        if os.environ.get("FEDLEDGER_REQUIRE_ANVIL") == "1":
+            pytest.fail("anvil is required (FEDLEDGER_REQUIRE_ANVIL=1) but not installed; run `npm ci`")
+        pytest.skip("anvil not installed (npm ci)")
+    fed = Federation(tmp_path)
+    try:
+        yield fed
+    finally:
+        fed.stop_all()
+        left = [name for name, marker in fed.markers.items() if marked_pids(marker)]
+        assert not left, f"processes left behind: {left}"
+
+
+def progress(out: Path) -> list[dict]:
+    path = out / "server" / "progress.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def wait_for(condition: object, what: str, fed: Federation, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        coordinator = fed.processes["coordinator"]
+        assert coordinator.running(), f"the coordinator stopped before {what}:\n{fed.logs()}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f}s:\n{fed.logs()}"
+        time.sleep(0.2)
+
+
+def test_two_rounds_survive_a_gateway_restart_and_a_killed_node_then_audit_clean(federation: Federation) -> None:
+    fed = federation
+    started = time.monotonic()
+    url = fed.run("chain", "up", "--port", str(fed.rpc_port), "--state", "chain-state.json").strip()
+    assert url == fed.rpc_url
+    keystores = [f"keys/{name}.json" for name in ("coordinator", "node-0", "node-1", "node-2")]
+    fed.run("node", "init", "--keystore", keystores[0])
+    for keystore in keystores[1:]:  # what `node init` does, without three more interpreter start-ups
+        create_keystore(fed.root / keystore, PASSWORD)
+    fed.run("chain", "fund", "--rpc-url", url, *keystores)
+    fed.run(
+        "deploy", "--rpc-url", url, "--key-file", "keys/coordinator.json", "--out", "deployments/local.json",
+        "--initial-model", "digits:0", "--rounds", "2", "--max-committee", "3", "--pool", "5",
+        "--training-duration", str(TRAINING), "--voting-duration", str(VOTING), "--reveal-duration", str(REVEAL),
+    )  # fmt: skip
+    fed.start_gateway("gateway")
+    out = fed.root / "runs" / "live"
+    fed.start(
+        "coordinator", "coordinate", "--gateway", fed.gateway, "--keystore", "keys/coordinator.json",
+        "--nodes", "3", "--local-epochs", "1", "--port", str(fed.superlink_port), "--out", str(out),
+    )  # fmt: skip
+    nodes = {}
+    for i in range(3):
+        nodes["0x" + json.loads((fed.root / "keys" / f"node-{i}.json").read_text())["address"].lower()] = f"node-{i}"
+        fed.start(
+            f"node-{i}", "node", "join", "--gateway", fed.gateway, "--superlink", f"127.0.0.1:{fed.superlink_port}",
+            "--keystore", f"keys/node-{i}.json", "--data", f"digits:{i}/3",
+            "--log-file", str(fed.root / "logs" / f"supernode-{i}.log"),
+        )  # fmt: skip
+    setup_s = time.monotonic() - started
+
+    # Between the rounds: the gateway goes away and comes back on the same port and folders.
+    wait_for(lambda: any(e["phase"] == "done" and e["round"] == 1 for e in progress(out)), "round 1", fed)
+    fed.processes["gateway"].stop()
+    fed.start_gateway("gateway-restarted")
+
+    # Mid-round 2: the proposer's node crashes before it could submit.
+    wait_for(lambda: any(e["phase"] == "training" and e["round"] == 2 for e in progress(out)), "round 2", fed)
+    with GatewayClient(fed.gateway, timeout=30) as client:
+        proposer = client.round(2).proposers[0].address
+        fed.kill(nodes[proposer.lower()])
+        victim_stake = int(client.account(proposer).stake_wei)
+
+    coordinator = fed.processes["coordinator"]
+    assert coordinator.wait(timeout=300) == 0, fed.logs()
+    summary = json.loads((out / "server" / "summary.json").read_text())
+    rounds = [json.loads(line) for line in (out / "server" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert rounds[0]["accepted"] is True and rounds[0]["metrics"]["accuracy"] > 0.3
+    assert rounds[1]["accepted"] is False  # its only proposer never submitted: the model stays
+    assert summary["chain_id"] == 31337 and len(summary["nodes"]) == 3
+
+    with GatewayClient(fed.gateway, timeout=30) as client:
+        state = client.round(2)
+        assert state.phase == "FINALIZED"
+        assert not state.proposers[0].committed
+        slashed = [event_args(e) for e in client.events(2, names=("Slashed",))]
+        assert any(a["account"].lower() == proposer.lower() for a in slashed), slashed
+        stake_after = int(client.account(proposer).stake_wei)
+        rate = client.task().config.slash_rate_bps
+    assert stake_after == victim_stake - victim_stake * rate // 10_000
+
+    audit = fed.run(
+        "audit", "--rpc-url", url, "--deployment", "deployments/local.json",
+        "--blob-dir", ".fedledger/gateway/blobs", "--json", "verify",
+    )  # fmt: skip
+    verdict = json.loads(audit)
+    assert verdict["disagreements"] == [], verdict
+    walls = ", ".join(f"{r['wall_s']:.1f}s" for r in rounds)
+    print(f"\nlive federation: set-up {setup_s:.1f}s, rounds {walls}, total {time.monotonic() - started:.1f}s")
