@@ -39,6 +39,7 @@ from .flower import (
 from .results import RoundResult, RunSummary, read_rounds
 
 STARTUP_TIMEOUT = 120.0
+DEFAULT_SUPERLINK_DB = Path(".fedledger/superlink/state.db")
 
 
 class CoordinatorOptions(BaseModel):
@@ -59,6 +60,9 @@ class CoordinatorOptions(BaseModel):
     batch_size: int = Field(default=32, ge=1)
     port: int = Field(default=9092, gt=0, lt=65536, description="SuperLink port (nodes and flwr connect here)")
     node_wait: float = Field(default=600.0, gt=0, description="seconds to wait for the nodes")
+    superlink_db: Path = Field(
+        default=DEFAULT_SUPERLINK_DB, description="the SuperLink's state: nodes stay known across coordinator restarts"
+    )
     out: Path | None = None
 
 
@@ -171,12 +175,17 @@ class Coordinator:
         return process
 
     def _start_superlink(self, password: str) -> str:
-        """A SuperLink in deployment mode; its ServerApp inherits the coordinator key's password."""
+        """A SuperLink in deployment mode; its ServerApp inherits the coordinator key's password.
+
+        Its database outlives the run, so nodes that joined stay known when the coordinator (and
+        with it the SuperLink) restarts: they reconnect instead of being refused.
+        """
         o = self.options
         home = self.out / "flwr-home"
         address = f"127.0.0.1:{o.port}"
         write_flwr_config(home, address)
-        command = superlink_command(home, o.port, free_port(), simulation=False)
+        o.superlink_db.parent.mkdir(parents=True, exist_ok=True)
+        command = superlink_command(o.superlink_db.resolve(), o.port, free_port(), simulation=False)
         superlink = self._start("superlink", command, password)
         wait_until(
             lambda: http_ok(f"http://{address}/health"), superlink, "the Flower SuperLink", STARTUP_TIMEOUT,

@@ -35,6 +35,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.add_argument("--batch-size", type=int, default=32, help="client batch size (default %(default)s)")
     cmd.add_argument("--port", type=int, default=9092, help="SuperLink port on 127.0.0.1 (default %(default)s)")
     cmd.add_argument("--node-wait", type=float, default=600.0, help="seconds to wait for the nodes (default 600)")
+    cmd.add_argument(
+        "--superlink-db",
+        type=Path,
+        default=Path(".fedledger/superlink/state.db"),
+        help="the SuperLink's state, kept across restarts so joined nodes reconnect (default %(default)s)",
+    )
     cmd.add_argument("--out", type=Path, help="run folder (default runs/live-<time>)")
     cmd.set_defaults(handler=_coordinate)
 
@@ -58,6 +64,7 @@ def _coordinate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         port=args.port,
         node_wait=args.node_wait,
+        superlink_db=args.superlink_db,
         out=args.out,
     )
     coordinator = Coordinator(options, on_event=_print_event)

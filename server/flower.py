@@ -60,15 +60,19 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def superlink_command(home: Path, port: int, health_port: int, *, simulation: bool) -> list[str]:
-    """``flower-superlink`` on 127.0.0.1:``port`` (nodes, ``flwr run`` and its health at ``/health``)."""
+def superlink_command(database: Path, port: int, health_port: int, *, simulation: bool) -> list[str]:
+    """``flower-superlink`` on 127.0.0.1:``port`` (nodes, ``flwr run`` and its health at ``/health``).
+
+    Its state (registered nodes, runs) lives in ``database``: a SuperLink restarted on the same
+    file knows its nodes again, and they reconnect by themselves.
+    """
     mode = ["--simulation"] if simulation else []
     return [
         flower_bin("flower-superlink"), "--insecure", *mode,
         "--isolation", "subprocess", "--disable-runtime-dependency-installation",
         "--host", "127.0.0.1", "--port", str(port),
         "--health-server-address", f"127.0.0.1:{health_port}",
-        "--database", str(home / "state.db"),
+        "--database", str(database),
     ]  # fmt: skip
 
 

@@ -300,7 +300,7 @@ class Simulation:
         port, health = free_port(), free_port()
         home = self.out / "flwr-home"
         write_flwr_config(home, f"127.0.0.1:{port}")
-        superlink = self._start("superlink", superlink_command(home, port, health, simulation=True))
+        superlink = self._start("superlink", superlink_command(home / "state.db", port, health, simulation=True))
         self._wait(lambda: http_ok(f"http://127.0.0.1:{port}/health"), superlink, "the Flower SuperLink")
         return f"127.0.0.1:{port}"
 

@@ -4,13 +4,15 @@ anvil (`chain up`), `deploy`, `gateway serve --rpc-url`, `coordinate` (SuperLink
 ServerApp) and three `node join` SuperNodes run two rounds. Between the rounds the gateway is
 restarted; in round 2 the proposer's node is killed (SIGKILL of all its processes). The round
 still finalizes after its deadline, the contract slashes the missing proposer, and `audit
-verify` against the chain finds no disagreement. Every process is stopped by PID at the end.
+verify` against the chain finds no disagreement. The surviving nodes then reconnect to a
+restarted SuperLink and leave cleanly on Ctrl-C. Every process is stopped by PID at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,12 +25,16 @@ from fedledger.deploy.anvil import find_anvil, free_port
 from fedledger.keys import create_keystore
 from fedledger.processes import MARKER_ENV, ManagedProcess, kill_marked, marked_pids, new_marker
 from fedledger.server.client import GatewayClient, event_args
+from fedledger.server.flower import superlink_command
 
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery staple"
 TRAINING, VOTING, REVEAL = 20, 20, 20
 ETH = 10**18
+RECONNECTED = "Connection successful after"
+FAILED = "Connection attempt failed"
+"""What a SuperNode logs when it lost the SuperLink, and when it reached it again."""
 
 
 def fedledger(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -41,7 +47,7 @@ class Federation:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.env = dict(os.environ) | {"FEDLEDGER_KEY_PASSWORD": PASSWORD}
+        self.env = dict(os.environ) | {"FEDLEDGER_KEY_PASSWORD": PASSWORD, "FLWR_HOME": str(root / "flwr-home")}
         self.processes: dict[str, ManagedProcess] = {}
         self.markers: dict[str, str] = {}
         self.rpc_port, self.gateway_port, self.superlink_port = free_port(), free_port(), free_port()
@@ -60,8 +66,10 @@ class Federation:
         return done.stdout
 
     def start(self, name: str, *args: str) -> ManagedProcess:
+        return self.start_command(name, [sys.executable, "-m", "fedledger.cli", *args])
+
+    def start_command(self, name: str, command: list[str]) -> ManagedProcess:
         self.markers[name] = marker = new_marker()
-        command = [sys.executable, "-m", "fedledger.cli", *args]
         env = self.env | {MARKER_ENV: marker}
         process = ManagedProcess(name, command, self.root / "logs" / f"{name}.log", env, cwd=self.root)
         self.processes[name] = process
@@ -122,6 +130,14 @@ def wait_for(condition: object, what: str, fed: Federation, timeout: float = 240
         time.sleep(0.2)
 
 
+def wait_for_logs(logs: dict[str, Path], before: dict[str, int], line: str, timeout: float = 120) -> None:
+    """Wait until every log holds more copies of ``line`` than ``before`` says."""
+    deadline = time.monotonic() + timeout
+    while any(log.read_text(errors="replace").count(line) <= before[name] for name, log in logs.items()):
+        assert time.monotonic() < deadline, f"no new {line!r} in {sorted(logs)} after {timeout:.0f}s"
+        time.sleep(0.3)
+
+
 def test_two_rounds_survive_a_gateway_restart_and_a_killed_node_then_audit_clean(federation: Federation) -> None:
     fed = federation
     started = time.monotonic()
@@ -167,6 +183,15 @@ def test_two_rounds_survive_a_gateway_restart_and_a_killed_node_then_audit_clean
 
     coordinator = fed.processes["coordinator"]
     assert coordinator.wait(timeout=300) == 0, fed.logs()
+    # The surviving nodes reconnect to the coordinator's SuperLink restarted on its database, then
+    # leave on Ctrl-C (checked after the audit, which runs meanwhile).
+    survivors = sorted(name for name in nodes.values() if name != nodes[proposer.lower()])
+    logs = {name: fed.root / "logs" / f"supernode-{name[-1]}.log" for name in survivors}
+    before = {name: log.read_text(errors="replace").count(RECONNECTED) for name, log in logs.items()}
+    wait_for_logs(logs, {name: log.read_text(errors="replace").count(FAILED) for name, log in logs.items()}, FAILED)
+    database = fed.root / ".fedledger" / "superlink" / "state.db"
+    command = superlink_command(database, fed.superlink_port, free_port(), simulation=False)
+    superlink = fed.start_command("superlink-restarted", command)
     summary = json.loads((out / "server" / "summary.json").read_text())
     rounds = [json.loads(line) for line in (out / "server" / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
@@ -190,5 +215,12 @@ def test_two_rounds_survive_a_gateway_restart_and_a_killed_node_then_audit_clean
     )  # fmt: skip
     verdict = json.loads(audit)
     assert verdict["disagreements"] == [], verdict
+    wait_for_logs(logs, before, RECONNECTED)
+    assert superlink.running()
+    for name in survivors:
+        os.kill(fed.processes[name].pid, signal.SIGINT)
+    for name in survivors:
+        assert fed.processes[name].wait(timeout=60) == 0, fed.processes[name].tail()
+        assert marked_pids(fed.markers[name]) == [], f"{name} left processes behind"
     walls = ", ".join(f"{r['wall_s']:.1f}s" for r in rounds)
     print(f"\nlive federation: set-up {setup_s:.1f}s, rounds {walls}, total {time.monotonic() - started:.1f}s")
