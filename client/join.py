@@ -111,6 +111,8 @@ class SuperNode:
             start_new_session=True,  # Ctrl-C reaches this command, which stops the node in order
             preexec_fn=_die_with_parent,
         )
+        if output is not None:
+            output.close()  # the child holds its own copy
 
     def wait(self) -> int:
         """Block until the SuperNode exits; return its exit code."""

@@ -246,11 +246,11 @@ class GovernedStrategy(Strategy):
         chain says whether the transaction made it: then the drawn roles are read back, else the
         round is opened again with a freshly signed transaction.
         """
-        for attempt in range(1, GATEWAY_ATTEMPTS + 1):
+        for _ in range(GATEWAY_ATTEMPTS - 1):
             try:
                 return self.gateway.open_round(self.coordinator)
             except grpc.RpcError as exc:
-                if exc.code() not in GATEWAY_GONE or attempt == GATEWAY_ATTEMPTS:
+                if exc.code() not in GATEWAY_GONE:
                     raise
                 log.warning("gateway went away while opening round %d (%s); retrying", expected_round, exc.code())
                 self.gateway.wait_ready(timeout=GATEWAY_RETURN)
@@ -261,7 +261,7 @@ class GovernedStrategy(Strategy):
                         proposers=[p.address for p in state.proposers],
                         voters=[v.address for v in state.voters],
                     )
-        raise AssertionError("unreachable")
+        return self.gateway.open_round(self.coordinator)
 
     def _sync_base(self, address: str) -> bytes:
         """The state a node's payload patches: the one it last confirmed, or b"" (whole / blank)."""
