@@ -111,17 +111,22 @@ def parse_signed_action(action: str, message_json: str, signature: bytes, allowe
     return td.SignedAction(action_type, message, bytes(signature))
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` with bytes as 0x-hex and integers JSON cannot hold exactly (|n| >= 2**53) as strings."""
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
+        return str(value)
+    return value
+
+
 def message_to_json(message: dict[str, Any]) -> str:
-    """Encode an action message for a SignedAction request (bytes as 0x-hex, big ints as strings)."""
-
-    def encode(value: Any) -> Any:
-        if isinstance(value, bytes | bytearray):
-            return "0x" + bytes(value).hex()
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 2**53:
-            return str(value)
-        return value
-
-    return json.dumps({k: encode(v) for k, v in message.items()}, sort_keys=True)
+    """Encode an action message for a SignedAction request (see :func:`jsonable`)."""
+    return json.dumps(jsonable(message), sort_keys=True)
 
 
 # ------------------------------------------------------------------ signatures

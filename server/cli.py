@@ -14,8 +14,12 @@ from rich.console import Console
 from fedledger.deploy.cli import add_task_options, task_fields
 from fedledger.errors import CommandError
 
+from .settings import GatewaySettings
+
 console = Console()
 err_console = Console(stderr=True)
+DEFAULTS = GatewaySettings()
+MIB = 1024 * 1024
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,13 +34,17 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     serve.add_argument("--deployment", type=Path, help="deployment manifest written by `fedledger deploy --out`")
     serve.add_argument("--relayer-key-file", type=Path, help="key paying the relayed batches (rpc mode)")
     serve.add_argument("--dev-accounts", type=int, default=0, help="embedded: fund this many dev keys (1..N)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    serve.add_argument("--port", type=int, default=50051, help="port (0: any free port; default %(default)s)")
-    serve.add_argument("--data-dir", type=Path, default=Path(".fedledger/gateway"), help="blobs and discovery files")
+    serve.add_argument("--host", default=DEFAULTS.host, help="address to listen on (default %(default)s)")
+    serve.add_argument("--port", type=int, default=DEFAULTS.port, help="port (0: any free port; default %(default)s)")
+    serve.add_argument("--data-dir", type=Path, default=DEFAULTS.data_dir, help="blobs and discovery files")
     serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM), with --tls-key")
     serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    serve.add_argument("--flush-window", type=float, default=2.0, help="max seconds an action waits in the queue")
-    serve.add_argument("--max-blob-mib", type=int, default=256, help="largest blob accepted, in MiB")
+    serve.add_argument(
+        "--flush-window", type=float, default=DEFAULTS.flush_window, help="max seconds an action waits in the queue"
+    )
+    serve.add_argument(
+        "--max-blob-mib", type=int, default=DEFAULTS.max_blob_bytes // MIB, help="largest blob accepted, in MiB"
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_task_options(serve)
     serve.set_defaults(handler=_serve)
@@ -81,7 +89,7 @@ def _ledger(args: argparse.Namespace) -> object:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .gateway import GatewayServer, GatewaySettings
+    from .gateway import GatewayServer
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.max_blob_mib <= 0 or args.flush_window <= 0:
@@ -92,7 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
-        max_blob_bytes=args.max_blob_mib * 1024 * 1024,
+        max_blob_bytes=args.max_blob_mib * MIB,
         flush_window=args.flush_window,
     )
     try:

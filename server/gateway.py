@@ -7,8 +7,6 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,33 +15,18 @@ from grpc_reflection.v1alpha import reflection
 from fedledger.contracts.bindings import EMBEDDED_TX_GAS, Sent
 from fedledger.contracts.typed_data import SignedAction
 
-from .blobstore import DEFAULT_MAX_BYTES, LocalBlobStore
+from .blobstore import LocalBlobStore
 from .ledger import Ledger
 from .proto import gateway_pb2 as pb
 from .proto import gateway_pb2_grpc as pb_grpc
 from .relayer import Relayer
 from .service import GatewayService
+from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    """How to serve: address, storage and relaying parameters."""
-
-    host: str = "127.0.0.1"
-    port: int = 50051
-    data_dir: Path = Path(".fedledger/gateway")
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    max_blob_bytes: int = DEFAULT_MAX_BYTES
-    flush_window: float = 2.0
-    max_batch: int = 64
-    workers: int = 128
-    health_interval: float = 5.0
 
 
 class GatewayServer:

@@ -140,12 +140,12 @@ class Relayer:
 
     def flush(self, action: str | None = None) -> int:
         """Relay what is queued now (of ``action`` only, when given), wait for it; return how many were sent."""
-        before = sum(self.stats.batch_sizes)
         names = [action] if action else list(self._queues)
+        total = 0
         for name in names:
-            while self._flush_queue(name):
-                pass
-        return sum(self.stats.batch_sizes) - before
+            while (relayed := self._flush_queue(name)) is not None:
+                total += relayed
+        return total
 
     def stop(self, flush: bool = True) -> None:
         """Stop the background flusher, relaying (or failing) what is still queued."""
@@ -186,13 +186,17 @@ class Relayer:
             for name in ready:
                 self._flush_queue(name)
 
-    def _flush_queue(self, name: str) -> bool:
-        """Relay up to ``max_batch`` queued entries of one type; return whether any were sent."""
+    def _flush_queue(self, name: str) -> int | None:
+        """Relay up to ``max_batch`` queued entries of one type.
+
+        Returns how many this call relayed (0 if the batch failed; its callers got the error), or
+        None when nothing of that type was queued.
+        """
         with self._flush_lock:
             with self._cond:
                 queue = self._queues.get(name)
                 if queue is None or not queue.entries:
-                    return False
+                    return None
                 batch, queue.entries = queue.entries[: self.max_batch], queue.entries[self.max_batch :]
             try:
                 sent = self._send_with_retries([p.signed for p in batch])
@@ -201,10 +205,10 @@ class Relayer:
                 error = exc if isinstance(exc, RelayFailed) else RelayFailed(f"relay failed: {exc}")
                 for p in batch:
                     p.future.set_exception(error)
-                return True
+                return 0
             self.stats.batch_sizes.append(len(batch))
             self._resolve(batch, sent)
-            return True
+            return len(batch)
 
     def _send_with_retries(self, actions: list[SignedAction]) -> Sent:
         attempt = 0

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -36,6 +37,18 @@ from .proto import gateway_pb2_grpc as pb_grpc
 from .relayer import DuplicateAction, Outcome, Relayer, RelayFailed
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _RawCall:
+    """A signed raw transaction to the task, decoded once: its bytes, sender, fields and call arguments."""
+
+    raw: bytes
+    sender: str
+    fields: dict[str, Any]
+    args: dict[str, Any]
+
+
 T = TypeVar("T")
 
 PARTICIPANT_FUNCTIONS = ("register", "addStake", "fundPool")
@@ -91,7 +104,7 @@ def event_to_proto(event: Event, log_entry: Any | None = None) -> pb.Event:
     """A decoded event as a proto message (args as JSON, plus the raw log when known)."""
     message = pb.Event(
         name=event.name,
-        args_json=json.dumps(_jsonable(event.args), sort_keys=True),
+        args_json=json.dumps(checks.jsonable(event.args), sort_keys=True),
         block_number=event.block_number,
         transaction_hash=bytes(HexBytes(event.transaction_hash)),
         log_index=event.log_index,
@@ -100,18 +113,6 @@ def event_to_proto(event: Event, log_entry: Any | None = None) -> pb.Event:
         message.topics.extend(bytes(t) for t in log_entry["topics"])
         message.data = bytes(log_entry["data"])
     return message
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray):
-        return "0x" + bytes(value).hex()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
-        return str(value)
-    return value
 
 
 def _split_stream(messages: Iterator[Any], header_field: str) -> tuple[Any, Iterator[bytes]]:
@@ -228,7 +229,8 @@ class GatewayService(pb_grpc.GatewayServicer):
         sent = self._send_raw(request.raw_transaction, PARTICIPANT_FUNCTIONS, coordinator_only=False)
         return self._transaction_result(sent)
 
-    def _decode_call(self, raw: bytes, allowed: tuple[str, ...], coordinator_only: bool) -> tuple[str, str, dict]:
+    def _decode_call(self, raw: bytes, allowed: tuple[str, ...], coordinator_only: bool) -> _RawCall:
+        """Decode a signed raw transaction once and check it calls one of ``allowed`` on the task."""
         sender, fields = checks.decode_raw_transaction(raw, self.ledger.chain_id)
         to = fields.get("to")
         if not to or to_checksum_address(HexBytes(to).to_0x_hex()) != self.ledger.task.address:
@@ -241,25 +243,23 @@ class GatewayService(pb_grpc.GatewayServicer):
             raise checks.denied(f"{function.fn_name} is not relayed here; expected one of {', '.join(allowed)}")
         if coordinator_only and sender != self.ledger.config.coordinator:
             raise checks.denied(f"{function.fn_name} must be signed by the coordinator, not {sender}")
-        return sender, function.fn_name, dict(args)
+        return _RawCall(raw, sender, fields, dict(args))
 
     def _send_raw(self, raw: bytes, allowed: tuple[str, ...], coordinator_only: bool) -> Sent:
-        sender, _name, _args = self._decode_call(raw, allowed, coordinator_only)
-        return self._broadcast(raw, sender)
+        return self._broadcast(self._decode_call(raw, allowed, coordinator_only))
 
-    def _broadcast(self, raw: bytes, sender: str) -> Sent:
+    def _broadcast(self, tx: _RawCall) -> Sent:
         ledger = self.ledger
-        _, fields = checks.decode_raw_transaction(raw, ledger.chain_id)
         call = {
-            "from": sender,
+            "from": tx.sender,
             "to": ledger.task.address,
-            "data": fields.get("data", b""),
-            "value": fields["value"],
+            "data": tx.fields.get("data", b""),
+            "value": tx.fields["value"],
         }
 
         def send() -> Sent:
             ledger.w3.eth.call(call)  # type: ignore[arg-type]  # surfaces a revert before gas is spent
-            tx_hash = ledger.w3.eth.send_raw_transaction(raw)
+            tx_hash = ledger.w3.eth.send_raw_transaction(tx.raw)
             receipt = ledger.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
             if receipt["status"] != 1:
                 raise checks.precondition(f"transaction 0x{bytes(tx_hash).hex()} reverted")
@@ -388,11 +388,11 @@ class GatewayService(pb_grpc.GatewayServicer):
     ) -> pb.TransactionResult:
         """Store the model, then broadcast the coordinator's proposeAggregate / publishGlobal naming it."""
         header, chunks = _split_stream(request_iterator, "ProposeModelHeader")
-        sender, _function, args = self._decode_call(header.raw_transaction, MODEL_FUNCTIONS, coordinator_only=True)
-        model_hash = bytes(args.get("candidateHash") or args.get("modelHash"))
+        tx = self._decode_call(header.raw_transaction, MODEL_FUNCTIONS, coordinator_only=True)
+        model_hash = bytes(tx.args.get("candidateHash") or tx.args.get("modelHash"))
         self.blobs.put(chunks, expected_hash=model_hash, size=header.size)
         self.relayer.flush("CommitUpdate")  # a candidate closes training: relay late commitments first
-        return self._transaction_result(self._broadcast(header.raw_transaction, sender))
+        return self._transaction_result(self._broadcast(tx))
 
     @rpc
     def StoreBlob(self, request_iterator: Iterator[pb.StoreBlobMessage], context: grpc.ServicerContext) -> pb.BlobInfo:

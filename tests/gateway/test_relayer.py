@@ -82,7 +82,8 @@ def test_max_batch_splits() -> None:
     chain = FakeChain()
     relayer = Relayer(chain.send, window=30, max_batch=2)
     futures = [relayer.enqueue(action(signer(i))) for i in range(1, 4)]
-    relayer.flush()
+    assert relayer.flush() == 3  # what this call relayed, in two batches
+    assert relayer.flush() == 0
     assert all(f.result(timeout=5).included for f in futures)
     assert sorted(map(len, chain.batches)) == [1, 2]
     relayer.stop()
@@ -112,7 +113,7 @@ def test_flush_that_keeps_failing_tells_every_caller() -> None:
     chain = FakeChain(fail_times=100)
     relayer = Relayer(chain.send, window=30, retries=2, backoff=0.01)
     futures = [relayer.enqueue(action(signer(i))) for i in (1, 2)]
-    relayer.flush()
+    assert relayer.flush() == 0  # nothing reached the chain
     for f in futures:
         with pytest.raises(RelayFailed, match="after 3 attempts"):
             f.result(timeout=5)
