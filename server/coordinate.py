@@ -86,7 +86,7 @@ class Coordinator:
         self.processes: list[ManagedProcess] = []
 
     def run(self) -> tuple[RunSummary, list[RoundResult]]:
-        """Check the task, run the rounds on a fresh SuperLink, stop everything; return the results."""
+        """Check the task, start the SuperLink, run the rounds, stop everything; return the results."""
         if (self.out / "server" / "summary.json").exists():
             raise CoordinatorError(f"{self.out} already holds a finished run; choose another --out")
         password = os.environ.get(PASSWORD_ENV) or read_password(f"password for {self.options.keystore}: ")
