@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from eth_account.signers.local import LocalAccount
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
@@ -147,16 +148,10 @@ def _governed(
 ) -> tuple[Arrays, str, str, int]:
     view = gateway.task()
     info = gateway.task_info()
-    blob = codec.encode(initial)
-    if info.global_model_hash != keccak256(blob):
-        raise RuntimeError(
-            f"the task's global model 0x{info.global_model_hash.hex()} is not this run's initial model "
-            f"0x{keccak256(blob).hex()} (task {settings.task}, seed {settings.seed})"
-        )
     coordinator = coordinator_key(settings.keys, settings.coordinator_keystore)
     if coordinator.address != view.config.coordinator:
         raise RuntimeError(f"this ServerApp's key {coordinator.address} is not the task's coordinator")
-    gateway.store_blob(coordinator, blob)  # anyone can fetch the model the chain starts from
+    start = _starting_state(gateway, coordinator, info.current_round, info.global_model_hash, initial)
     strategy = GovernedStrategy(
         plugin,
         gateway,
@@ -166,8 +161,28 @@ def _governed(
         evaluate,
         server_update,
     )
-    final = strategy.run(grid, initial, settings.rounds)
+    final = strategy.run(grid, start, settings.rounds, first_round=info.current_round + 1)
     return final, view.config.vote_mode.label, view.task_address, view.chain_id
+
+
+def _starting_state(
+    gateway: GatewayClient, coordinator: LocalAccount, played: int, global_hash: bytes, initial: Arrays
+) -> Arrays:
+    """The model the task's next round starts from.
+
+    A fresh task (no round ``played``) must hold this run's ``initial`` model, which is stored so
+    anyone can fetch it. A task that already played rounds continues from the global model the
+    chain records, fetched from the blob store by its hash (a coordinator restarted mid-task).
+    """
+    if played:
+        return codec.decode(gateway.fetch_blob(global_hash))
+    blob = codec.encode(initial)
+    if global_hash != keccak256(blob):
+        raise RuntimeError(
+            f"the task's global model 0x{global_hash.hex()} is not this run's initial model 0x{keccak256(blob).hex()}"
+        )
+    gateway.store_blob(coordinator, blob)
+    return initial
 
 
 def _plain(

@@ -1,7 +1,8 @@
 """The coordinator of a live federation: a Flower SuperLink that nodes join, and the governed ServerApp on it.
 
 ``fedledger coordinate`` checks the deployed task through the gateway (this key is its
-coordinator, the chain starts from this run's initial model), starts a SuperLink (deployment
+coordinator; a fresh task starts from this run's initial model, a task that already played
+settled rounds continues from the global model on chain), starts a SuperLink (deployment
 mode) on 127.0.0.1, submits the governed app with ``flwr run`` and relays its progress until
 the last round. Every process it started (SuperLink, ServerApp, ``flwr``) is stopped at the end,
 also on Ctrl-C or error, by PID and run marker.
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedledger import codec
 from fedledger.config import RunSettings
+from fedledger.contracts.types import VoteMode
 from fedledger.deploy.anvil import free_port
 from fedledger.errors import CommandError
 from fedledger.keys import PASSWORD_ENV, load_key, read_password
@@ -125,32 +127,35 @@ class Coordinator:
                 gateway.wait_ready(timeout=30)
             except TimeoutError as exc:
                 raise CoordinatorError(f"no gateway answers at {o.gateway}: start `fedledger gateway serve`") from exc
-            view = gateway.task()
+            config = gateway.task().config
             info = gateway.task_info()
-        config = view.config
-        if key.address != config.coordinator:
-            raise CoordinatorError(
-                f"{o.keystore} holds {key.address}, but the task's coordinator is {config.coordinator}"
-            )
-        left = config.total_rounds - info.current_round
-        rounds = o.rounds or left
-        if info.current_round > 0 or rounds > left:
-            raise CoordinatorError(
-                f"the task has {left} of {config.total_rounds} rounds left from round {info.current_round}: "
-                "a run starts from round 0 of a fresh deployment and fits in the task's rounds"
-            )
+            if key.address != config.coordinator:
+                raise CoordinatorError(
+                    f"{o.keystore} holds {key.address}, but the task's coordinator is {config.coordinator}"
+                )
+            left = config.total_rounds - info.current_round
+            rounds = o.rounds or left
+            if not left or rounds > left:
+                raise CoordinatorError(
+                    f"the task has {left} of {config.total_rounds} rounds left after round {info.current_round}"
+                )
+            if info.current_round:
+                _check_resumable(gateway, info.current_round, config.vote_mode)
         try:
             plugin = get_strategy(config.strategy, o.strategy_options)
             task = get_task(o.task or plugin.default_task)
         except ValueError as exc:
             raise CoordinatorError(str(exc)) from exc
-        self.on_event({"phase": "preparing task", "task": task.name})
-        initial = keccak256(codec.encode(plugin.initial_state(task, o.seed)))
-        if initial != info.global_model_hash:
-            raise CoordinatorError(
-                f"the task starts from model 0x{info.global_model_hash.hex()}, not from the initial model of "
-                f"{task.name} seed {o.seed} (0x{initial.hex()}): deploy with --initial-model {task.name}:{o.seed}"
-            )
+        if not info.current_round:
+            self.on_event({"phase": "preparing task", "task": task.name})
+            initial = keccak256(codec.encode(plugin.initial_state(task, o.seed)))
+            if initial != info.global_model_hash:
+                raise CoordinatorError(
+                    f"the task starts from model 0x{info.global_model_hash.hex()}, not from the initial model of "
+                    f"{task.name} seed {o.seed} (0x{initial.hex()}): deploy with --initial-model {task.name}:{o.seed}"
+                )
+        else:
+            self.on_event({"phase": "resuming", "after_round": info.current_round, "rounds": rounds})
         return RunSettings(
             task=task.name,
             strategy=config.strategy,
@@ -192,3 +197,20 @@ class Coordinator:
             CoordinatorError,
         )  # fmt: skip
         return address
+
+
+def _check_resumable(gateway: GatewayClient, played: int, vote_mode: VoteMode) -> None:
+    """Refuse to continue a task whose last round was cut off before it was settled.
+
+    The next run starts from the global model the chain records, which is only the round's
+    result once the round is finalized and, in per-update mode, its aggregate published.
+    """
+    state = gateway.round(played)
+    if state.phase != "FINALIZED":
+        raise CoordinatorError(
+            f"round {played} was cut off in phase {state.phase}: continuing a round mid-way is not supported "
+            "(its vote salts lived in the stopped run)"
+        )
+    published = gateway.events(played, names=("GlobalPublished",))
+    if vote_mode is VoteMode.PER_UPDATE and int(state.outcomes) and not published:
+        raise CoordinatorError(f"round {played} accepted updates but its aggregate was never published")

@@ -141,11 +141,14 @@ class GovernedStrategy(Strategy):
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self, grid: Grid, initial: Arrays, num_rounds: int) -> Arrays:
-        """Run ``num_rounds`` governed rounds from ``initial``; return the final global model."""
+    def run(self, grid: Grid, initial: Arrays, num_rounds: int, first_round: int = 1) -> Arrays:
+        """Run ``num_rounds`` governed rounds from ``initial``, the first being the task's ``first_round``.
+
+        Returns the final global model.
+        """
         global_arrays = initial
         for round_index in range(num_rounds):
-            global_arrays = self.play_round(grid, round_index + 1, global_arrays)
+            global_arrays = self.play_round(grid, first_round + round_index, global_arrays)
         return global_arrays
 
     def play_round(self, grid: Grid, expected_round: int, global_arrays: Arrays) -> Arrays:

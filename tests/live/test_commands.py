@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,25 @@ def test_chain_up_without_anvil_names_the_install_command(tmp_path: Path, monkey
     monkeypatch.setattr(anvil, "find_anvil", lambda: None)
     with pytest.raises(FileNotFoundError, match="npm ci"):
         chain_up(tmp_path, free_port())
+
+
+def test_the_coordinator_continues_after_settled_rounds_from_the_chains_model_but_not_mid_round(
+    gw: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedledger import codec
+    from fedledger.server.app import _starting_state
+
+    from ..gateway.test_audit import play
+
+    monkeypatch.setenv("FEDLEDGER_KEY_PASSWORD", PASSWORD)
+    mine = _keystore(tmp_path / "coordinator.json", gw.coordinator.key)
+    play(gw)  # round 1: finalized, its aggregate published
+    info = gw.client.task_info()
+    options = CoordinatorOptions(gateway=gw.server.address, keystore=mine, out=tmp_path / "a")
+    settings = Coordinator(options)._settings(PASSWORD)
+    assert settings.rounds == gw.client.task().config.total_rounds - 1
+    start = _starting_state(gw.client, gw.coordinator, info.current_round, info.global_model_hash, OrderedDict())
+    assert codec.encode(start) == gw.client.fetch_blob(info.global_model_hash)  # the published aggregate
+    gw.open()  # round 2 starts, and the coordinator stops before it is settled
+    with pytest.raises(CoordinatorError, match="round 2 was cut off in phase TRAINING"):
+        Coordinator(options)._settings(PASSWORD)

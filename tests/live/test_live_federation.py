@@ -10,6 +10,7 @@ restarted SuperLink and leave cleanly on Ctrl-C. Every process is stopped by PID
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -87,7 +88,8 @@ class Federation:
     def kill(self, name: str) -> None:
         """SIGKILL every process of ``name`` at once (a crash), then wait until they are gone."""
         for pid in marked_pids(self.markers[name]):
-            os.kill(pid, 9)
+            with contextlib.suppress(ProcessLookupError):  # it may have exited since it was listed
+                os.kill(pid, signal.SIGKILL)
         kill_marked(self.markers[name])
 
     def stop_all(self) -> None:
