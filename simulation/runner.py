@@ -50,7 +50,10 @@ from .tasks import get_task
 STARTUP_TIMEOUT = 120.0
 RAY_START_FAILURES = ("The current node timed out during startup", "Timed out waiting for file")
 """What Flower's log says when Ray's own processes did not come up in time."""
-RAY_START_ATTEMPTS = 3
+RAY_START_ATTEMPTS = 5
+RAY_RETRY_PAUSE = 5.0
+"""Seconds between attempts: Ray's failures to start come in spells of a minute or two (CI once
+saw three in a row, each with a C++ process that never wrote its first log line)."""
 
 
 class SimulationOptions(BaseModel):
@@ -326,6 +329,7 @@ class Simulation:
             if attempt < RAY_START_ATTEMPTS and ray_failed and not self._nodes_bound():
                 self.on_event({"phase": "Ray did not start; starting the run again"})
                 self.processes.remove(flwr)
+                time.sleep(RAY_RETRY_PAUSE)
                 continue
             cause = failure_cause(self.out / "server", flwr)
             raise SimulationError(

@@ -7,11 +7,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from fedledger.simulation.runner import RAY_START_FAILURES, Simulation, SimulationError, SimulationOptions
+from fedledger.simulation import runner
+from fedledger.simulation.runner import (
+    RAY_START_ATTEMPTS,
+    RAY_START_FAILURES,
+    Simulation,
+    SimulationError,
+    SimulationOptions,
+)
 
 
 def fake_runs(tmp_path: Path, logs: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Simulation, list[dict]]:
     events: list[dict] = []
+    monkeypatch.setattr(runner, "RAY_RETRY_PAUSE", 0.0)
     simulation = Simulation(SimulationOptions(out=tmp_path / "run"), on_event=events.append)
     (tmp_path / "run" / "server").mkdir(parents=True)
     monkeypatch.setattr(simulation, "_write_app", lambda settings: tmp_path / "app")
@@ -44,9 +52,10 @@ def test_other_failures_and_a_last_ray_failure_are_errors(tmp_path: Path, monkey
     simulation, _ = fake_runs(tmp_path / "a", ["ValueError: boom"], monkeypatch)
     with pytest.raises(SimulationError, match="ended without results"):
         simulation._run_flower(None, "127.0.0.1:1")  # type: ignore[arg-type]
-    simulation, _ = fake_runs(tmp_path / "b", [RAY_START_FAILURES[1]] * 3, monkeypatch)
+    simulation, events = fake_runs(tmp_path / "b", [RAY_START_FAILURES[1]] * RAY_START_ATTEMPTS, monkeypatch)
     with pytest.raises(SimulationError, match="ended without results"):
         simulation._run_flower(None, "127.0.0.1:1")  # type: ignore[arg-type]
+    assert sum("Ray did not start" in e.get("phase", "") for e in events) == RAY_START_ATTEMPTS - 1
 
 
 def test_a_request_to_bind_does_not_stop_the_retry_but_a_completed_binding_does(
