@@ -1,4 +1,4 @@
-"""``fedledger node init|status``: a node's identity and its standing in the task."""
+"""``fedledger node init|status|join``: a node's identity, its standing in the task, joining a federation."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import getpass
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from fedledger.deploy.cli import ether
 from fedledger.errors import CommandError
+
+if TYPE_CHECKING:  # grpc and the proto stubs load only when a command talks to a gateway
+    from fedledger.server.client import GatewayClient
 
 console = Console()
 
@@ -25,12 +29,12 @@ def add_gateway_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) when the gateway uses TLS")
 
 
-def gateway_client(args: argparse.Namespace) -> object:
+def gateway_client(args: argparse.Namespace, timeout: float = 30.0, reconnect: bool = False) -> GatewayClient:
     """A connected :class:`~fedledger.server.client.GatewayClient` from the gateway options."""
     from fedledger.server.client import GatewayClient
 
     root = args.tls_ca.read_bytes() if args.tls_ca is not None else None
-    return GatewayClient(args.gateway, root_certificates=root, timeout=30.0)
+    return GatewayClient(args.gateway, root_certificates=root, timeout=timeout, reconnect=reconnect)
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -109,7 +113,7 @@ def _address(args: argparse.Namespace) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     address = _address(args)
-    with gateway_client(args) as client:  # type: ignore[attr-defined]
+    with gateway_client(args) as client:
         info = client.account(address)
         task = client.task_info()
     wei = 10**18
@@ -142,7 +146,6 @@ def _status(args: argparse.Namespace) -> int:
 def _join(args: argparse.Namespace) -> int:
     from fedledger.keys import PASSWORD_ENV, load_key, read_password
     from fedledger.processes import interrupt_on_terminate
-    from fedledger.server.client import GatewayClient
 
     from .data import DataSpecError, parse_data_spec
     from .join import SuperNode, ensure_member, supernode_command
@@ -153,8 +156,7 @@ def _join(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     password = os.environ.get(PASSWORD_ENV) or read_password(f"password for {args.keystore}: ")
     key = load_key(args.keystore, password)
-    root = args.tls_ca.read_bytes() if args.tls_ca is not None else None
-    with GatewayClient(args.gateway, root_certificates=root, timeout=60.0, reconnect=True) as gateway:
+    with gateway_client(args, timeout=60.0, reconnect=True) as gateway:
         try:
             gateway.wait_ready(timeout=60)
         except TimeoutError as exc:
@@ -173,7 +175,6 @@ def _join(args: argparse.Namespace) -> int:
         code = node.wait()
     except KeyboardInterrupt:
         console.print("stopping the node ...")
-        node.stop()
         return 0
     finally:
         node.stop()

@@ -23,7 +23,7 @@ from eth_account.signers.local import LocalAccount
 from fedledger.deploy.anvil import free_port
 from fedledger.errors import CommandError
 from fedledger.keys import PASSWORD_ENV
-from fedledger.processes import MARKER_ENV, kill_marked, new_marker
+from fedledger.processes import MARKER_ENV, kill_marked, new_marker, stop_group
 from fedledger.server.client import GatewayClient
 from fedledger.server.flower import flower_bin, toml_value
 
@@ -120,13 +120,5 @@ class SuperNode:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the SuperNode's process group (SIGKILL after ``timeout``), then anything left it spawned."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=timeout)
+        stop_group(self.process, timeout)
         kill_marked(self.marker)  # helpers in sessions of their own (kill_marked spares this process)

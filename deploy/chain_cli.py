@@ -10,7 +10,7 @@ from rich.console import Console
 from fedledger.errors import CommandError
 
 from .cli import ether
-from .localchain import DEFAULT_HOME
+from .localchain import DEFAULT_HOME, LocalChainError, chain_down, chain_up
 
 console = Console()
 err_console = Console(stderr=True)
@@ -43,8 +43,6 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _up(args: argparse.Namespace) -> int:
-    from .localchain import LocalChainError, chain_up
-
     if not 0 < args.port < 65536 or args.accounts < 1:
         raise CommandError("--port must be a TCP port and --accounts at least 1")
     try:
@@ -58,8 +56,6 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from .localchain import LocalChainError, chain_down
-
     try:
         record = chain_down(args.home)
     except LocalChainError as exc:

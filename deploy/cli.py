@@ -201,9 +201,10 @@ def _deploy(args: argparse.Namespace) -> int:
 
     w3, deployer = _deployer(args)
     config = _task_config(args, deployer)
-    if w3.eth.get_balance(deployer) < args.pool + DEPLOY_GAS_RESERVE:
+    balance = w3.eth.get_balance(deployer)
+    if balance < args.pool + DEPLOY_GAS_RESERVE:
         raise CommandError(
-            f"deployer {deployer} holds {w3.eth.get_balance(deployer) / 10**18} ETH: it needs the pool of "
+            f"deployer {deployer} holds {balance / 10**18} ETH: it needs the pool of "
             f"{args.pool / 10**18} ETH plus about {DEPLOY_GAS_RESERVE / 10**18} ETH of gas (lower --pool or fund it)"
         )
     with contextlib.nullcontext() if args.json else console.status("deploying ..."):

@@ -69,6 +69,23 @@ def kill_marked(marker: str, timeout: float = 10.0) -> int:
         time.sleep(0.2)
 
 
+def stop_group(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int | None:
+    """SIGTERM the process group ``process`` leads (started with ``start_new_session``), SIGKILL it after ``timeout``.
+
+    Returns the exit code.
+    """
+    if process.poll() is not None:
+        return process.returncode
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.wait(timeout=timeout)
+
+
 class ManagedProcess:
     """A child process in its own session, logging to a file."""
 
@@ -105,16 +122,7 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM the child's process group, SIGKILL it after ``timeout``; return the exit code."""
-        if self.process.poll() is not None:
-            return self.process.returncode
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            return self.process.wait(timeout=timeout)
+        return stop_group(self.process, timeout)
 
     def first_traceback(self, lines: int = 60) -> str:
         """The first traceback in the child's log (the cause; later ones are usually its consequences)."""

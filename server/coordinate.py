@@ -15,12 +15,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from fedledger import codec
 from fedledger.config import RunSettings
 from fedledger.contracts.types import VoteMode
-from fedledger.deploy.anvil import free_port
 from fedledger.errors import CommandError
 from fedledger.keys import PASSWORD_ENV, load_key, read_password
 from fedledger.processes import ManagedProcess, kill_marked, new_marker
@@ -32,40 +29,13 @@ from .flower import (
     flower_env,
     flwr_run_command,
     follow_run,
-    http_ok,
-    superlink_command,
-    wait_until,
+    start_superlink,
     write_app,
-    write_flwr_config,
 )
 from .results import RoundResult, RunSummary, read_rounds
+from .settings import CoordinatorOptions
 
 STARTUP_TIMEOUT = 120.0
-DEFAULT_SUPERLINK_DB = Path(".fedledger/superlink/state.db")
-
-
-class CoordinatorOptions(BaseModel):
-    """The options of ``fedledger coordinate``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    gateway: str = "127.0.0.1:50051"
-    keystore: Path
-    nodes: int = Field(default=3, ge=2, description="nodes to wait for before the first round")
-    rounds: int | None = Field(default=None, ge=1, description="rounds to run (default: all the task has left)")
-    task: str | None = None
-    strategy_options: str = ""
-    seed: int = Field(default=0, ge=0)
-    partition: str = "iid"
-    local_epochs: int = Field(default=5, ge=1)
-    lr: float = Field(default=0.1, gt=0)
-    batch_size: int = Field(default=32, ge=1)
-    port: int = Field(default=9092, gt=0, lt=65536, description="SuperLink port (nodes and flwr connect here)")
-    node_wait: float = Field(default=600.0, gt=0, description="seconds to wait for the nodes")
-    superlink_db: Path = Field(
-        default=DEFAULT_SUPERLINK_DB, description="the SuperLink's state: nodes stay known across coordinator restarts"
-    )
-    out: Path | None = None
 
 
 class CoordinatorError(CommandError):
@@ -186,17 +156,10 @@ class Coordinator:
         with it the SuperLink) restarts: they reconnect instead of being refused.
         """
         o = self.options
-        home = self.out / "flwr-home"
-        address = f"127.0.0.1:{o.port}"
-        write_flwr_config(home, address)
-        o.superlink_db.parent.mkdir(parents=True, exist_ok=True)
-        command = superlink_command(o.superlink_db.resolve(), o.port, free_port(), simulation=False)
-        superlink = self._start("superlink", command, password)
-        wait_until(
-            lambda: http_ok(f"http://{address}/health"), superlink, "the Flower SuperLink", STARTUP_TIMEOUT,
-            CoordinatorError,
+        return start_superlink(
+            lambda command: self._start("superlink", command, password), self.out / "flwr-home", o.superlink_db,
+            o.port, simulation=False, timeout=STARTUP_TIMEOUT, error=CoordinatorError,
         )  # fmt: skip
-        return address
 
 
 def _check_resumable(gateway: GatewayClient, played: int, vote_mode: VoteMode) -> None:

@@ -8,7 +8,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .settings import CoordinatorOptions
+
 console = Console()
+DEFAULTS = {name: field.default for name, field in CoordinatorOptions.model_fields.items()}
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,23 +25,39 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
             "coordinator key (password from $FEDLEDGER_KEY_PASSWORD or asked)."
         ),
     )
-    cmd.add_argument("--gateway", default="127.0.0.1:50051", help="gateway address (default %(default)s)")
+    cmd.add_argument("--gateway", default=DEFAULTS["gateway"], help="gateway address (default %(default)s)")
     cmd.add_argument("--keystore", type=Path, required=True, help="the coordinator's keystore")
-    cmd.add_argument("--nodes", type=int, default=3, help="nodes to wait for (default %(default)s)")
+    cmd.add_argument("--nodes", type=int, default=DEFAULTS["nodes"], help="nodes to wait for (default %(default)s)")
     cmd.add_argument("--rounds", type=int, help="rounds to run (default: all the task's rounds)")
     cmd.add_argument("--task", help="task the nodes' data belongs to (default: the strategy's demo task)")
     cmd.add_argument("--strategy-options", default="", metavar="KEY=VALUE,...", help="the strategy's hyper-parameters")
-    cmd.add_argument("--seed", type=int, default=0, help="seed of the initial model and demo partitions")
-    cmd.add_argument("--partition", default="iid", help="how demo partitions split the data: iid or dirichlet:ALPHA")
-    cmd.add_argument("--local-epochs", type=int, default=5, help="local epochs per round (default %(default)s)")
-    cmd.add_argument("--lr", type=float, default=0.1, help="client learning rate (default %(default)s)")
-    cmd.add_argument("--batch-size", type=int, default=32, help="client batch size (default %(default)s)")
-    cmd.add_argument("--port", type=int, default=9092, help="SuperLink port on 127.0.0.1 (default %(default)s)")
-    cmd.add_argument("--node-wait", type=float, default=600.0, help="seconds to wait for the nodes (default 600)")
+    cmd.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of the initial model and demo partitions")
+    cmd.add_argument(
+        "--partition", default=DEFAULTS["partition"], help="how demo partitions split the data: iid or dirichlet:ALPHA"
+    )
+    cmd.add_argument(
+        "--local-epochs",
+        type=int,
+        default=DEFAULTS["local_epochs"],
+        help="local epochs per round (default %(default)s)",
+    )
+    cmd.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="client learning rate (default %(default)s)")
+    cmd.add_argument(
+        "--batch-size", type=int, default=DEFAULTS["batch_size"], help="client batch size (default %(default)s)"
+    )
+    cmd.add_argument(
+        "--port", type=int, default=DEFAULTS["port"], help="SuperLink port on 127.0.0.1 (default %(default)s)"
+    )
+    cmd.add_argument(
+        "--node-wait",
+        type=float,
+        default=DEFAULTS["node_wait"],
+        help="seconds to wait for the nodes (default %(default)s)",
+    )
     cmd.add_argument(
         "--superlink-db",
         type=Path,
-        default=Path(".fedledger/superlink/state.db"),
+        default=DEFAULTS["superlink_db"],
         help="the SuperLink's state, kept across restarts so joined nodes reconnect (default %(default)s)",
     )
     cmd.add_argument("--out", type=Path, help="run folder (default runs/live-<time>)")
@@ -48,7 +67,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 def _coordinate(args: argparse.Namespace) -> int:
     from fedledger.processes import interrupt_on_terminate
 
-    from .coordinate import Coordinator, CoordinatorOptions
+    from .coordinate import Coordinator
 
     options = CoordinatorOptions(
         gateway=args.gateway,

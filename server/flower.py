@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedledger.config import RunSettings
+from fedledger.deploy.anvil import free_port
 from fedledger.errors import CommandError
 from fedledger.processes import MARKER_ENV, ManagedProcess
 
@@ -76,6 +77,28 @@ def superlink_command(database: Path, port: int, health_port: int, *, simulation
     ]  # fmt: skip
 
 
+def start_superlink(
+    start: Callable[[list[str]], ManagedProcess],
+    home: Path,
+    database: Path,
+    port: int,
+    *,
+    simulation: bool,
+    timeout: float,
+    error: Callable[[str], Exception] = CommandError,
+) -> str:
+    """Start a SuperLink on 127.0.0.1:``port`` with ``start(command)``, point ``flwr`` (``FLWR_HOME=home``) at it.
+
+    Returns its address once it answers; raises ``error(message)`` if it exits or ``timeout`` passes first.
+    """
+    address = f"127.0.0.1:{port}"
+    write_flwr_config(home, address)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    superlink = start(superlink_command(database.resolve(), port, free_port(), simulation=simulation))
+    wait_until(lambda: http_ok(f"http://{address}/health"), superlink, "the Flower SuperLink", timeout, error)
+    return address
+
+
 def write_flwr_config(home: Path, address: str) -> None:
     """Point ``flwr`` (with ``FLWR_HOME=home``) at the SuperLink at ``address``."""
     home.mkdir(parents=True, exist_ok=True)
@@ -130,15 +153,20 @@ def follow_run(
     """
     progress = server_dir / "progress.jsonl"
     summary = server_dir / "summary.json"
-    seen = len(progress.read_text(encoding="utf-8").splitlines()) if progress.is_file() else 0
+    offset = progress.stat().st_size if progress.is_file() else 0  # events of an earlier attempt were relayed
 
     def relay() -> None:
-        nonlocal seen
-        if progress.is_file():
-            lines = progress.read_text(encoding="utf-8").splitlines()
-            for line in lines[seen:]:
-                on_event(json.loads(line))
-            seen = len(lines)
+        """Relay the complete lines appended since the last call (a line being written waits for the next)."""
+        nonlocal offset
+        if not progress.is_file():
+            return
+        with progress.open("rb") as file:
+            file.seek(offset)
+            appended = file.read()
+        complete = appended[: appended.rfind(b"\n") + 1]
+        offset += len(complete)
+        for line in complete.decode("utf-8").splitlines():
+            on_event(json.loads(line))
 
     while not summary.exists():
         relay()

@@ -34,11 +34,9 @@ from fedledger.server.flower import (
     flower_env,
     flwr_run_command,
     follow_run,
-    http_ok,
-    superlink_command,
+    start_superlink,
     wait_until,
     write_app,
-    write_flwr_config,
 )
 from fedledger.server.results import RoundResult, RunSummary, read_rounds
 
@@ -264,7 +262,7 @@ class Simulation:
 
     def _await_gateway(self, gateway: ManagedProcess) -> str:
         discovery = self.out / "gateway" / "gateway.json"
-        self._wait(lambda: discovery.is_file(), gateway, "the gateway")
+        wait_until(discovery.is_file, gateway, "the gateway", STARTUP_TIMEOUT, SimulationError)
         return str(json.loads(discovery.read_text())["address"])
 
     def _prepare_rpc_chain(self, settings: RunSettings) -> list[str]:
@@ -300,12 +298,11 @@ class Simulation:
 
     def _start_superlink(self) -> str:
         self.on_event({"phase": "starting Flower"})
-        port, health = free_port(), free_port()
         home = self.out / "flwr-home"
-        write_flwr_config(home, f"127.0.0.1:{port}")
-        superlink = self._start("superlink", superlink_command(home / "state.db", port, health, simulation=True))
-        self._wait(lambda: http_ok(f"http://127.0.0.1:{port}/health"), superlink, "the Flower SuperLink")
-        return f"127.0.0.1:{port}"
+        return start_superlink(
+            lambda command: self._start("superlink", command), home, home / "state.db", free_port(),
+            simulation=True, timeout=STARTUP_TIMEOUT, error=SimulationError,
+        )  # fmt: skip
 
     def _write_app(self, settings: RunSettings) -> Path:
         return write_app(self.out / "app", settings, "A fedledger simulation run")
@@ -376,9 +373,6 @@ class Simulation:
             kind = "embedded" if self.options.chain == "embedded" else "rpc"
             chain = ChainInfo(kind=kind, chain_id=summary.chain_id, task=summary.task_address)
         return build_report(summary, rounds, attackers, chain, money, time.monotonic() - self.started)
-
-    def _wait(self, ready: Callable[[], bool], process: ManagedProcess, what: str) -> None:
-        wait_until(ready, process, what, STARTUP_TIMEOUT, SimulationError)
 
 
 def _default_task(strategy: str) -> str:

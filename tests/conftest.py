@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,29 @@ from fedledger.deploy.chain import advance_time, dev_accounts, embedded_web3
 from fedledger.deploy.deployer import deploy_task
 
 ETH = 10**18
+
+
+def fedledger(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``fedledger`` command line in a fresh interpreter, with this environment plus ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "fedledger.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def require_anvil() -> None:
+    """Skip the calling test when anvil is not installed, unless FEDLEDGER_REQUIRE_ANVIL=1 (set by CI): then fail."""
+    if find_anvil() is None:
+        if os.environ.get("FEDLEDGER_REQUIRE_ANVIL") == "1":
+            pytest.fail("anvil is required (FEDLEDGER_REQUIRE_ANVIL=1) but not installed; run `npm ci`")
+        pytest.skip("anvil not installed (npm ci)")
 
 
 def model_hash(label: str) -> bytes:
@@ -164,10 +190,7 @@ def anvil_url() -> Iterator[str]:
 
     Skipped when anvil is not installed, unless FEDLEDGER_REQUIRE_ANVIL=1 (set by CI).
     """
-    if find_anvil() is None:
-        if os.environ.get("FEDLEDGER_REQUIRE_ANVIL") == "1":
-            pytest.fail("anvil is required (FEDLEDGER_REQUIRE_ANVIL=1) but not installed; run `npm ci`")
-        pytest.skip("anvil not installed (npm ci)")
+    require_anvil()
     node = AnvilNode(accounts=24)
     node.start()
     try:

@@ -19,18 +19,9 @@ from fedledger.deploy.anvil import AnvilNode, find_anvil
 from fedledger.deploy.chain import dev_key
 from fedledger.server.client import GatewayClient
 
+from ..conftest import fedledger
+
 ETH = 10**18
-
-
-def fedledger(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fedledger.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 class GatewayProcess:

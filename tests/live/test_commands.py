@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -15,11 +12,12 @@ from eth_account import Account
 
 from fedledger.client.data import DataSpecError, parse_data_spec
 from fedledger.client.join import ensure_member
-from fedledger.deploy.anvil import find_anvil, free_port
+from fedledger.deploy.anvil import free_port
 from fedledger.errors import CommandError
 from fedledger.server.coordinate import Coordinator, CoordinatorError, CoordinatorOptions
 from fedledger.simulation.tasks import get_task
 
+from ..conftest import fedledger, require_anvil
 from ..gateway.conftest import ETH, Gateway
 
 PASSWORD = "a long enough password"
@@ -107,16 +105,8 @@ def test_the_coordinator_refuses_a_foreign_key_and_another_initial_model(
         Coordinator(CoordinatorOptions(gateway=address, keystore=mine, rounds=99, out=tmp_path / "c")).run()
 
 
-def fedledger(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "fedledger.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=60)
-
-
 def test_chain_up_and_down_keep_the_state_and_stop_only_what_they_started(tmp_path: Path) -> None:
-    if find_anvil() is None:
-        if os.environ.get("FEDLEDGER_REQUIRE_ANVIL") == "1":
-            pytest.fail("anvil is required (FEDLEDGER_REQUIRE_ANVIL=1) but not installed; run `npm ci`")
-        pytest.skip("anvil not installed (npm ci)")
+    require_anvil()
     port = free_port()
     up = fedledger("chain", "up", "--port", str(port), "--state", "state.json", cwd=tmp_path)
     assert up.returncode == 0, up.stderr

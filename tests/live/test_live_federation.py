@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from fedledger.deploy.anvil import find_anvil, free_port
+from fedledger.deploy.anvil import free_port
 from fedledger.keys import create_keystore
 from fedledger.processes import MARKER_ENV, ManagedProcess, kill_marked, marked_pids, new_marker
 from fedledger.server.client import GatewayClient, event_args
 from fedledger.server.flower import superlink_command
+
+from ..conftest import fedledger, require_anvil
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +37,6 @@ ETH = 10**18
 RECONNECTED = "Connection successful after"
 FAILED = "Connection attempt failed"
 """What a SuperNode logs when it lost the SuperLink, and when it reached it again."""
-
-
-def fedledger(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "fedledger.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
 class Federation:
@@ -105,10 +101,7 @@ class Federation:
 
 @pytest.fixture
 def federation(tmp_path: Path) -> Iterator[Federation]:
-    if find_anvil() is None:
-        if os.environ.get("FEDLEDGER_REQUIRE_ANVIL") == "1":
-            pytest.fail("anvil is required (FEDLEDGER_REQUIRE_ANVIL=1) but not installed; run `npm ci`")
-        pytest.skip("anvil not installed (npm ci)")
+    require_anvil()
     fed = Federation(tmp_path)
     try:
         yield fed
