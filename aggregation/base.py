@@ -19,7 +19,7 @@ from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, Rec
 from flwr.serverapp.strategy import Strategy
 from pydantic import BaseModel
 
-from fedledger.simulation.attacks import Attack
+from fedledger.simulation.attacks import Attack, PoisonContext
 from fedledger.simulation.tasks import ClientData, Split, Task, TrainSettings, load_arrays, model_arrays
 
 Arrays = OrderedDict[str, np.ndarray]
@@ -55,6 +55,12 @@ class FedledgerStrategy:
     """True: the aggregate depends on the previous state (audits must fetch it)."""
     semi_supervised: ClassVar[bool] = False
     """True: clients train without labels (tasks whose clients hold none need such a strategy)."""
+    model_updates: ClassVar[bool] = True
+    """True: an update is (part of) a model, so vote rules may compare model changes."""
+    default_vote_rule: ClassVar[str] = "reference"
+    """The vote rule a task of this strategy gets unless its deployment names one (client/voting.py)."""
+    unsupported_attacks: ClassVar[frozenset[str]] = frozenset()
+    """Update attacks that mean nothing for this strategy's updates (refused before a run starts)."""
 
     config: BaseModel | None = None
     """Hyper-parameters (a pydantic model) of strategies that take ``--strategy-option``."""
@@ -127,9 +133,9 @@ class FedledgerStrategy:
         """Strategy-specific metrics of a global model on the server's test set (none by default)."""
         return {}
 
-    def poison(self, attack: Attack, state: Arrays, update: Arrays) -> Arrays:
-        """A simulated attacker's version of ``update``."""
-        return attack.poison_update(state, update)
+    def poison(self, attack: Attack, state: Arrays, update: Arrays, context: PoisonContext | None = None) -> Arrays:
+        """A simulated attacker's version of ``update`` (``context``: randomness, ALIE's estimate)."""
+        return attack.poison_update(state, update, context)
 
     # ----------------------------------------------------------------- server
 
@@ -145,13 +151,30 @@ class FedledgerStrategy:
         update moves the global model by ``share`` times its difference: voters judge each update
         at the scale it will be applied. See docs/decisions.md for why not the raw local model.
         """
-        self.check_update(global_arrays, update)
-        return OrderedDict((k, (g + share * (update[k] - g)).astype(g.dtype)) for k, g in global_arrays.items())
+        return self.apply_updates(global_arrays, [(update, share)])
+
+    def apply_updates(self, global_arrays: Arrays, weighted: list[tuple[Arrays, float]]) -> Arrays:
+        """``global + sum(share * (update - global))`` over the arrays each update carries.
+
+        With shares summing to 1 this is the weighted-mean aggregate of the updates; vote rules
+        use it to judge an update at its share, at full weight (1) or inside the round's aggregate.
+        """
+        for update, _ in weighted:
+            self.check_update(global_arrays, update)
+        result: Arrays = OrderedDict()
+        for k, g in global_arrays.items():
+            moved = g
+            for update, share in weighted:
+                if k in update:
+                    moved = moved + share * (update[k] - g)
+            result[k] = np.asarray(moved).astype(g.dtype)
+        return result
 
     def aggregate(
         self, strategy: Strategy, server_round: int, previous: Arrays, updates: list[tuple[Arrays, int]]
     ) -> Arrays:
         """The Flower strategy's aggregate of (update, example count) pairs, in the given order."""
+        _outside_flower_as_local_run()
         replies = [
             Message(
                 content=RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord({"num-examples": n})}),
@@ -199,6 +222,20 @@ class FedledgerStrategy:
     def describe(self) -> str:
         """One line for ``fedledger strategies``."""
         return f"{self.name}: {self.paper}"
+
+
+def _outside_flower_as_local_run() -> None:
+    """Give this process a task identity when no Flower app set one (Flower 1.41's Message needs a run id).
+
+    Inside a ServerApp Flower sets it; the in-process study (simulation/inprocess.py) and tests
+    aggregate outside any app, as one local run.
+    """
+    from flwr.supercore.task_identity import TaskIdentity
+
+    try:
+        TaskIdentity.run_id  # noqa: B018 (raises when unset)
+    except RuntimeError:
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 0, 0, 0
 
 
 def to_record(arrays: Arrays) -> ArrayRecord:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F  # noqa: N812 (the PyTorch convention)
 
 from fedledger import codec
+from fedledger.simulation.attacks import Attack, PoisonContext
 from fedledger.simulation.tasks import ClientData, Task, TrainSettings, model_arrays
 
 from .base import Arrays, FedledgerStrategy, from_record, quiet_flower, to_record
@@ -287,6 +288,9 @@ class FedKSeedStrategy(FedledgerStrategy):
     default_task = "charlm"
     sparse_sync: ClassVar[bool] = True
     aggregates_from_previous: ClassVar[bool] = True
+    model_updates: ClassVar[bool] = False  # (seed, scalar) pairs, not model changes
+    default_vote_rule: ClassVar[str] = "share"
+    unsupported_attacks: ClassVar[frozenset[str]] = frozenset({"alie"})
 
     def __init__(self, config: FedKSeedConfig | None = None, cache: ReplayCache | None = None) -> None:
         """Hyper-parameters (defaults: the reference code's) and the process's replay cache."""
@@ -359,12 +363,21 @@ class FedKSeedStrategy(FedledgerStrategy):
         probabilities = seed_probabilities(state[ABS_SUM], state[COUNT]) if self.config.pro else None
         return local_train(model, data, seeds, probabilities, self.config, settings.seed)
 
-    def poison(self, attack: object, state: Arrays, update: Arrays) -> Arrays:
-        """``scale:F`` multiplies the scalar gradients (the update's whole content) by F."""
-        if getattr(attack, "kind", None) != "scale":
-            return update
-        factor = float(attack.factor)  # type: ignore[attr-defined]
-        return OrderedDict([(INDEX, update[INDEX]), (GRAD, (update[GRAD] * factor).astype(np.float32))])
+    def poison(self, attack: Attack, state: Arrays, update: Arrays, context: PoisonContext | None = None) -> Arrays:
+        """The attacks on the update's whole content, its scalar gradients.
+
+        ``scale:F`` / ``sign_flip`` / ``free_ride`` multiply them by F / -1 / 0; ``noise:SIGMA``
+        adds Gaussian noise to them. ALIE means nothing here (clients draw different seeds) and is
+        refused before a run starts (:attr:`unsupported_attacks`).
+        """
+        grads = update[GRAD]
+        if attack.factor is not None:
+            grads = grads * attack.factor
+        elif attack.kind == "noise":
+            if context is None:
+                raise ValueError("the noise attack needs a random generator")
+            grads = grads + context.rng.normal(0.0, attack.value, grads.shape)
+        return OrderedDict([(INDEX, update[INDEX]), (GRAD, grads.astype(np.float32))])
 
     # ------------------------------------------------------------- server
 
@@ -372,11 +385,12 @@ class FedKSeedStrategy(FedledgerStrategy):
         """At most tau finite pairs with seed indices in range of the state's K."""
         check_update(update, len(state[GRADS]), self.config.steps)
 
-    def apply_update(self, global_arrays: Arrays, update: Arrays, share: float) -> Arrays:
-        """The state this one update leads to with weight ``share``: G + share * its per-seed sums."""
-        self.check_update(global_arrays, update)
+    def apply_updates(self, global_arrays: Arrays, weighted: list[tuple[Arrays, float]]) -> Arrays:
+        """The state these updates lead to: G + sum(share * their per-seed sums)."""
         state = OrderedDict((name, value.copy()) for name, value in global_arrays.items())
-        state[GRADS] = _add(state[GRADS], share * seed_sums(update, len(state[GRADS])))
+        for update, share in weighted:
+            self.check_update(global_arrays, update)
+            state[GRADS] = _add(state[GRADS], share * seed_sums(update, len(state[GRADS])))
         return state
 
     def aggregate(

@@ -116,6 +116,7 @@ class FedLoGeStrategy(FedAvgStrategy):
     name = "fedloge"
     paper = "Xiao et al. ICLR 2024, arXiv:2401.08977"
     default_task = "ltdigits"
+    default_vote_rule = "share"  # the reference rule is unmeasured on FedLoGe's three-part updates
 
     def __init__(self, config: FedLoGeConfig | None = None) -> None:
         """Hyper-parameters (defaults: the reference's)."""

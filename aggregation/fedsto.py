@@ -105,6 +105,7 @@ class FedSTOStrategy(FedAvgStrategy):
     default_task = "detdigits"
     aggregates_from_previous = True
     semi_supervised = True
+    default_vote_rule = "share"  # label-free voting (``judge``); the reference rule is unmeasured here
 
     def __init__(self, config: FedSTOConfig | None = None) -> None:
         """Hyper-parameters (defaults: docs/fedsto.md)."""
@@ -228,13 +229,6 @@ class FedSTOStrategy(FedAvgStrategy):
                 )
             if not np.isfinite(value).all():
                 raise ValueError(f"array {name} is not finite")
-
-    def apply_update(self, global_arrays: Arrays, update: Arrays, share: float) -> Arrays:
-        """The arrays it carries moved by ``share`` towards it; the others unchanged."""
-        self.check_update(global_arrays, update)
-        return OrderedDict(
-            (k, (g + share * (update[k] - g)).astype(g.dtype) if k in update else g) for k, g in global_arrays.items()
-        )
 
     def aggregate(
         self, strategy: object, server_round: int, previous: Arrays, updates: list[tuple[Arrays, int]]

@@ -12,7 +12,7 @@ from rich.table import Table
 from fedledger.errors import CommandError
 
 if TYPE_CHECKING:  # heavy: imported when a command runs
-    from .report import ParticipantReport, RoundDetail, RoundSummary, VerifyReport
+    from .report import ParticipantReport, RoundDetail, RoundSummary, TaskReport, VerifyReport
     from .source import AuditSource
 
 console = Console()
@@ -35,6 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.add_argument("--tls-ca", type=Path, help="CA certificate when the gateway uses TLS")
     cmd.add_argument("--json", action="store_true", help="print JSON")
     sub = cmd.add_subparsers(title="what to audit", dest="audit_command", metavar="WHAT", required=True)
+    sub.add_parser("task", help="the task's parameters: strategy, vote mode and rule, stake, reward and slash rules")
     sub.add_parser("rounds", help="one line per round")
     one = sub.add_parser("round", help="every commitment, vote, reward and slash of a round")
     one.add_argument("number", type=int)
@@ -69,6 +70,9 @@ def _audit(args: argparse.Namespace) -> int:
     events = source.events()
     state = replay(events, source.config)
     command = args.audit_command
+    if command == "task":
+        _print(args, report.task_report(source.task_address, source.config), _task_table)
+        return 0
     if command == "rounds":
         rows = [report.round_summary(state, r) for r in sorted(state.rounds.values(), key=lambda r: r.round)]
         _print(args, rows, _rounds_table)
@@ -101,6 +105,15 @@ def _print(args: argparse.Namespace, data: Any, table: Any) -> None:
         print(data.model_dump_json(indent=2))
     else:
         print(TypeAdapter(list[Any]).dump_json(data, indent=2).decode())
+
+
+def _task_table(t: TaskReport) -> None:
+    table = Table(title=f"task {t.task}", show_header=False)
+    table.add_column("parameter")
+    table.add_column("value")
+    for name, value in t.parameters.items():
+        table.add_row(name, str(value))
+    console.print(table)
 
 
 def _rounds_table(rows: list[RoundSummary]) -> None:

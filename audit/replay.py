@@ -235,6 +235,7 @@ def _round_finalized(state: Replay, event: Event, where: str, before: tuple[dict
             total_rounds=config.total_rounds,
             round=record.round,
             reward_pool=pool,
+            voter_reward_bps=config.voter_reward_bps,
             proposers=[ProposerSeat(p, stakes.get(p, 0), p in record.updates) for p in record.proposers],
             voters=[
                 VoterSeat(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from fedledger.contracts.types import VoteMode
+from fedledger.contracts.types import TaskConfig, VoteMode
 
 from .replay import Replay, RoundRecord, model_hashes
 from .source import AuditSource, BlobStatus
@@ -12,6 +12,18 @@ from .source import AuditSource, BlobStatus
 
 def _hex(value: bytes | None) -> str | None:
     return None if value is None else "0x" + value.hex()
+
+
+class TaskReport(BaseModel):
+    """``audit task``: the immutable parameters a vote is re-run and a payout re-computed with."""
+
+    task: str
+    parameters: dict[str, str | int | bool]
+
+
+def task_report(task: str, config: TaskConfig) -> TaskReport:
+    """The task's parameters as the contract's ``config()`` returns them (hashes as hex, labels for enums)."""
+    return TaskReport(task=task, parameters=config.model_dump(mode="json"))
 
 
 class RoundSummary(BaseModel):

@@ -19,6 +19,7 @@ from fedledger import codec
 from fedledger.aggregation import sync
 from fedledger.aggregation.base import from_record, to_record
 from fedledger.config import RunSettings
+from fedledger.contracts.types import VoteMode
 from fedledger.server.blobstore import keccak256
 from fedledger.server.proto import gateway_pb2 as pb
 from fedledger.server.traffic import Bytes
@@ -38,7 +39,7 @@ def _participant(context: Context) -> Participant:
 
 
 def _unless_silent(me: Participant) -> Participant:
-    if me.attack is not None and me.attack.kind == "silent":
+    if me.silent:
         raise RuntimeError("this simulated node is silent: it never answers")
     return me
 
@@ -161,13 +162,25 @@ def evaluate(msg: Message, context: Context) -> Message:
     round_ = int(config["server-round"])
     result, error = None, None
     if config["action"] == "vote":
-        tolerance = me.gateway.task().config.vote_tolerance_bps
+        task = me.gateway.task().config
         items = [bytes(i) for i in config["items"]]
         state = _synced_state(me, msg, context)
-        vote = me.decide(state, items, [int(w) for w in config["weights"]], tolerance, _private(context))
+        vote = me.decide(
+            round_,
+            state,
+            items,
+            [int(w) for w in config["weights"]],
+            rule=task.vote_rule,
+            tolerance_bps=task.vote_tolerance_bps,
+            aggregate=task.vote_mode is VoteMode.AGGREGATE,
+            proposers=[str(p) for p in config.get("proposers", [])],
+            private=_private(context),
+        )
         try:
             result, salt = me.commit_vote(round_, vote.bits)
-            context.state["vote"] = ConfigRecord({"round": round_, "bits": str(vote.bits), "salt": salt})
+            context.state["vote"] = ConfigRecord(
+                {"round": round_, "bits": str(vote.bits), "salt": salt, "reveal": vote.reveal}
+            )
         except grpc.RpcError as exc:
             error = exc
         outcome = {"address": me.address, "bits": str(vote.bits), **_outcome(result, error)}
@@ -181,6 +194,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     stored = context.state.get("vote")
     if stored is None or int(stored["round"]) != round_:
         raise RuntimeError(f"no committed vote for round {round_} in this node's state")
+    if not bool(stored.get("reveal", True)):  # a simulated no_reveal attacker keeps its vote hidden
+        config_record = ConfigRecord({"address": me.address, "status": "WITHHELD", "reason": "never reveals"})
+        return _reply(msg, config=config_record, metrics=MetricRecord(_gateway_bytes(me, before)))
     try:
         result = me.reveal_vote(round_, int(stored["bits"]), bytes(stored["salt"]))
     except grpc.RpcError as exc:

@@ -1,9 +1,9 @@
 """What one client does in a governed round, apart from Flower's message plumbing.
 
 It trains with its strategy's client algorithm (poisoned when it is a simulated attacker),
-submits the update through the gateway, and votes by the paper's rule: accept an item when
-its score on the local validation split is at least (1 - eps) times the previous global
-model's score, with commit-reveal through the gateway.
+submits the update through the gateway, and votes by the task's vote rule (client/voting.py)
+with commit-reveal through the gateway. A simulated attacker turns its honest judgement into
+the bits it commits by its voter attack (simulation/attacks.py).
 """
 
 from __future__ import annotations
@@ -26,25 +26,32 @@ from fedledger.contracts import typed_data as td
 from fedledger.keys import load_key
 from fedledger.server.client import BlobVerificationError, GatewayClient
 from fedledger.server.proto import gateway_pb2 as pb
-from fedledger.simulation.attacks import Attack, parse_attack
+from fedledger.simulation.attacks import Attack, PoisonContext, VoterAttack, parse_attack, parse_voter_attack
 from fedledger.simulation.tasks import TrainSettings, get_task
 from fedledger.simulation.tasks.base import ClientData, derived_seed
 
 from .data import parse_data_spec
 from .identity import node_key
+from .voting import Ballot, Judgement, get_rule
 
 Arrays = OrderedDict[str, np.ndarray]
-BPS = 10_000
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Vote:
-    """A voter's decision on the items of a round."""
+    """A voter's decision on the items of a round.
+
+    ``bits`` is what it commits; ``honest_bits`` its rule's judgement (they differ for a voter
+    attack); ``scores`` and ``reasons`` come from the rule, per item.
+    """
 
     bits: int
     score_global: float
     scores: tuple[float | None, ...]
+    honest_bits: int = 0
+    reasons: tuple[str, ...] = ()
+    reveal: bool = True
 
 
 @functools.cache
@@ -55,6 +62,36 @@ def _gateway(address: str) -> GatewayClient:
 def round_seed(seed: int, round_: int, partition_id: int) -> int:
     """A training seed that differs per run seed, round and client, identically in every process."""
     return derived_seed(seed, round_, partition_id)
+
+
+def train_settings(settings: RunSettings, round_: int, partition_id: int) -> TrainSettings:
+    """The local training hyper-parameters of client ``partition_id`` in ``round_``."""
+    return TrainSettings(
+        local_epochs=settings.local_epochs,
+        lr=settings.lr,
+        batch_size=settings.batch_size,
+        seed=round_seed(settings.seed, round_, partition_id),
+        round=round_,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _attacker_updates(settings_json: str, round_: int, state_blob: bytes) -> tuple[Arrays, ...]:
+    """The honest updates every attacker of a simulated run would send this round (ALIE's estimate).
+
+    Every attacker computes the same list from the same public inputs (its fellow attackers'
+    data partitions, the round's seeds), so all of them send the same vector, as in the paper.
+    """
+    settings = RunSettings.model_validate_json(settings_json)
+    task = get_task(settings.task)
+    plugin = get_strategy(settings.strategy, settings.strategy_options)
+    state = codec.decode(state_blob)
+    updates = []
+    for pid in sorted(settings.attacker_ids()):
+        data = task.client_data(pid, settings.num_clients, settings.partition, settings.seed)
+        update, _ = plugin.client_update(task, settings.seed, state, data, train_settings(settings, round_, pid), {})
+        updates.append(update)
+    return tuple(updates)
 
 
 class Participant:
@@ -83,13 +120,13 @@ class Participant:
         self.task = get_task(settings.task)
         self.plugin = get_strategy(settings.strategy, settings.strategy_options)
         simulated = data is None
-        self.attack: Attack | None = (
-            parse_attack(settings.attack)
-            if simulated and partition_id in settings.attacker_ids() and settings.attack
-            else None
-        )
+        attacker = simulated and partition_id in settings.attacker_ids()
+        self.attack: Attack | None = parse_attack(settings.attack) if attacker and settings.attack else None
+        self.voter_attack: VoterAttack = parse_voter_attack(settings.voter_attack if attacker else "honest")
         if data is None:
             data = self.task.client_data(partition_id, settings.num_clients, settings.partition, settings.seed)
+        self.clean_data = data
+        """What the client really holds: it judges with it, whatever it trains on."""
         self.data = self.attack.poison_data(data, self.task.num_classes) if self.attack else data
 
     @property
@@ -101,6 +138,17 @@ class Participant:
     def gateway(self) -> GatewayClient:
         """The (process-wide) gateway client."""
         return _gateway(self.gateway_address)
+
+    @property
+    def silent(self) -> bool:
+        """A simulated silent node: it never answers."""
+        return self.attack is not None and self.attack.silent
+
+    def attacker_addresses(self) -> set[str]:
+        """The addresses of the run's attackers (known to a simulated attacker, which colludes with them)."""
+        if self.attack is None and self.voter_attack.kind == "honest":
+            return set()
+        return {str(node_key(self.settings.keys, pid).address) for pid in self.settings.attacker_ids()}
 
     # ----------------------------------------------------------------- joining
 
@@ -122,6 +170,13 @@ class Participant:
 
     # ---------------------------------------------------------------- training
 
+    def honest_update(
+        self, round_: int, state: Arrays, private: dict[str, Arrays] | None = None
+    ) -> tuple[Arrays, dict[str, float]]:
+        """What this client uploads when it trains honestly on its real data in ``round_``."""
+        settings = train_settings(self.settings, round_, self.partition_id)
+        return self.plugin.client_update(self.task, self.settings.seed, state, self.clean_data, settings, private)
+
     def train(
         self, round_: int, state: Arrays, private: dict[str, Arrays] | None = None
     ) -> tuple[Arrays, int, dict[str, float]]:
@@ -130,17 +185,24 @@ class Participant:
         Returns the update to upload (the trained model for most strategies), the number of
         training examples and the training metrics.
         """
-        settings = TrainSettings(
-            local_epochs=self.settings.local_epochs,
-            lr=self.settings.lr,
-            batch_size=self.settings.batch_size,
-            seed=round_seed(self.settings.seed, round_, self.partition_id),
-            round=round_,
-        )
+        settings = train_settings(self.settings, round_, self.partition_id)
         update, metrics = self.plugin.client_update(self.task, self.settings.seed, state, self.data, settings, private)
         if self.attack is not None:
-            update = self.plugin.poison(self.attack, state, update)
+            update = self.plugin.poison(self.attack, state, update, self._poison_context(round_, state))
         return update, len(self.data.train), metrics
+
+    def _poison_context(self, round_: int, state: Arrays) -> PoisonContext:
+        blob = codec.encode(state)
+
+        def attacker_updates() -> list[Arrays]:
+            return list(_attacker_updates(self.settings.model_dump_json(), round_, blob))
+
+        return PoisonContext(
+            rng=np.random.default_rng(derived_seed("poison", self.settings.seed, round_, self.partition_id)),
+            attacker_updates=attacker_updates,
+            num_clients=self.settings.num_clients,
+            num_attackers=len(self.settings.attacker_ids()),
+        )
 
     def report(self, state: Arrays, private: dict[str, Arrays] | None = None) -> dict[str, float]:
         """The strategy's own evaluation on this client's local test set (e.g. personalised accuracy)."""
@@ -157,44 +219,113 @@ class Participant:
 
     # ------------------------------------------------------------------ voting
 
+    def judge(
+        self,
+        round_: int,
+        global_arrays: Arrays,
+        updates: list[Arrays | None],
+        weights: list[int],
+        *,
+        rule: str,
+        tolerance_bps: int,
+        aggregate: bool = False,
+        private: dict[str, Arrays] | None = None,
+    ) -> Judgement:
+        """The honest judgement of the round's items by the task's vote ``rule``, on the client's real data."""
+        seed = self.settings.seed
+        ballot = Ballot(
+            plugin=self.plugin,
+            task=self.task,
+            seed=seed,
+            global_arrays=global_arrays,
+            updates=updates,
+            weights=weights,
+            val=self.clean_data.val,
+            tolerance_bps=tolerance_bps,
+            judge=self.plugin.judge(self.task, seed, global_arrays, self.clean_data.val, private),
+            reference=lambda: self.honest_update(round_, global_arrays, dict(private or {}))[0],
+            aggregate=aggregate,
+        )
+        return get_rule(rule).decide(ballot)
+
+    def vote(
+        self,
+        round_: int,
+        global_arrays: Arrays,
+        updates: list[Arrays | None],
+        weights: list[int],
+        committed: int,
+        attacker_items: int = 0,
+        **judging: object,
+    ) -> Vote:
+        """Judge, then apply the client's voter attack: the bits it will commit.
+
+        ``committed`` is the bitmap of items on chain (an undecodable one is judged a reject);
+        ``attacker_items`` those of fellow attackers (used by colluders only).
+        """
+        judgement = self.judge(round_, global_arrays, updates, weights, **judging)  # type: ignore[arg-type]
+        rng = np.random.default_rng(derived_seed("vote", self.settings.seed, round_, self.partition_id))
+        bits = self.voter_attack.bits(judgement.bits, committed, attacker_items, rng)
+        return Vote(
+            bits=bits,
+            score_global=judgement.score_global,
+            scores=tuple(judgement.scores),
+            honest_bits=judgement.bits,
+            reasons=tuple(judgement.reasons),
+            reveal=self.voter_attack.reveals,
+        )
+
     def decide(
         self,
+        round_: int,
         global_arrays: Arrays,
         items: list[bytes],
         weights: list[int],
+        *,
+        rule: str,
         tolerance_bps: int,
+        aggregate: bool = False,
+        proposers: list[str] | None = None,
         private: dict[str, Arrays] | None = None,
     ) -> Vote:
-        """Score each item against the global model.
+        """Fetch the round's items from the blob store and vote on them.
 
         Per-update mode: ``items`` are the proposers' update hashes (empty when a proposer
-        committed nothing) and ``weights`` their committed example counts; each update is judged
-        as applied with its example share. Aggregate mode: one item, the candidate, weight 0
-        (judged as it is). ``private`` is the node's strategy storage (e.g. FedSTO's EMA teacher).
+        committed nothing) and ``weights`` their committed example counts. Aggregate mode: one
+        item, the candidate, weight 0 (judged as it is). ``proposers`` are the items' proposers
+        (a colluding attacker accepts its fellows'). ``private`` is the node's strategy storage
+        (e.g. FedSTO's EMA teacher).
         """
-        seed = self.settings.seed
-        judge = self.plugin.judge(self.task, seed, global_arrays, self.data.val, private)
-        score_global = judge(self.plugin.build(self.task, seed, global_arrays))
-        threshold = (BPS - tolerance_bps) * score_global / BPS
-        total = sum(w for item, w in zip(items, weights, strict=True) if item)
-        bits, scores = 0, []
-        for i, (item, weight) in enumerate(zip(items, weights, strict=True)):
-            if not item:  # the proposer committed nothing: nothing to judge
-                scores.append(None)
+        updates: list[Arrays | None] = []
+        for i, item in enumerate(items):
+            if not item:
+                updates.append(None)
                 continue
             try:
                 arrays = codec.decode(self.gateway.fetch_blob(item))
-                candidate = self.plugin.apply_update(global_arrays, arrays, weight / total) if weight else arrays
-                model = self.plugin.build(self.task, seed, candidate)
+                self.plugin.check_update(global_arrays, arrays)
             except (codec.CodecError, BlobVerificationError, ValueError) as exc:  # malformed: voted down
-                log.warning("item %d of round is malformed: %s", i, exc)
-                scores.append(None)
-                continue
-            score = judge(model)
-            scores.append(score)
-            if score >= threshold:
-                bits |= 1 << i
-        return Vote(bits, score_global, tuple(scores))
+                log.warning("item %d of round %d is malformed: %s", i, round_, exc)
+                arrays = None
+            updates.append(arrays)
+        committed = sum(1 << i for i, item in enumerate(items) if item)
+        fellows = self.attacker_addresses()
+        if aggregate:
+            attacker_items = 1 if fellows & set(proposers or []) else 0
+        else:
+            attacker_items = sum(1 << i for i, p in enumerate(proposers or []) if p in fellows)
+        return self.vote(
+            round_,
+            global_arrays,
+            updates,
+            weights,
+            committed,
+            attacker_items,
+            rule=rule,
+            tolerance_bps=tolerance_bps,
+            aggregate=aggregate,
+            private=private,
+        )
 
     def commit_vote(self, round_: int, bits: int, *, wait: bool = False) -> tuple[pb.ActionResult, bytes]:
         """Commit a hidden vote; returns the result and the salt to reveal it with."""

@@ -5,8 +5,9 @@ rewards and slashes the contract must produce. ``fedledger audit verify`` replay
 it from events; the contract tests compare the chain against it.
 
 Rules (DESIGN §3, arXiv:2307.00543): a revealed vote adds +w (bit set) or -w per judged item,
-w = 1 or the voter's stake; an item is accepted when its tally >= 0. Good seats share
-``pool // rounds_left`` in proportion to stake; bad seats lose ``stake * slash_rate_bps // 10000``.
+w = 1 or the voter's stake; an item is accepted when its tally >= 0. The round reward
+``pool // rounds_left`` is split: ``voter_reward_bps`` of it among the good voters, the rest among
+the good proposers, each part in proportion to stake; bad seats lose ``stake * slash_rate_bps // 10000``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class RoundInput:
     total_rounds: int
     round: int
     reward_pool: int
+    voter_reward_bps: int
     proposers: list[ProposerSeat]
     voters: list[VoterSeat]
     has_candidate: bool = False
@@ -95,14 +97,15 @@ def settle(inp: RoundInput) -> Settlement:
     outcomes = sum(1 << i for i in range(num_items) if judged >> i & 1 and tallies[i] >= 0)
     ties = sum(1 << i for i in range(num_items) if judged >> i & 1 and tallies[i] == 0)
 
-    good: list[tuple[str, int]] = []
+    good_proposers: list[tuple[str, int]] = []
+    good_voters: list[tuple[str, int]] = []
     bad: list[tuple[str, int, SlashReason]] = []
     for i, p in enumerate(inp.proposers):
         if not p.committed:
             bad.append((p.address, p.stake, SlashReason.MISSING_UPDATE))
         elif judged:
             if outcomes >> (i if per_update else 0) & 1:
-                good.append((p.address, p.stake))
+                good_proposers.append((p.address, p.stake))
             else:
                 bad.append((p.address, p.stake, SlashReason.REJECTED_UPDATE))
     num_judged = judged.bit_count()
@@ -114,16 +117,17 @@ def settle(inp: RoundInput) -> Settlement:
         elif num_judged:
             agree = ((~(v.bits ^ outcomes) | ties) & judged).bit_count()
             if 2 * agree >= num_judged:
-                good.append((v.address, v.stake))
+                good_voters.append((v.address, v.stake))
             else:
                 bad.append((v.address, v.stake, SlashReason.LOSING_VOTE))
 
     round_reward = inp.reward_pool // (inp.total_rounds - inp.round + 1)
     result = Settlement(tallies=tallies, outcomes=outcomes, round_reward=round_reward)
-    good_stake = sum(stake for _, stake in good)
-    if good_stake:
+    voter_part = round_reward * inp.voter_reward_bps // BPS
+    for part, good in ((round_reward - voter_part, good_proposers), (voter_part, good_voters)):
+        good_stake = sum(stake for _, stake in good)
         for address, stake in good:
-            result.rewards[address] = round_reward * stake // good_stake
+            result.rewards[address] = part * stake // good_stake
     for address, stake, reason in bad:
         result.slashes[address] = (stake * inp.slash_rate_bps // BPS, reason)
     return result

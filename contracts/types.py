@@ -73,16 +73,19 @@ class SlashReason(IntEnum):
     UNREVEALED_VOTE = 3
 
 
-def strategy_to_bytes32(name: str) -> bytes:
-    """Encode a strategy name as right-padded ASCII ``bytes32``."""
-    raw = name.encode("ascii")
-    if not raw or len(raw) > 32:
-        raise ValueError(f"strategy name must be 1-32 ASCII characters, got {name!r}")
+def strategy_to_bytes32(name: str, what: str = "strategy name") -> bytes:
+    """Encode a name (a strategy's, a vote rule's) as right-padded ASCII ``bytes32``."""
+    try:
+        raw = name.encode("ascii")
+    except UnicodeEncodeError:
+        raw = b""
+    if not raw or len(raw) > 32 or b"\0" in raw:
+        raise ValueError(f"{what} must be 1-32 ASCII characters, got {name!r}")
     return raw.ljust(32, b"\0")
 
 
 def bytes32_to_strategy(raw: bytes) -> str:
-    """Decode a right-padded ASCII ``bytes32`` strategy name."""
+    """Decode a right-padded ASCII ``bytes32`` name."""
     return bytes(raw).rstrip(b"\0").decode("ascii")
 
 
@@ -119,8 +122,10 @@ class TaskConfig(_Model):
     min_stake: int = Field(default=10**18, ge=1, le=UINT128_MAX, description="wei")
     proposer_share_bps: int = Field(default=5_000, ge=1, le=BPS - 1)
     max_committee: int = Field(default=10, ge=2, le=MAX_COMMITTEE)
-    slash_rate_bps: int = Field(default=1_000, ge=0, le=BPS)
+    slash_rate_bps: int = Field(default=3_000, ge=0, le=BPS)
     vote_tolerance_bps: int = Field(default=500, ge=0, le=BPS - 1)
+    vote_rule: str = Field(default="reference", description="how voters judge updates (client/voting.py)")
+    voter_reward_bps: int = Field(default=1_000, ge=0, le=BPS, description="the good voters' share of a round reward")
     vote_mode: VoteMode = VoteMode.PER_UPDATE
     stake_weighted: bool = False
     training_duration: int = Field(default=600, ge=1, le=2**64 - 1, description="seconds")
@@ -141,12 +146,12 @@ class TaskConfig(_Model):
             raise ValueError("initial_model_hash must not be zero")
         return value
 
-    @field_validator("strategy", mode="before")
+    @field_validator("strategy", "vote_rule", mode="before")
     @classmethod
-    def _strategy(cls, value: Any) -> str:
+    def _name32(cls, value: Any) -> str:
         if isinstance(value, bytes | bytearray):
-            return bytes32_to_strategy(value)
-        strategy_to_bytes32(value)
+            value = bytes32_to_strategy(value)
+        strategy_to_bytes32(value, "a strategy or vote rule name")
         return str(value)
 
     @field_validator("vote_mode", mode="before")
@@ -174,6 +179,7 @@ class TaskConfig(_Model):
         """The positional tuple the contract ABI expects."""
         values = self.model_dump()
         values["strategy"] = strategy_to_bytes32(self.strategy)
+        values["vote_rule"] = strategy_to_bytes32(self.vote_rule)
         values["vote_mode"] = int(self.vote_mode)
         return tuple(values[name] for name in type(self).model_fields)
 

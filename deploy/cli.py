@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from fedledger.config import DEFAULT_POOL_WEI
 from fedledger.errors import CommandError
 
 if TYPE_CHECKING:  # the chain libraries are heavy: import them only when a command runs
@@ -71,6 +72,9 @@ _TASK_FLAGS = (
     "max_committee",
     "proposer_share_bps",
     "slash_rate_bps",
+    "vote_rule",
+    "voter_reward_bps",
+    "vote_tolerance_bps",
     "training_duration",
     "voting_duration",
     "reveal_duration",
@@ -97,7 +101,15 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
     group.add_argument("--min-stake", type=ether, help="minimum stake in ether (default 1)")
     group.add_argument("--max-committee", type=int, help="largest committee per round (default 10)")
     group.add_argument("--proposer-share-bps", type=int, help="share of the committee that proposes (default 5000)")
-    group.add_argument("--slash-rate-bps", type=int, help="stake share a bad participant loses (default 1000)")
+    group.add_argument("--slash-rate-bps", type=int, help="stake share a bad participant loses (default 3000)")
+    group.add_argument(
+        "--vote-rule",
+        help="how voters judge an update: share, full, loo or reference (default: the strategy's; fedavg: reference)",
+    )
+    group.add_argument(
+        "--voter-reward-bps", type=int, help="the good voters' share of each round reward (default 1000)"
+    )
+    group.add_argument("--vote-tolerance-bps", type=int, help="eps of the share/full/loo rules (default 500)")
     group.add_argument("--training-duration", type=int, help="seconds for proposers (default 600)")
     group.add_argument("--voting-duration", type=int, help="seconds for vote commitments (default 300)")
     group.add_argument("--reveal-duration", type=int, help="seconds for reveals (default 300)")
@@ -107,7 +119,7 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--initial-model", metavar="TASK:SEED", help="hash of a task's initial model, e.g. digits:0 (for flwr run)"
     )
-    group.add_argument("--pool", type=ether, default=10 * 10**18, help="reward pool in ether (default 10)")
+    group.add_argument("--pool", type=ether, default=DEFAULT_POOL_WEI, help="reward pool in ether (default 10)")
 
 
 def task_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,7 +141,22 @@ def task_fields(args: argparse.Namespace) -> dict[str, Any]:
             args.initial_model, args.strategy or "fedavg", getattr(args, "strategy_options", "")
         )
     fields.setdefault("initial_model_hash", keccak(UNSET_MODEL_LABEL))
+    fields["vote_rule"] = _vote_rule(str(fields.get("strategy") or "fedavg"), fields.get("vote_rule"))
     return fields
+
+
+def _vote_rule(strategy: str, rule: object) -> str:
+    """The task's vote rule: the one given, checked against the strategy, or the strategy's default."""
+    from fedledger.aggregation.registry import get_strategy
+    from fedledger.client.voting import check_rule
+
+    try:
+        plugin = get_strategy(strategy)
+        name = str(rule) if rule else plugin.default_vote_rule
+        check_rule(name, plugin)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    return name
 
 
 def _task_model_hash(spec: str, strategy: str = "fedavg", options: str = "") -> bytes:

@@ -11,6 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+DEFAULT_POOL_WEI = 10 * 10**18
+"""The reward pool a task is deployed with unless told otherwise (deploy, gateway serve, simulate)."""
+
 
 class RunSettings(BaseModel):
     """Everything the Flower apps need to know about a run."""
@@ -25,7 +28,8 @@ class RunSettings(BaseModel):
     seed: int = Field(default=0, ge=0)
     partition: str = Field(default="iid", description="iid or dirichlet:ALPHA")
     attackers: str = Field(default="", description="comma-separated partition ids of attackers")
-    attack: str = Field(default="", description="label_flip or scale:FACTOR")
+    attack: str = Field(default="", description="the attackers' update attack (simulation/attacks.py)")
+    voter_attack: str = Field(default="honest", description="the attackers' voter attack (simulation/attacks.py)")
     governance: bool = Field(default=True, description="False: the same strategy as plain Flower")
     gateway: str = Field(default="127.0.0.1:50051", description="gateway address host:port")
     out_dir: str = Field(default="", description="where the ServerApp writes results ('' = ./runs/flwr)")

@@ -190,7 +190,7 @@ class GovernedStrategy(Strategy):
             items = [p.update_hash if ok else b"" for p, ok in zip(full.proposers, usable, strict=True)]
             weights = [p.num_examples if ok else 0 for p, ok in zip(full.proposers, usable, strict=True)]
 
-        self._vote(grid, r, voters, items, weights, target, traffic)
+        self._vote(grid, r, voters, (items, weights, proposers), target, traffic)
         self.recorder.event(r, "finalizing")
         self._finalize_when_due(r)
         final = self.gateway.round(r)
@@ -210,6 +210,7 @@ class GovernedStrategy(Strategy):
                 self.gateway.propose_model(self.coordinator, "publishGlobal", r, blob)
         else:
             adopted = candidate is not None and bool(outcomes & 1)
+            accepted_addresses = committed if adopted else []
             rejected = [] if adopted or candidate is None else committed
             tally = [int(final.proposers[0].tally)] if candidate is not None and final.proposers else []
             if adopted and candidate is not None:
@@ -226,6 +227,7 @@ class GovernedStrategy(Strategy):
             voters=voters,
             dropped=updates.dropped,
             metrics=metrics,
+            accepted_proposers=[a for a in committed if a in accepted_addresses],
             gas_used=self.gateway.round(r, brief=True, gas=True).gas_used,
             bytes_up=traffic.up,
             bytes_down=traffic.down,
@@ -235,12 +237,20 @@ class GovernedStrategy(Strategy):
                 + coordinator.received - traffic.coordinator_start.received
             ),
             wall_s=round(time.monotonic() - started, 3),
-            stakes={a: int(self.gateway.account(a).stake_wei) for a in sorted(self.binding.nodes)},
+            **self._balances(),
         )  # fmt: skip
         self.recorder.round_done(result)
         return global_arrays
 
     # ------------------------------------------------------------------ pieces
+
+    def _balances(self) -> dict[str, dict[str, int]]:
+        """Each bound participant's stake and credited (not yet withdrawn) balance, for the round's record."""
+        accounts = {a: self.gateway.account(a) for a in sorted(self.binding.nodes)}
+        return {
+            "stakes": {a: int(info.stake_wei) for a, info in accounts.items()},
+            "credited": {a: int(info.owed_wei) for a, info in accounts.items()},
+        }
 
     def _open_round(self, expected_round: int) -> pb.RoundRoles:
         """Open the next round, across a gateway restart.
@@ -365,16 +375,16 @@ class GovernedStrategy(Strategy):
         grid: Grid,
         r: int,
         voters: list[str],
-        items: list[bytes],
-        weights: list[int],
+        ballot: tuple[list[bytes], list[int], list[str]],
         target: bytes,
         traffic: _Traffic,
     ) -> None:
-        """Voters judge the items, commit, then reveal once voting closed."""
+        """Voters judge the items (with their example counts and proposers), commit, then reveal once voting closed."""
+        items, weights, proposers = ballot
         if self._phase(r) != "VOTING":
             return  # nothing to judge: the contract skipped voting
         self.recorder.event(r, "voting", voters=len(voters), items=sum(1 for i in items if i))
-        config = {"server-round": r, "action": "vote", "items": items, "weights": weights}
+        config = {"server-round": r, "action": "vote", "items": items, "weights": weights, "proposers": proposers}
         self._send(grid, voters, MessageType.EVALUATE, config, target, self.config.voting_duration, traffic)
         if self._phase(r) == "VOTING":
             self._advance_when_due(r, self.config.voting_duration, "VOTING")

@@ -44,6 +44,9 @@ class RoundResult(BaseModel):
     tally: list[int] | None = Field(description="per-proposer tallies, or [the candidate's tally]")
     proposers: list[str]
     rejected: list[str] = Field(description="proposers whose update was voted down")
+    accepted_proposers: list[str] = Field(
+        default_factory=list, description="proposers whose update was voted in (aggregate: all of an adopted candidate)"
+    )
     voters: list[str]
     dropped: list[DroppedUpdate] = []
     metrics: dict[str, float]
@@ -54,6 +57,9 @@ class RoundResult(BaseModel):
     coordinator_gateway_bytes: int = Field(default=0, description="the coordinator's own gateway calls, both ways")
     wall_s: float
     stakes: dict[str, int] = Field(default_factory=dict, description="stake of each participant after the round")
+    credited: dict[str, int] = Field(
+        default_factory=dict, description="rewards and released stake credited to each participant, not yet withdrawn"
+    )
 
 
 class RunSummary(BaseModel):

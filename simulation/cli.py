@@ -12,6 +12,11 @@ from rich.table import Table
 
 console = Console()
 
+UPDATE_ATTACKS = ("none", "label_flip", "scale:F", "sign_flip", "noise:SIGMA", "free_ride", "alie", "silent")
+VOTER_ATTACKS = ("honest", "random", "invert", "accept_all", "no_reveal", "collude")
+RULE_NAMES = ("share", "full", "loo", "reference")
+"""Spelled here for --help (the CLI imports nothing heavy); a test checks them against the modules."""
+
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``simulate`` command."""
@@ -34,8 +39,15 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.add_argument("--rounds", type=int, default=5, help="rounds (default %(default)s)")
     cmd.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA (default %(default)s)")
     cmd.add_argument("--attackers", type=int, default=0, help="how many clients attack (default 0)")
-    cmd.add_argument("--attack", default="", help="label_flip or scale:FACTOR")
+    cmd.add_argument("--attack", default="", help=f"the attackers' update attack: {', '.join(UPDATE_ATTACKS)}")
+    cmd.add_argument(
+        "--voter-attack", default="honest", help=f"the attackers' voting: {', '.join(VOTER_ATTACKS)} (default honest)"
+    )
     cmd.add_argument("--vote-mode", default="per_update", choices=["per_update", "aggregate"])
+    cmd.add_argument(
+        "--vote-rule",
+        help=f"how voters judge each update: {', '.join(RULE_NAMES)} (default: the strategy's, reference for fedavg)",
+    )
     cmd.add_argument("--no-governance", action="store_true", help="the same strategy as plain Flower")
     cmd.add_argument("--chain", default="embedded", help="'embedded' (default) or a JSON-RPC URL (e.g. anvil)")
     cmd.add_argument("--seed", type=int, default=0)
@@ -58,7 +70,9 @@ def _simulate(args: argparse.Namespace) -> int:
         partition=args.partition,
         attackers=args.attackers,
         attack=args.attack,
+        voter_attack=args.voter_attack,
         vote_mode=args.vote_mode,
+        vote_rule=args.vote_rule,
         governance=not args.no_governance,
         chain=args.chain,
         seed=args.seed,
@@ -133,5 +147,21 @@ def _summary(report: Any) -> None:
             if group:
                 change = sum(p.stake_end_wei - p.stake_start_wei for p in group) / eth
                 rewarded = sum(p.rewarded_wei for p in group) / eth
+                nets = [p.net_wei / eth for p in group]
                 label = "honest" if honest else "attackers"
-                console.print(f"{label} ({len(group)}): stake change {change:+.4f} ETH, rewarded {rewarded:.4f} ETH")
+                console.print(
+                    f"{label} ({len(group)}): stake change {change:+.4f} ETH, rewarded {rewarded:.4f} ETH, "
+                    f"net mean {sum(nets) / len(nets):+.4f} ETH (min {min(nets):+.4f}, max {max(nets):+.4f})"
+                )
+    outcome = report.outcome
+    if outcome is not None and outcome.attacker_updates + outcome.honest_updates:
+        rule = "the paper's rule on the aggregate" if report.vote_mode == "aggregate" else report.vote_rule
+        console.print(
+            f"votes from round {outcome.from_round} ({rule}): "
+            f"{_share(outcome.attacker_rejected, outcome.attacker_updates)} attacker updates rejected (recall), "
+            f"{_share(outcome.honest_rejected, outcome.honest_updates)} honest updates rejected"
+        )
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part}/{whole}" + (f" ({100 * part / whole:.0f} %)" if whole else "")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import AfterValidator
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,15 @@ def parse_partitioning(spec: str) -> Partitioning:
             raise ValueError(f"the Dirichlet alpha must be positive, got {alpha}")
         return Partitioning("dirichlet", alpha)
     raise ValueError(f"unknown partitioning {spec!r}; use iid or dirichlet:ALPHA")
+
+
+def _checked(value: str) -> str:
+    parse_partitioning(value)
+    return value
+
+
+PartitionSpec = Annotated[str, AfterValidator(_checked)]
+"""A ``--partition`` value in a pydantic model (validated, kept as text)."""
 
 
 def partition(labels: np.ndarray, num_partitions: int, how: Partitioning, seed: int) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""Plots of a run: accuracy per round, stake of honest vs attacker participants, votes per round."""
+"""Plots of a run: accuracy per round, balance of honest vs attacker participants, votes per round."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ ETH = 10**18
 
 
 def plot_run(report: Report, rounds: list[RoundResult], out: Path) -> list[Path]:
-    """Write accuracy.png, stakes.png and votes.png into ``out``; return their paths."""
+    """Write accuracy.png, balance.png and votes.png into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [_accuracy(report, out / "accuracy.png")]
     if report.governance:
-        paths.append(_stakes(report, rounds, out / "stakes.png"))
+        paths.append(_balances(report, rounds, out / "balance.png"))
         paths.append(_votes(report, out / "votes.png"))
     return paths
 
@@ -46,17 +46,30 @@ def _accuracy(report: Report, path: Path) -> Path:
     return path
 
 
-def _stakes(report: Report, rounds: list[RoundResult], path: Path) -> Path:
+def balance_series(report: Report, rounds: list[RoundResult]) -> dict[str, list[float]]:
+    """Per participant, its balance in ETH before round 1 and after each round: stake + rewards credited.
+
+    The paper plots token balances; the stake alone would hide what a participant earned.
+    """
+    series = {}
+    for p in report.participants:
+        points = [p.stake_start_wei / ETH]
+        for r in rounds:
+            stake = r.stakes.get(p.address, p.stake_start_wei)
+            points.append((stake + r.credited.get(p.address, 0)) / ETH)
+        series[p.address] = points
+    return series
+
+
+def _balances(report: Report, rounds: list[RoundResult], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
-    start = {p.address: p.stake_start_wei for p in report.participants}
     honest = {p.address: p.honest for p in report.participants}
-    for address, stake0 in start.items():
-        series = [stake0 / ETH, *(r.stakes.get(address, stake0) / ETH for r in rounds)]
+    for address, points in balance_series(report, rounds).items():
         color = "tab:blue" if honest[address] else "tab:red"
-        ax.plot(range(len(series)), series, color=color, alpha=0.7)
+        ax.plot(range(len(points)), points, color=color, alpha=0.7, marker=".")
     ax.plot([], [], color="tab:blue", label="honest")
     ax.plot([], [], color="tab:red", label="attacker")
-    ax.set(xlabel="round", ylabel="stake (ETH)", title="stake per participant")
+    ax.set(xlabel="round", ylabel="stake + rewards credited (ETH)", title="balance per participant")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -68,12 +81,21 @@ def _stakes(report: Report, rounds: list[RoundResult], path: Path) -> Path:
 def _votes(report: Report, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [r.round for r in report.rounds]
-    accepted = [len(r.proposers) - len(r.rejected) for r in report.rounds]
-    rejected = [len(r.rejected) for r in report.rounds]
-    ax.bar(xs, accepted, label="proposers accepted", color="tab:green")
-    ax.bar(xs, rejected, bottom=accepted, label="proposers rejected", color="tab:red")
-    ax.set(xlabel="round", ylabel="proposers", title=f"votes per round ({report.vote_mode})")
-    ax.legend()
+    bars = {
+        "honest accepted": (
+            [len(r.accepted_proposers) - len(r.attackers_accepted) for r in report.rounds],
+            "tab:green",
+        ),
+        "honest rejected": ([len(r.rejected) - len(r.attackers_rejected) for r in report.rounds], "tab:orange"),
+        "attacker rejected": ([len(r.attackers_rejected) for r in report.rounds], "tab:red"),
+        "attacker accepted": ([len(r.attackers_accepted) for r in report.rounds], "tab:purple"),
+    }
+    bottom = [0] * len(xs)
+    for label, (heights, color) in bars.items():
+        ax.bar(xs, heights, bottom=bottom, label=label, color=color)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set(xlabel="round", ylabel="proposers", title=f"votes per round ({report.vote_mode}, {report.vote_rule})")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

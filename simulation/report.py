@@ -5,6 +5,7 @@ Schema: docs/report-schema.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -16,7 +17,8 @@ class AttackersInfo(BaseModel):
     """Who attacked, and how."""
 
     count: int
-    attack: str | None
+    attack: str | None = Field(description="their update attack (null: none)")
+    voter_attack: str = Field(default="honest", description="their voter attack")
     addresses: list[str]
 
 
@@ -36,6 +38,11 @@ class RoundReport(BaseModel):
     tally: list[int] | None = Field(description="per-proposer tallies (per_update) or [candidate tally] (aggregate)")
     proposers: list[str]
     rejected: list[str] = Field(description="proposers whose update was voted down")
+    accepted_proposers: list[str] = Field(
+        default_factory=list, description="proposers whose update was voted in (aggregate: all of an adopted candidate)"
+    )
+    attackers_accepted: list[str] = Field(default_factory=list, description="attackers among ``accepted_proposers``")
+    attackers_rejected: list[str] = Field(default_factory=list, description="attackers among ``rejected``")
     voters: list[str]
     metrics: dict[str, float]
     gas_used: int
@@ -59,6 +66,24 @@ class ParticipantReport(BaseModel):
     stake_end_wei: int
     rewarded_wei: int
     slashed_wei: int
+    net_wei: int = Field(default=0, description="stake change plus rewards credited")
+
+
+class Outcome(BaseModel):
+    """Did the votes tell attackers from honest participants, and who gained (governed runs)."""
+
+    from_round: int = Field(
+        description="updates of this round and later count (round 1 starts from an untrained model)"
+    )
+    attacker_updates: int = Field(description="attacker updates judged")
+    attacker_rejected: int
+    recall: float | None = Field(description="attacker updates rejected / judged (null: none judged)")
+    honest_updates: int = Field(description="honest updates judged")
+    honest_rejected: int
+    false_rejection: float | None = Field(description="honest updates rejected / judged")
+    attacker_net_wei: int = Field(description="sum over attackers of stake change + rewards")
+    attacker_net_max_wei: int | None = Field(description="the best-off attacker's net (null: no attackers)")
+    honest_net_mean_wei: int | None = Field(description="mean over honest participants of their net")
 
 
 class Report(BaseModel):
@@ -72,10 +97,12 @@ class Report(BaseModel):
     attackers: AttackersInfo
     chain: ChainInfo
     vote_mode: str | None
+    vote_rule: str | None = Field(default=None, description="how voters judged updates (null without governance)")
     rounds: list[RoundReport]
     initial: dict[str, float]
     final: dict[str, float]
     participants: list[ParticipantReport]
+    outcome: Outcome | None = Field(default=None, description="detection and money summary (governed runs)")
     wall_s: float
 
     def save(self, path: Path) -> None:
@@ -93,19 +120,31 @@ def build_report(
     chain: ChainInfo,
     money: dict[str, tuple[int, int, int, int]],
     wall_s: float,
+    vote_rule: str | None = None,
 ) -> Report:
     """Assemble the report; ``money`` maps address -> (stake start, stake end, rewarded, slashed)."""
     attacker_set = set(attackers.addresses)
-    participants = [
-        ParticipantReport(
-            address=address,
-            honest=address not in attacker_set,
-            stake_start_wei=money.get(address, (0, 0, 0, 0))[0],
-            stake_end_wei=money.get(address, (0, 0, 0, 0))[1],
-            rewarded_wei=money.get(address, (0, 0, 0, 0))[2],
-            slashed_wei=money.get(address, (0, 0, 0, 0))[3],
+    participants = []
+    for address in sorted(summary.partitions, key=lambda a: summary.partitions[a]):
+        start, end, rewarded, slashed = money.get(address, (0, 0, 0, 0))
+        participants.append(
+            ParticipantReport(
+                address=address,
+                honest=address not in attacker_set,
+                stake_start_wei=start,
+                stake_end_wei=end,
+                rewarded_wei=rewarded,
+                slashed_wei=slashed,
+                net_wei=end - start + rewarded,
+            )
         )
-        for address in sorted(summary.partitions, key=lambda a: summary.partitions[a])
+    round_reports = [
+        RoundReport(
+            **r.model_dump(exclude={"dropped", "stakes", "credited"}),
+            attackers_accepted=[a for a in r.accepted_proposers if a in attacker_set],
+            attackers_rejected=[a for a in r.rejected if a in attacker_set],
+        )
+        for r in rounds
     ]
     return Report(
         strategy=summary.strategy,
@@ -116,9 +155,48 @@ def build_report(
         attackers=attackers,
         chain=chain,
         vote_mode=summary.vote_mode,
-        rounds=[RoundReport(**r.model_dump(exclude={"dropped", "stakes"})) for r in rounds],
+        vote_rule=vote_rule if summary.governance else None,
+        rounds=round_reports,
         initial=summary.initial_metrics,
         final=summary.final_metrics,
         participants=participants,
+        outcome=(
+            outcome(
+                [(r.round, r.accepted_proposers, r.rejected) for r in round_reports],
+                {p.address: p.net_wei for p in participants},
+                attacker_set,
+            )
+            if summary.governance
+            else None
+        ),
         wall_s=round(wall_s, 3),
+    )
+
+
+def outcome(
+    rounds: Iterable[tuple[int, list[str], list[str]]],
+    nets: dict[str, int],
+    attackers: set[str],
+    from_round: int = 2,
+) -> Outcome:
+    """Detection recall and false rejections from ``from_round``, and the nets of both groups.
+
+    ``rounds``: (round, accepted proposers, rejected proposers); ``nets``: participant -> net wei.
+    """
+    judged = [(a, a in rejected) for r, accepted, rejected in rounds if r >= from_round for a in accepted + rejected]
+    attacker = [bad for a, bad in judged if a in attackers]
+    honest = [bad for a, bad in judged if a not in attackers]
+    attacker_nets = [net for a, net in nets.items() if a in attackers]
+    honest_nets = [net for a, net in nets.items() if a not in attackers]
+    return Outcome(
+        from_round=from_round,
+        attacker_updates=len(attacker),
+        attacker_rejected=sum(attacker),
+        recall=sum(attacker) / len(attacker) if attacker else None,
+        honest_updates=len(honest),
+        honest_rejected=sum(honest),
+        false_rejection=sum(honest) / len(honest) if honest else None,
+        attacker_net_wei=sum(attacker_nets),
+        attacker_net_max_wei=max(attacker_nets) if attacker_nets else None,
+        honest_net_mean_wei=sum(honest_nets) // len(honest_nets) if honest_nets else None,
     )

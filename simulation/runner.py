@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedledger import codec
-from fedledger.config import RunSettings
+from fedledger.config import DEFAULT_POOL_WEI, RunSettings
 from fedledger.deploy.anvil import free_port
 from fedledger.deploy.chain import dev_key
 from fedledger.errors import CommandError
@@ -40,8 +40,8 @@ from fedledger.server.flower import (
 )
 from fedledger.server.results import RoundResult, RunSummary, read_rounds
 
-from .attacks import choose_attackers, parse_attack
-from .partition import parse_partitioning
+from .attacks import UPDATE_ATTACKS, VOTER_ATTACKS, AttackSpec, VoterAttackSpec, choose_attackers, parse_attack
+from .partition import PartitionSpec
 from .report import AttackersInfo, ChainInfo, Report, build_report
 from .tasks import get_task
 
@@ -64,10 +64,12 @@ class SimulationOptions(BaseModel):
     task: str | None = Field(default=None, description="task name (default: the strategy's default task)")
     clients: int = Field(default=10, ge=2, le=127)
     rounds: int = Field(default=5, ge=1)
-    partition: str = "iid"
+    partition: PartitionSpec = "iid"
     attackers: int = Field(default=0, ge=0)
-    attack: str = ""
+    attack: AttackSpec = ""
+    voter_attack: VoterAttackSpec = "honest"
     vote_mode: str = "per_update"
+    vote_rule: str | None = Field(default=None, description="how voters judge updates (default: the strategy's)")
     governance: bool = True
     chain: str = "embedded"
     seed: int = Field(default=0, ge=0)
@@ -79,19 +81,6 @@ class SimulationOptions(BaseModel):
     voting_duration: int = Field(default=60, ge=5)
     reveal_duration: int = Field(default=60, ge=5)
     flush_window: float = Field(default=1.0, gt=0)
-
-    @field_validator("partition")
-    @classmethod
-    def _partition(cls, value: str) -> str:
-        parse_partitioning(value)
-        return value
-
-    @field_validator("attack")
-    @classmethod
-    def _attack(cls, value: str) -> str:
-        if value:
-            parse_attack(value)
-        return value
 
     @field_validator("vote_mode")
     @classmethod
@@ -110,18 +99,26 @@ class SimulationOptions(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> SimulationOptions:
         if self.attackers >= self.clients:
-            raise ValueError(f"--attackers must be below --clients ({self.clients})")
-        if self.attackers and not self.attack:
-            raise ValueError("--attackers needs --attack (label_flip or scale:FACTOR)")
+            raise ValueError(f"--attackers must be between 0 and {self.clients - 1} for {self.clients} clients")
+        if self.attackers and not self.attack and self.voter_attack == "honest":
+            raise ValueError(
+                f"--attackers needs --attack ({', '.join(UPDATE_ATTACKS)}) "
+                f"or --voter-attack ({', '.join(VOTER_ATTACKS)})"
+            )
         if self.task is not None:
             from .tasks import task_names
 
             if self.task not in task_names():
                 raise ValueError(f"unknown task {self.task!r}; known: {', '.join(task_names())}")
         from fedledger.aggregation.registry import get_strategy
+        from fedledger.client.voting import check_rule
 
         plugin = get_strategy(self.strategy)
         task = get_task(self.task or plugin.default_task)
+        if self.attack and parse_attack(self.attack).kind in plugin.unsupported_attacks:
+            raise ValueError(f"the {self.attack} attack means nothing for {plugin.name} updates")
+        if self.vote_rule is not None:
+            check_rule(self.vote_rule, plugin)
         if not task.labeled_clients:
             if not plugin.semi_supervised:
                 raise ValueError(f"{task.name} clients hold no labels: use a semi-supervised strategy (fedsto)")
@@ -210,11 +207,19 @@ class Simulation:
             partition=o.partition,
             attackers=",".join(map(str, attackers)),
             attack=o.attack if attackers else "",
+            voter_attack=o.voter_attack if attackers else "honest",
             governance=o.governance,
             out_dir=str(self.out),
             local_epochs=o.local_epochs,
             lr=o.lr,
         )
+
+    @property
+    def vote_rule(self) -> str:
+        """The task's vote rule: the one asked for, or the strategy's default."""
+        from fedledger.aggregation.registry import get_strategy
+
+        return self.options.vote_rule or get_strategy(self.options.strategy).default_vote_rule
 
     def _start(self, name: str, command: list[str], cwd: Path | None = None) -> ManagedProcess:
         process = ManagedProcess(name, command, self.out / "logs" / f"{name}.log", self._env(), cwd)
@@ -236,7 +241,7 @@ class Simulation:
             "--strategy", o.strategy, "--rounds", str(o.rounds), "--vote-mode", o.vote_mode,
             "--max-committee", str(o.clients), "--training-duration", str(o.training_duration),
             "--voting-duration", str(o.voting_duration), "--reveal-duration", str(o.reveal_duration),
-            "--initial-model-hash", self._initial_model_hash(settings),
+            "--initial-model-hash", self._initial_model_hash(settings), "--vote-rule", self.vote_rule,
         ]  # fmt: skip
 
     def _launch_gateway(self, settings: RunSettings) -> ManagedProcess:
@@ -288,8 +293,9 @@ class Simulation:
             voting_duration=o.voting_duration,
             reveal_duration=o.reveal_duration,
             coordinator=dev_key(0).address,
+            vote_rule=self.vote_rule,
         )
-        manifest, _ = deploy_task(w3, deployer, config, pool_wei=10 * 10**18, rpc_url=o.chain)
+        manifest, _ = deploy_task(w3, deployer, config, pool_wei=DEFAULT_POOL_WEI, rpc_url=o.chain)
         path = self.out / "deployment.json"
         manifest.save(path)
         key_file = self.out / "relayer.key"
@@ -365,14 +371,18 @@ class Simulation:
     ) -> Report:
         attacker_addresses = [a for a, pid in summary.partitions.items() if pid in settings.attacker_ids()]
         attackers = AttackersInfo(
-            count=len(self.attacker_ids), attack=settings.attack or None, addresses=sorted(attacker_addresses)
+            count=len(self.attacker_ids),
+            attack=settings.attack or None,
+            voter_attack=settings.voter_attack,
+            addresses=sorted(attacker_addresses),
         )
         if not self.options.governance:
             chain = ChainInfo(kind="none", chain_id=None, task=None)
         else:
             kind = "embedded" if self.options.chain == "embedded" else "rpc"
             chain = ChainInfo(kind=kind, chain_id=summary.chain_id, task=summary.task_address)
-        return build_report(summary, rounds, attackers, chain, money, time.monotonic() - self.started)
+        wall = time.monotonic() - self.started
+        return build_report(summary, rounds, attackers, chain, money, wall, self.vote_rule)
 
 
 def _default_task(strategy: str) -> str:

@@ -150,6 +150,7 @@ DEFAULTS: dict[str, Any] = {
     "proposer_share_bps": 5_000,
     "max_committee": 10,
     "slash_rate_bps": 1_000,
+    "voter_reward_bps": 2_000,
     "training_duration": 600,
     "voting_duration": 300,
     "reveal_duration": 300,

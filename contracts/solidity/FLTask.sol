@@ -62,6 +62,8 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
     uint16 private immutable _maxCommittee;
     uint16 private immutable _slashRateBps;
     uint16 private immutable _voteToleranceBps;
+    bytes32 private immutable _voteRule;
+    uint16 private immutable _voterRewardBps;
     VoteMode private immutable _voteMode;
     bool private immutable _stakeWeighted;
     uint64 private immutable _trainingDuration;
@@ -141,6 +143,8 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
         _maxCommittee = cfg.maxCommittee;
         _slashRateBps = cfg.slashRateBps;
         _voteToleranceBps = cfg.voteToleranceBps;
+        _voteRule = cfg.voteRule;
+        _voterRewardBps = cfg.voterRewardBps;
         _voteMode = cfg.voteMode;
         _stakeWeighted = cfg.stakeWeighted;
         _trainingDuration = cfg.trainingDuration;
@@ -163,6 +167,8 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
         if (cfg.maxCommittee < 2 || cfg.maxCommittee > MAX_COMMITTEE) revert InvalidParameter("maxCommittee");
         if (cfg.slashRateBps > BPS) revert InvalidParameter("slashRateBps");
         if (cfg.voteToleranceBps >= BPS) revert InvalidParameter("voteToleranceBps");
+        if (cfg.voteRule == bytes32(0)) revert InvalidParameter("voteRule");
+        if (cfg.voterRewardBps > BPS) revert InvalidParameter("voterRewardBps");
         if (cfg.trainingDuration == 0) revert InvalidParameter("trainingDuration");
         if (cfg.votingDuration == 0) revert InvalidParameter("votingDuration");
         if (cfg.revealDuration == 0) revert InvalidParameter("revealDuration");
@@ -447,6 +453,8 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
             maxCommittee: _maxCommittee,
             slashRateBps: _slashRateBps,
             voteToleranceBps: _voteToleranceBps,
+            voteRule: _voteRule,
+            voterRewardBps: _voterRewardBps,
             voteMode: _voteMode,
             stakeWeighted: _stakeWeighted,
             trainingDuration: _trainingDuration,
@@ -773,7 +781,11 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
         }
     }
 
-    /// @dev Shares `roundReward` among the good seats in proportion to stake; returns what was credited.
+    /**
+     * @dev Pays `roundReward`: `voterRewardBps` of it to the good voters, the rest to the good
+     * proposers, each part shared in proportion to stake; returns what was credited. A part with
+     * no good seat stays in the pool.
+     */
     function _reward(
         uint256 round,
         address[] memory seats,
@@ -781,14 +793,17 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
         Verdict[] memory verdicts,
         uint256 roundReward
     ) internal returns (uint256 paid) {
-        uint256 goodStake = 0;
+        uint256 numProposers = _rounds[round].numProposers;
+        uint256 voterPart = (roundReward * _voterRewardBps) / BPS;
+        uint256[2] memory parts = [roundReward - voterPart, voterPart];
+        uint256[2] memory goodStake;
         for (uint256 k = 0; k < seats.length; ++k) {
-            if (verdicts[k].good) goodStake += stakes[k];
+            if (verdicts[k].good) goodStake[k < numProposers ? 0 : 1] += stakes[k];
         }
-        if (goodStake == 0) return 0;
         for (uint256 k = 0; k < seats.length; ++k) {
             if (!verdicts[k].good) continue;
-            uint256 amount = (roundReward * stakes[k]) / goodStake;
+            uint256 side = k < numProposers ? 0 : 1;
+            uint256 amount = (parts[side] * stakes[k]) / goodStake[side];
             _owed[seats[k]] += amount;
             paid += amount;
             emit Rewarded(round, seats[k], amount);

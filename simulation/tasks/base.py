@@ -103,6 +103,10 @@ class Task(ABC):
         """Metrics that depend on the federation's data (e.g. accuracy per class group); none by default."""
         return {}
 
+    def predict(self, model: torch.nn.Module, data: Split) -> np.ndarray | None:
+        """The class ``model`` predicts for each example of ``data``; None for tasks that do not classify."""
+        return None
+
     def score(self, model: torch.nn.Module, data: Split) -> float:
         """The number a voter compares (higher is better): exp(-mean cross-entropy) by default.
 

@@ -94,6 +94,12 @@ class DigitsTask(Task):
                 batches += 1
         return {"train_loss": total / max(batches, 1)}
 
+    def predict(self, model: torch.nn.Module, data: Split) -> np.ndarray:
+        """The arg-max class per example."""
+        model.eval()
+        with torch.no_grad():
+            return model(torch.from_numpy(data.x)).argmax(dim=1).numpy()
+
     def evaluate(self, model: torch.nn.Module, data: Split) -> dict[str, float]:
         """Accuracy and mean cross-entropy."""
         model.eval()

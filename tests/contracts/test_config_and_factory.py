@@ -59,6 +59,8 @@ BAD_PARAMETERS = [
     ("maxCommittee", {"max_committee": 129}),
     ("slashRateBps", {"slash_rate_bps": 10_001}),
     ("voteToleranceBps", {"vote_tolerance_bps": 10_000}),
+    ("voteRule", {"vote_rule": b"\0" * 32}),
+    ("voterRewardBps", {"voter_reward_bps": 10_001}),
     ("trainingDuration", {"training_duration": 0}),
     ("votingDuration", {"voting_duration": 0}),
     ("revealDuration", {"reveal_duration": 0}),

@@ -65,6 +65,7 @@ def play_full_round(h: Harness) -> None:
             total_rounds=5,
             round=1,
             reward_pool=pool,
+            voter_reward_bps=h.config.voter_reward_bps,
             proposers=[ProposerSeat(p, stakes[p], i < 3) for i, p in enumerate(proposers)],
             voters=[VoterSeat(v, stakes[v], True, j < 3, bits[v]) for j, v in enumerate(voters)],
         )

@@ -53,22 +53,23 @@ def test_per_update_round_exact_wei(deploy: Any) -> None:
     assert final["tallies"] == [2, -2, 0] and final["outcomes"] == 0b01
     assert final["roundReward"] == round_reward == 33_333_333_333_333_333_333
     rewards, slashes = payouts(sent)
-    # good: p0 (2 ETH), v0 (2 ETH), v1 (4 ETH); good stake 8 ETH
+    # good: p0 takes the proposers' 80 %; v0 (2 ETH) and v1 (4 ETH) share the voters' 20 %
+    # (33333333333333333333 * 2000 // 10000 = 6666666666666666666)
     assert rewards == {
-        p0: 8_333_333_333_333_333_333,
-        v0: 8_333_333_333_333_333_333,
-        v1: 16_666_666_666_666_666_666,
+        p0: 26_666_666_666_666_666_667,
+        v0: 2_222_222_222_222_222_222,
+        v1: 4_444_444_444_444_444_444,
     }
     assert slashes == {
         p1: (3 * ETH // 10, SlashReason.REJECTED_UPDATE),
         p2: (5 * ETH // 10, SlashReason.MISSING_UPDATE),
         v2: (4 * ETH // 10, SlashReason.UNREVEALED_VOTE),
     }
-    assert final["paid"] == 33_333_333_333_333_333_332 and final["slashed"] == 12 * ETH // 10
-    assert h.task.reward_pool() == 100 * ETH - 33_333_333_333_333_333_332 + 12 * ETH // 10
+    assert final["paid"] == 33_333_333_333_333_333_333 and final["slashed"] == 12 * ETH // 10
+    assert h.task.reward_pool() == 100 * ETH - 33_333_333_333_333_333_333 + 12 * ETH // 10
     assert h.task.member(p1).stake == 3 * ETH - 3 * ETH // 10
     assert h.task.member(v2).stake == 4 * ETH - 4 * ETH // 10
-    assert h.task.member(v1).owed == 16_666_666_666_666_666_666
+    assert h.task.member(v1).owed == 4_444_444_444_444_444_444
     assert [h.task.update(1, i).accepted for i in range(3)] == [True, False, False]
     assert [h.task.update(1, i).tally for i in range(3)] == [2, -2, 0]
     assert not h.task.round_info(1).global_published  # the coordinator publishes the accepted aggregate
@@ -91,13 +92,13 @@ def test_aggregate_round_accepted_exact_wei(deploy: Any) -> None:
     final = sent.named("RoundFinalized")[0].args
     assert final["tallies"] == [1] and final["outcomes"] == 1
     rewards, slashes = payouts(sent)
-    # pool 100 ETH over 4 rounds: 25 ETH shared by p0, p1, p2, v0, v2 (stake 1+1+2+3+1 = 8 ETH)
+    # pool 100 ETH over 4 rounds: 25 ETH; 20 ETH to p0, p1, p2 (stake 1+1+2), 5 ETH to v0, v2 (stake 3+1)
     assert rewards == {
-        p0: 25 * ETH // 8,
-        p1: 25 * ETH // 8,
-        p2: 25 * ETH * 2 // 8,
-        v0: 25 * ETH * 3 // 8,
-        v2: 25 * ETH // 8,
+        p0: 20 * ETH // 4,
+        p1: 20 * ETH // 4,
+        p2: 20 * ETH * 2 // 4,
+        v0: 5 * ETH * 3 // 4,
+        v2: 5 * ETH // 4,
     }
     assert slashes == {v1: (2 * ETH // 4, SlashReason.LOSING_VOTE)}
     assert h.task.global_model_hash() == model_hash("candidate")
@@ -119,8 +120,10 @@ def test_aggregate_round_rejected_keeps_the_previous_model(deploy: Any) -> None:
         h.reveal_vote(v, 0)
     sent = h.task.finalize_round(h.coordinator, 1)
     rewards, slashes = payouts(sent)
-    # pool 100 ETH over 2 rounds: 50 ETH to the two voters (equal stakes)
-    assert rewards == {o.voters[0]: 25 * ETH, o.voters[1]: 25 * ETH}
+    # pool 100 ETH over 2 rounds: the voters' 20 % of 50 ETH to the two voters (equal stakes); the
+    # proposers' part has no good seat and stays in the pool
+    assert rewards == {o.voters[0]: 5 * ETH, o.voters[1]: 5 * ETH}
+    assert h.task.reward_pool() == 90 * ETH + 2 * (2 * ETH // 10)
     assert slashes == {p: (2 * ETH // 10, SlashReason.REJECTED_UPDATE) for p in o.proposers}
     assert h.task.global_model_hash() == h.config.initial_model_hash
     assert h.task.round_info(1).global_published
@@ -140,7 +143,8 @@ def test_tie_accepts_and_both_sides_are_good(deploy: Any) -> None:
     final = sent.named("RoundFinalized")[0].args
     assert final["tallies"] == [0] and final["outcomes"] == 1
     rewards, slashes = payouts(sent)
-    assert rewards == {a: 20 * ETH // 3 for a in o.proposers + o.voters} and slashes == {}
+    # 20 ETH: 16 to the proposer, 4 shared by the two voters
+    assert rewards == {o.proposers[0]: 16 * ETH, o.voters[0]: 2 * ETH, o.voters[1]: 2 * ETH} and slashes == {}
 
 
 def test_stake_weighting_changes_the_outcome(deploy: Any) -> None:
@@ -158,7 +162,7 @@ def test_stake_weighting_changes_the_outcome(deploy: Any) -> None:
     final = sent.named("RoundFinalized")[0].args
     assert final["tallies"] == [ETH + ETH - 3 * ETH] and final["outcomes"] == 0  # one-member-one-vote would accept
     rewards, slashes = payouts(sent)
-    assert rewards == {v2: 20 * ETH}
+    assert rewards == {v2: 4 * ETH}  # the voters' 20 % of 20 ETH; no proposer was good
     assert slashes == {
         p0: (ETH // 10, SlashReason.REJECTED_UPDATE),
         v0: (ETH // 10, SlashReason.LOSING_VOTE),
@@ -239,6 +243,7 @@ def run_round(h: Harness, commit_mask: int, plans: list[VoterPlan], propose: boo
             total_rounds=h.config.total_rounds,
             round=r,
             reward_pool=pool_before,
+            voter_reward_bps=h.config.voter_reward_bps,
             proposers=[
                 ProposerSeat(p, before[p].stake, h.task.update(r, i).committed) for i, p in enumerate(o.proposers)
             ],
@@ -286,16 +291,18 @@ voter_plans = st.lists(
     stake_weighted=st.booleans(),
     stakes=st.lists(st.integers(1, 50), min_size=2, max_size=10),
     share=st.integers(1_000, 9_000),
+    voter_reward=st.integers(0, 10_000),
     rounds=st.lists(st.tuples(st.integers(0, 2**10 - 1), voter_plans, st.booleans()), min_size=1, max_size=2),
 )
 def test_random_rounds_match_the_reference(
-    mode: str, stake_weighted: bool, stakes: list[int], share: int, rounds: list[Any]
+    mode: str, stake_weighted: bool, stakes: list[int], share: int, voter_reward: int, rounds: list[Any]
 ) -> None:
     h = make_harness(
         embedded_web3(num_accounts=14),
         vote_mode=mode,
         stake_weighted=stake_weighted,
         proposer_share_bps=share,
+        voter_reward_bps=voter_reward,
         slash_rate_bps=1_500,
         total_rounds=3,
     )

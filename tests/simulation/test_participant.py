@@ -66,8 +66,10 @@ def test_honest_updates_pass_and_a_scaled_attack_fails_the_vote(gw: Gateway) -> 
     weights = [p.num_examples for p in state.proposers]
     attackers = {people[0].address}
     voter = by_address[roles.voters[0]]
-    vote = voter.decide(global_arrays, items, weights, tolerance_bps=500)
-    for i, proposer in enumerate(roles.proposers):
-        assert bool(vote.bits >> i & 1) is (proposer not in attackers), (proposer, vote)
+    for rule in ("share", "reference"):  # fetched from the blob store, judged by either rule
+        vote = voter.decide(1, global_arrays, items, weights, rule=rule, tolerance_bps=500, proposers=roles.proposers)
+        for i, proposer in enumerate(roles.proposers):
+            assert bool(vote.bits >> i & 1) is (proposer not in attackers), (rule, proposer, vote)
+        assert vote.bits == vote.honest_bits and vote.reveal  # an honest voter commits its judgement
     result, salt = voter.commit_vote(1, vote.bits, wait=True)
     assert result.status == pb.INCLUDED and len(salt) == 32

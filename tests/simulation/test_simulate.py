@@ -49,7 +49,7 @@ def test_default_run_learns_accepts_every_round_and_audits_clean(tmp_path: Path)
     assert all(r.accepted for r in report.rounds)
     assert all(r.gas_used > 0 and r.bytes_up > 0 and r.bytes_down > 0 for r in report.rounds)
     assert Report.model_validate_json((tmp_path / "run" / "report.json").read_text()) == report
-    for plot in ("accuracy.png", "stakes.png", "votes.png"):
+    for plot in ("accuracy.png", "balance.png", "votes.png"):
         assert (tmp_path / "run" / plot).stat().st_size > 1000
     clean = audit("--run", str(tmp_path / "run"), "--json", "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr
@@ -64,21 +64,68 @@ def test_default_run_learns_accepts_every_round_and_audits_clean(tmp_path: Path)
     assert len(json.loads(tampered.stdout)["disagreements"]) == 1
 
 
+def replay_in_process(report: Report, **scenario: object) -> None:
+    """The in-process federation (bench.robustness's engine), given this run's draws, must agree exactly.
+
+    Same accuracy every round, same rejections, same stakes and rewards to the wei: the study's
+    figures are what `fedledger simulate` (gateway, contract, Flower) would have produced.
+    """
+    from fedledger.simulation.inprocess import InProcessRun, Scenario
+
+    committees = [(r.proposers, r.voters) for r in report.rounds]
+    result = InProcessRun(Scenario(seed=report.seed, rounds=len(report.rounds), **scenario), committees).run()  # type: ignore[arg-type]
+    for chain_round, played in zip(report.rounds, result.rounds, strict=True):
+        assert played.accuracy == pytest.approx(chain_round.metrics["accuracy"], abs=1e-9), chain_round.round
+        assert sorted(played.rejected) == sorted(chain_round.rejected), chain_round.round
+    money = {m.address: m for m in result.money}
+    for p in report.participants:
+        assert (money[p.address].stake_end_wei, money[p.address].rewarded_wei) == (p.stake_end_wei, p.rewarded_wei)
+        assert money[p.address].net_wei == p.net_wei
+
+
 def test_scaled_attackers_are_rejected_one_by_one(tmp_path: Path) -> None:
     report, _ = simulate(tmp_path / "run", seed=1, attackers=2, attack="scale:-10")
     attackers = set(report.attackers.addresses)
-    assert len(attackers) == 2
+    assert len(attackers) == 2 and report.vote_rule == "reference" and report.attackers.voter_attack == "honest"
     proposed = 0
     for r in report.rounds:
         assert set(r.rejected) == attackers & set(r.proposers)  # every attacker update, and only those
+        assert r.attackers_rejected == r.rejected and r.attackers_accepted == []
         proposed += len(attackers & set(r.proposers))
     assert proposed > 0
     assert report.final["accuracy"] >= 0.90
     for p in report.participants:
+        assert p.net_wei == p.stake_end_wei - p.stake_start_wei + p.rewarded_wei
         if p.honest:
-            assert p.stake_end_wei >= p.stake_start_wei, p
+            assert p.stake_end_wei >= p.stake_start_wei and p.net_wei > 0, p
         else:
-            assert p.stake_end_wei < p.stake_start_wei, p
+            assert p.stake_end_wei < p.stake_start_wei and p.net_wei < 0, p
+    outcome = report.outcome
+    assert outcome is not None and outcome.recall == 1.0 and outcome.false_rejection == 0.0
+    assert outcome.attacker_net_max_wei is not None and outcome.attacker_net_max_wei < 0
+    replay_in_process(report, attackers=2, attack="scale:-10")
+
+
+@pytest.mark.parametrize(("voter_attack", "seed"), [("no_reveal", 2), ("collude", 3)])
+def test_voter_attacks_play_out_on_chain_as_in_the_in_process_federation(
+    tmp_path: Path, voter_attack: str, seed: int
+) -> None:
+    """Attackers that flip signs and vote by their voter attack; the chain settles what the study predicts."""
+    options = {"clients": 5, "rounds": 2, "attackers": 2, "attack": "sign_flip", "voter_attack": voter_attack}
+    report, _ = simulate(tmp_path / "run", seed=seed, reveal_duration=5, **options)  # unrevealed votes wait 5 s
+    attackers = set(report.attackers.addresses)
+    assert report.attackers.voter_attack == voter_attack
+    punished = {  # a vote never revealed, or colluding against an honest majority of the voters
+        a
+        for r in report.rounds
+        for a in r.voters
+        if a in attackers and (voter_attack == "no_reveal" or 2 * len(attackers & set(r.voters)) < len(r.voters))
+    }
+    assert punished, f"seed {seed} draws an attacker as a voter"
+    for p in report.participants:
+        if p.address in punished:
+            assert p.slashed_wei > 0, p
+    replay_in_process(report, **{k: v for k, v in options.items() if k != "rounds"})
 
 
 def test_aggregate_mode_rejects_every_round_with_an_attacker(tmp_path: Path) -> None:

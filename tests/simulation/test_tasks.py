@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import numpy as np
 import pytest
 
-from fedledger.simulation.attacks import choose_attackers, parse_attack
 from fedledger.simulation.partition import parse_partitioning, partition
 from fedledger.simulation.tasks import TrainSettings, get_task, load_arrays, model_arrays
 
@@ -69,24 +67,6 @@ def test_score_is_the_likelihood_of_the_true_labels() -> None:
     model, data = task.build_model(0), task.test_data(0)
     assert task.score(model, data) == pytest.approx(math.exp(-task.evaluate(model, data)["loss"]))
     assert 0.0 < task.score(model, data) <= 1.0
-
-
-def test_attacks() -> None:
-    global_arrays = OrderedDict([("w", np.array([1.0, 2.0], dtype=np.float32))])
-    trained = OrderedDict([("w", np.array([2.0, 1.0], dtype=np.float32))])
-    scaled = parse_attack("scale:-10").poison_update(global_arrays, trained)
-    assert np.allclose(scaled["w"], [1 - 10, 2 + 10]) and scaled["w"].dtype == np.float32
-    assert parse_attack("label_flip").poison_update(global_arrays, trained) is trained
-    data = get_task("digits").client_data(0, 2, "iid", 0)
-    flipped = parse_attack("label_flip").poison_data(data, 10)
-    assert np.array_equal(flipped.train.y, 9 - data.train.y) and flipped.val is data.val
-    assert str(parse_attack("scale:0.5")) == "scale:0.5"
-    for bad in ("scale", "scale:x", "flip", ""):
-        with pytest.raises(ValueError):
-            parse_attack(bad)
-    assert choose_attackers(10, 2, 1) == choose_attackers(10, 2, 1) and len(choose_attackers(10, 2, 1)) == 2
-    with pytest.raises(ValueError):
-        choose_attackers(4, 4, 0)
 
 
 def test_loading_arrays_checks_names() -> None:

@@ -102,3 +102,49 @@ def test_deploy_to_anvil_with_the_dev_key_writes_the_manifest(anvil_url: str, tm
     task = FLTaskContract(connect(anvil_url), manifest.task.address)
     assert task.config() == manifest.task_config
     assert task.reward_pool() == manifest.reward_pool_wei
+
+
+@pytest.mark.parametrize(
+    ("args", "accepted"),
+    [
+        (["--attackers", "2", "--attack", "bogus"], ["label_flip", "sign_flip", "noise:SIGMA", "alie", "free_ride"]),
+        (["--attackers", "2", "--attack", "noise:"], ["noise:0.5"]),
+        (["--attackers", "2", "--voter-attack", "lazy"], ["random", "invert", "accept_all", "no_reveal", "collude"]),
+        (["--attackers", "11", "--attack", "sign_flip"], ["between 0 and 9"]),
+        (["--attackers", "2"], ["--attack", "--voter-attack"]),
+        (["--vote-rule", "majority"], ["share", "full", "loo", "reference"]),
+        (["--strategy", "fedkseed", "--vote-rule", "reference"], ["not models", "share"]),
+    ],
+)
+def test_simulate_refuses_bad_attacks_in_one_line_before_starting(
+    tmp_path: Path, args: list[str], accepted: list[str]
+) -> None:
+    out = tmp_path / "run"
+    result = run_cli("simulate", "--out", str(out), *args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    for name in accepted:
+        assert name in result.stderr, (name, result.stderr)
+    assert not out.exists()  # nothing started
+
+
+def test_deploy_takes_the_strategys_vote_rule_and_checks_a_given_one() -> None:
+    default = run_cli("deploy", "--embedded", "--json")
+    assert default.returncode == 0, default.stderr
+    config = DeploymentManifest.model_validate(json.loads(default.stdout)).task_config
+    assert config.vote_rule == "reference" and config.voter_reward_bps == 1_000 and config.slash_rate_bps == 3_000
+    chosen = run_cli("deploy", "--embedded", "--json", "--vote-rule", "loo", "--voter-reward-bps", "2500")
+    config = DeploymentManifest.model_validate(json.loads(chosen.stdout)).task_config
+    assert config.vote_rule == "loo" and config.voter_reward_bps == 2_500
+    refused = run_cli("deploy", "--embedded", "--json", "--strategy", "fedkseed", "--vote-rule", "reference")
+    assert refused.returncode == 1 and "not models" in refused.stderr
+
+
+def test_simulate_help_names_the_modules_values() -> None:
+    """simulate's --help spells the accepted values itself (importing them would pull torch in)."""
+    from fedledger.client.voting import RULES
+    from fedledger.simulation import attacks, cli
+
+    assert cli.UPDATE_ATTACKS == attacks.UPDATE_ATTACKS[:2] + ("scale:F",) + attacks.UPDATE_ATTACKS[3:]
+    assert cli.VOTER_ATTACKS == attacks.VOTER_ATTACKS
+    assert cli.RULE_NAMES == tuple(RULES)

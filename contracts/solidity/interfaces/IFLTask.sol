@@ -63,6 +63,8 @@ interface IFLTask {
      * @param maxCommittee largest number of participants (proposers + voters) drawn per round
      * @param slashRateBps share of its stake a "bad" participant loses, in basis points
      * @param voteToleranceBps eps of the vote rule `score >= (1 - eps) * previous score`, in basis points
+     * @param voteRule how voters judge an update, right-padded ASCII (e.g. "reference"; fedledger's client/voting.py)
+     * @param voterRewardBps share of each round reward paid to the good voters (the rest to the good proposers)
      * @param voteMode what voters judge, see {VoteMode}
      * @param stakeWeighted weigh votes by stake (true) or count one member one vote (false, the paper)
      * @param trainingDuration seconds proposers have to commit before anyone may advance
@@ -81,6 +83,8 @@ interface IFLTask {
         uint16 maxCommittee;
         uint16 slashRateBps;
         uint16 voteToleranceBps;
+        bytes32 voteRule;
+        uint16 voterRewardBps;
         VoteMode voteMode;
         bool stakeWeighted;
         uint64 trainingDuration;

@@ -1,0 +1,396 @@
+"""Voting rules: how a voter turns the round's items into accept / reject bits.
+
+The rule is a task parameter (``TaskConfig.vote_rule``), fixed at deployment and part of the
+task's config hash, so anyone holding the blobs and a voter's data can re-run its vote. In
+aggregate mode (arXiv:2307.00543) every rule judges the one candidate by the paper's rule.
+
+- ``share``: the paper's rule applied to each update diluted by its example share: accept when
+  the voter's score of ``global + n_i / N * (update - global)`` is at least (1 - eps) times the
+  previous global model's. A poisoned update among five moves the score by less than eps.
+- ``full``: BFLC (Li et al., arXiv:2004.00773): the update at full weight, against (1 - eps)
+  times the global score. Undiluted, but a non-IID voter rejects honest updates about classes
+  it does not hold.
+- ``loo``: leave-one-out (Fang et al., USENIX Security 2020, "LFR"): accept when the voter's
+  score of the aggregate of all the round's updates is at least (1 - eps) times its score of the
+  aggregate without this one.
+- ``reference`` (the default for model updates): the voter trains its own honest update this
+  round, exactly as it would as a proposer, and uses it as a trusted reference (FLTrust, Cao et
+  al., arXiv:2012.13995, with the voter's own data as the root set) for evidence that does not
+  depend on the voter holding the proposer's classes; see :class:`ReferenceRule`.
+
+docs/voting.md has the measurements behind the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from fedledger.aggregation.base import FedledgerStrategy
+    from fedledger.simulation.tasks import Split, Task
+
+Arrays = OrderedDict[str, np.ndarray]
+BPS = 10_000
+
+
+@dataclass
+class Ballot:
+    """Everything a voter judges in one round.
+
+    ``updates`` are the decoded items in proposer order (None: nothing committed, or not
+    decodable); ``weights`` their committed example counts; in aggregate mode one item, the
+    candidate, with weight 0. ``judge`` scores a model on the voter's data (higher is better).
+    ``reference`` trains the voter's own honest update of this round (called at most once).
+    """
+
+    plugin: FedledgerStrategy
+    task: Task
+    seed: int
+    global_arrays: Arrays
+    updates: list[Arrays | None]
+    weights: list[int]
+    val: Split
+    tolerance_bps: int
+    judge: Callable[[torch.nn.Module], float]
+    reference: Callable[[], Arrays | None] | None = None
+    aggregate: bool = False
+    _score_global: float | None = field(default=None, repr=False)
+
+    def score(self, arrays: Arrays) -> float:
+        """The voter's score of the model of ``arrays``."""
+        return self.judge(self.plugin.build(self.task, self.seed, arrays))
+
+    @property
+    def score_global(self) -> float:
+        """The voter's score of the previous global model (computed once)."""
+        if self._score_global is None:
+            self._score_global = self.score(self.global_arrays)
+        return self._score_global
+
+    @property
+    def threshold(self) -> float:
+        """The paper's bar: (1 - eps) times the previous global model's score."""
+        return (BPS - self.tolerance_bps) * self.score_global / BPS
+
+    def usable(self) -> list[int]:
+        """Indices of the items there are to judge."""
+        return [i for i, u in enumerate(self.updates) if u is not None]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A rule's verdict per item: accept, a number for the report, and why it was rejected."""
+
+    accept: list[bool]
+    scores: list[float | None]
+    reasons: list[str]
+    score_global: float = float("nan")
+    """The voter's score of the previous global model."""
+
+    @property
+    def bits(self) -> int:
+        """The accept bitmap over the items."""
+        return sum(1 << i for i, ok in enumerate(self.accept) if ok)
+
+
+class VoteRule(ABC):
+    """A voter's decision rule over a round's items."""
+
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    needs_model_updates: ClassVar[bool] = False
+    """True: it works on model deltas (strategies whose updates are not models cannot use it)."""
+
+    def decide(self, ballot: Ballot) -> Judgement:
+        """Accept / reject every item (items with nothing to judge are rejected)."""
+        judgement = _paper_rule(ballot, lambda u, _w: u) if ballot.aggregate else self.judge_updates(ballot)
+        return dataclasses.replace(judgement, score_global=ballot.score_global)
+
+    @abstractmethod
+    def judge_updates(self, ballot: Ballot) -> Judgement:
+        """Per-update mode: accept / reject each proposer's update."""
+
+
+def _paper_rule(ballot: Ballot, candidate: Callable[[Arrays, float], Arrays]) -> Judgement:
+    """score(candidate(update, share)) >= (1 - eps) * score(global), per usable item."""
+    total = sum(ballot.weights[i] for i in ballot.usable())
+    accept, scores, reasons = [], [], []
+    for i, update in enumerate(ballot.updates):
+        if update is None:
+            accept.append(False), scores.append(None), reasons.append("nothing to judge")
+            continue
+        share = ballot.weights[i] / total if total else 1.0
+        score = ballot.score(candidate(update, share))
+        ok = score >= ballot.threshold
+        accept.append(ok), scores.append(score), reasons.append("" if ok else "score below (1 - eps) x global")
+    return Judgement(accept, scores, reasons)
+
+
+class ShareRule(VoteRule):
+    """Each update judged as applied with its example share (the pre-v2 default; see module docstring)."""
+
+    name = "share"
+    paper = "arXiv:2307.00543's rule on each update's example-share contribution"
+
+    def judge_updates(self, ballot: Ballot) -> Judgement:
+        """score(global + share * (update - global)) >= (1 - eps) * score(global)."""
+        g = ballot.global_arrays
+        return _paper_rule(ballot, lambda u, share: ballot.plugin.apply_updates(g, [(u, share)]))
+
+
+class FullRule(VoteRule):
+    """BFLC: the update at full weight against the previous global model."""
+
+    name = "full"
+    paper = "Li et al., BFLC, arXiv:2004.00773"
+
+    def judge_updates(self, ballot: Ballot) -> Judgement:
+        """score(global + 1 * (update - global)) >= (1 - eps) * score(global)."""
+        g = ballot.global_arrays
+        return _paper_rule(ballot, lambda u, _share: ballot.plugin.apply_updates(g, [(u, 1.0)]))
+
+
+class LeaveOneOutRule(VoteRule):
+    """Fang et al.'s LFR: the round's aggregate with vs without the update."""
+
+    name = "loo"
+    paper = "Fang et al., USENIX Security 2020 (LFR)"
+
+    def judge_updates(self, ballot: Ballot) -> Judgement:
+        """score(aggregate of all) >= (1 - eps) * score(aggregate of all but this one)."""
+        usable = ballot.usable()
+        g = ballot.global_arrays
+
+        def aggregate(indices: list[int]) -> Arrays:
+            total = sum(ballot.weights[j] for j in indices)
+            if not indices or not total:
+                return g
+            pairs = [(ballot.updates[j], ballot.weights[j] / total) for j in indices]
+            return ballot.plugin.apply_updates(g, pairs)  # type: ignore[arg-type]
+
+        with_all = ballot.score(aggregate(usable))
+        bar = (BPS - ballot.tolerance_bps) / BPS
+        accept, scores, reasons = [], [], []
+        for i in range(len(ballot.updates)):
+            if i not in usable:
+                accept.append(False), scores.append(None), reasons.append("nothing to judge")
+                continue
+            without = ballot.score(aggregate([j for j in usable if j != i]))
+            ok = with_all >= bar * without
+            accept.append(ok), scores.append(with_all - without)
+            reasons.append("" if ok else "the aggregate scores better without it")
+        return Judgement(accept, scores, reasons)
+
+
+@dataclass(frozen=True)
+class ReferenceLimits:
+    """The reference rule's constants (part of the rule's definition: changing one is a new rule)."""
+
+    max_norm_ratio: float = 4.0
+    """An update may move the model at most this many times as far as the voter's own update."""
+    min_norm_ratio: float = 0.01
+    """... and at least this share of it (less is no work: a free rider)."""
+    min_cosine: float = 0.0
+    """Mean cosine over weight tensors between its change and the voter's own must exceed this."""
+    max_sign_skew: float = 0.15
+    """Its share of negative changes may exceed the median share of the round (its items and the
+    voter's own update) by at most this (SignGuard)."""
+    min_class_samples: int = 2
+    """Classes with fewer of the voter's validation samples give no evidence."""
+    claim_share: float = 0.5
+    """A class is claimed when the update labels at least this share of its count (and 2) as it."""
+    min_claimed_recall: float = 0.25
+    """... and then it must recognise at least this share of the voter's samples of that class."""
+
+
+class ReferenceRule(VoteRule):
+    """Evidence against the voter's own honest update of the round (FLTrust's root update, locally).
+
+    An item is rejected, with the first reason that applies, when
+
+    1. it is no work: byte-identical to the global state or to another item of the round, or it
+       moves the model less than ``min_norm_ratio`` times the voter's own update (free riders,
+       ALIE's identical copies);
+    2. it moves the model more than ``max_norm_ratio`` times as far (scaling, noise);
+    3. its change points away from the voter's: mean cosine over weight tensors <= 0 (sign
+       flips; label flips, whose output layer learns other rows). Honest updates about other
+       classes still share the features and stay positive (near convergence, when honest
+       updates are mostly local over-fitting, this check errs both ways: docs/voting.md);
+    4. its changes are skewed to one sign: its share of negative changes exceeds the round's
+       median share (its items and the voter's own update) by more than ``max_sign_skew``
+       (SignGuard, Xu et al., arXiv:2109.05872: ALIE's mean - z * std shifts every coordinate down);
+    5. (classification tasks) it claims a class of the voter's data without recognising it: it
+       labels at least half as many of the voter's samples as that class holds with it, yet
+       recognises under a quarter of the voter's samples of it (a label flip; BaFFLe-style
+       per-class evidence, Andreina et al., arXiv:2011.02167). An honest update about other
+       classes labels the voter's samples with its own classes, which it recognises.
+
+    Without a reference (a voter with no training data) it falls back to :class:`ShareRule`.
+    """
+
+    name = "reference"
+    paper = "own-update reference (FLTrust arXiv:2012.13995, SignGuard arXiv:2109.05872, BaFFLe arXiv:2011.02167)"
+    needs_model_updates = True
+
+    def __init__(self, limits: ReferenceLimits | None = None) -> None:
+        """With the rule's constants (tests may pass others)."""
+        self.limits = limits or ReferenceLimits()
+
+    def judge_updates(self, ballot: Ballot) -> Judgement:
+        """Run the five checks on every usable item."""
+        reference = ballot.reference() if ballot.reference is not None else None
+        own = _delta(ballot.global_arrays, reference) if reference is not None else None
+        if own is None or _norm(own) == 0.0:  # no training data of its own: no reference
+            return ShareRule().judge_updates(ballot)
+        digests = [_digest(u) if u is not None else None for u in ballot.updates]
+        deltas = [_delta(ballot.global_arrays, u) if u is not None else None for u in ballot.updates]
+        cosines = [_tensor_cosine(d, _restrict(own, d)) if d is not None else None for d in deltas]
+        skews = [_negative_share(d) for d in deltas if d is not None]
+        baseline = float(np.median([*skews, _negative_share(own)]))
+        predictions = _Predictions(ballot)
+        accept, scores, reasons = [], [], []
+        for i, update in enumerate(ballot.updates):
+            delta, cosine = deltas[i], cosines[i]
+            if update is None or delta is None or cosine is None:
+                accept.append(False), scores.append(None), reasons.append("nothing to judge")
+                continue
+            copied = digests.count(digests[i]) > 1
+            reason = self._check(update, delta, _restrict(own, delta), cosine, baseline, copied, predictions)
+            accept.append(not reason), scores.append(cosine), reasons.append(reason)
+        return Judgement(accept, scores, reasons)
+
+    def _check(
+        self,
+        update: Arrays,
+        delta: Arrays,
+        mine: Arrays,
+        cosine: float,
+        baseline: float,
+        copied: bool,
+        predictions: _Predictions,
+    ) -> str:
+        limits = self.limits
+        if copied:
+            return "identical to another update of the round"
+        ratio = _norm(delta) / max(_norm(mine), 1e-30)
+        if ratio < limits.min_norm_ratio:
+            return "no change to the global model"
+        if ratio > limits.max_norm_ratio:
+            return f"moves the model {ratio:.1f}x as far as the voter's own update"
+        if cosine <= limits.min_cosine:
+            return f"points away from the voter's own update (cosine {cosine:.2f})"
+        skew = _negative_share(delta) - baseline
+        if skew > limits.max_sign_skew:
+            return f"changes skewed to one sign ({skew:+.2f} beyond the round's median)"
+        recall = predictions.worst_claimed_recall(update, limits)
+        if recall is not None and recall < limits.min_claimed_recall:
+            return f"claims a class of the voter's data it recognises {recall:.0%} of"
+        return ""
+
+
+class _Predictions:
+    """The task's class predictions of a model on the voter's validation data (None: not a classifier)."""
+
+    def __init__(self, ballot: Ballot) -> None:
+        self.ballot = ballot
+
+    def worst_claimed_recall(self, update: Arrays, limits: ReferenceLimits) -> float | None:
+        b = self.ballot
+        model = b.plugin.build(b.task, b.seed, b.plugin.apply_updates(b.global_arrays, [(update, 1.0)]))
+        predicted = b.task.predict(model, b.val)
+        if predicted is None:
+            return None
+        labels = b.val.y
+        worst: float | None = None
+        for c in np.unique(labels):
+            count = int((labels == c).sum())
+            if count < limits.min_class_samples:
+                continue
+            if int((predicted == c).sum()) < max(limits.min_class_samples, limits.claim_share * count):
+                continue
+            recall = float((predicted[labels == c] == c).mean())
+            worst = recall if worst is None else min(worst, recall)
+        return worst
+
+
+def _floating(arrays: Arrays) -> list[str]:
+    return [k for k, v in arrays.items() if np.issubdtype(v.dtype, np.floating)]
+
+
+def _delta(global_arrays: Arrays, update: Arrays) -> Arrays:
+    """The update's change to the global state, over the floating arrays it carries."""
+    return OrderedDict(
+        (k, update[k].astype(np.float64) - global_arrays[k].astype(np.float64))
+        for k in _floating(update)
+        if k in global_arrays
+    )
+
+
+def _restrict(arrays: Arrays, like: Arrays) -> Arrays:
+    """``arrays`` over the names ``like`` carries (a partial update's)."""
+    return OrderedDict((k, arrays[k]) for k in like if k in arrays)
+
+
+def _norm(delta: Arrays) -> float:
+    return float(np.sqrt(sum(float(np.sum(v * v)) for v in delta.values())))
+
+
+def _tensor_cosine(a: Arrays, b: Arrays) -> float:
+    """Mean over weight tensors (two or more dimensions; all when there are none) of their cosines.
+
+    Per tensor, so a small output layer counts as much as a wide first layer: a label flip
+    changes mostly the former.
+    """
+    names = [k for k in a if a[k].ndim >= 2] or list(a)
+    cosines = []
+    for k in names:
+        x, y = a[k].ravel(), b[k].ravel()
+        denominator = float(np.linalg.norm(x) * np.linalg.norm(y))
+        cosines.append(float(x @ y) / denominator if denominator > 0 else 0.0)
+    return float(np.mean(cosines)) if cosines else 0.0
+
+
+def _negative_share(delta: Arrays) -> float:
+    """Share of the changed coordinates that went down."""
+    values = np.concatenate([v.ravel() for v in delta.values()]) if delta else np.zeros(0)
+    changed = values[values != 0]
+    return float((changed < 0).mean()) if len(changed) else 0.5
+
+
+def _digest(arrays: Arrays) -> bytes:
+    h = hashlib.sha256()
+    for name, value in arrays.items():
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    return h.digest()
+
+
+RULES: dict[str, type[VoteRule]] = {rule.name: rule for rule in (ShareRule, FullRule, LeaveOneOutRule, ReferenceRule)}
+
+
+def get_rule(name: str) -> VoteRule:
+    """The rule called ``name``; a ValueError names the known ones."""
+    try:
+        return RULES[name]()
+    except KeyError:
+        raise ValueError(f"unknown vote rule {name!r}; use one of {', '.join(RULES)}") from None
+
+
+def check_rule(name: str, plugin: FedledgerStrategy) -> None:
+    """Raise ValueError when ``name`` is unknown or cannot judge ``plugin``'s updates."""
+    rule = get_rule(name)
+    if rule.needs_model_updates and not plugin.model_updates:
+        raise ValueError(
+            f"vote rule {name!r} compares model changes; {plugin.name} updates are not models "
+            f"(use {plugin.default_vote_rule!r})"
+        )
