@@ -12,7 +12,7 @@ from rich.table import Table
 
 console = Console()
 
-UPDATE_ATTACKS = ("none", "label_flip", "scale:F", "sign_flip", "noise:SIGMA", "free_ride", "alie", "silent")
+UPDATE_ATTACKS = ("none", "label_flip", "scale:FACTOR", "sign_flip", "noise:SIGMA", "free_ride", "alie", "silent")
 VOTER_ATTACKS = ("honest", "random", "invert", "accept_all", "no_reveal", "collude")
 RULE_NAMES = ("share", "full", "loo", "reference")
 """Spelled here for --help (the CLI imports nothing heavy); a test checks them against the modules."""
