@@ -796,7 +796,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
         uint256 numProposers = _rounds[round].numProposers;
         uint256 voterPart = (roundReward * _voterRewardBps) / BPS;
         uint256[2] memory parts = [roundReward - voterPart, voterPart];
-        uint256[2] memory goodStake;
+        uint256[2] memory goodStake = [uint256(0), 0];
         for (uint256 k = 0; k < seats.length; ++k) {
             if (verdicts[k].good) goodStake[k < numProposers ? 0 : 1] += stakes[k];
         }
