@@ -144,11 +144,19 @@ class Participant:
         """A simulated silent node: it never answers."""
         return self.attack is not None and self.attack.silent
 
-    def attacker_addresses(self) -> set[str]:
-        """The addresses of the run's attackers (known to a simulated attacker, which colludes with them)."""
+    @functools.cached_property
+    def fellow_attackers(self) -> frozenset[str]:
+        """The addresses of the run's attackers, known to a simulated attacker (empty for anyone else)."""
         if self.attack is None and self.voter_attack.kind == "honest":
-            return set()
-        return {str(node_key(self.settings.keys, pid).address) for pid in self.settings.attacker_ids()}
+            return frozenset()
+        return frozenset(str(node_key(self.settings.keys, pid).address) for pid in self.settings.attacker_ids())
+
+    def fellow_items(self, proposers: list[str], aggregate: bool) -> int:
+        """Bitmap of the round's items from fellow attackers (aggregate mode: the candidate if one proposed)."""
+        fellows = self.fellow_attackers
+        if aggregate:
+            return 1 if fellows & set(proposers) else 0
+        return sum(1 << i for i, p in enumerate(proposers) if p in fellows)
 
     # ----------------------------------------------------------------- joining
 
@@ -192,10 +200,8 @@ class Participant:
         return update, len(self.data.train), metrics
 
     def _poison_context(self, round_: int, state: Arrays) -> PoisonContext:
-        blob = codec.encode(state)
-
-        def attacker_updates() -> list[Arrays]:
-            return list(_attacker_updates(self.settings.model_dump_json(), round_, blob))
+        def attacker_updates() -> list[Arrays]:  # only ALIE asks, so only ALIE encodes the state
+            return list(_attacker_updates(self.settings.model_dump_json(), round_, codec.encode(state)))
 
         return PoisonContext(
             rng=np.random.default_rng(derived_seed("poison", self.settings.seed, round_, self.partition_id)),
@@ -309,18 +315,13 @@ class Participant:
                 arrays = None
             updates.append(arrays)
         committed = sum(1 << i for i, item in enumerate(items) if item)
-        fellows = self.attacker_addresses()
-        if aggregate:
-            attacker_items = 1 if fellows & set(proposers or []) else 0
-        else:
-            attacker_items = sum(1 << i for i, p in enumerate(proposers or []) if p in fellows)
         return self.vote(
             round_,
             global_arrays,
             updates,
             weights,
             committed,
-            attacker_items,
+            self.fellow_items(proposers or [], aggregate),
             rule=rule,
             tolerance_bps=tolerance_bps,
             aggregate=aggregate,

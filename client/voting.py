@@ -257,7 +257,6 @@ class ReferenceRule(VoteRule):
         cosines = [_tensor_cosine(d, _restrict(own, d)) if d is not None else None for d in deltas]
         skews = [_negative_share(d) for d in deltas if d is not None]
         baseline = float(np.median([*skews, _negative_share(own)]))
-        predictions = _Predictions(ballot)
         accept, scores, reasons = [], [], []
         for i, update in enumerate(ballot.updates):
             delta, cosine = deltas[i], cosines[i]
@@ -265,19 +264,19 @@ class ReferenceRule(VoteRule):
                 accept.append(False), scores.append(None), reasons.append("nothing to judge")
                 continue
             copied = digests.count(digests[i]) > 1
-            reason = self._check(update, delta, _restrict(own, delta), cosine, baseline, copied, predictions)
+            reason = self._check(ballot, update, delta, _restrict(own, delta), cosine, baseline, copied)
             accept.append(not reason), scores.append(cosine), reasons.append(reason)
         return Judgement(accept, scores, reasons)
 
     def _check(
         self,
+        ballot: Ballot,
         update: Arrays,
         delta: Arrays,
         mine: Arrays,
         cosine: float,
         baseline: float,
         copied: bool,
-        predictions: _Predictions,
     ) -> str:
         limits = self.limits
         if copied:
@@ -292,35 +291,29 @@ class ReferenceRule(VoteRule):
         skew = _negative_share(delta) - baseline
         if skew > limits.max_sign_skew:
             return f"changes skewed to one sign ({skew:+.2f} beyond the round's median)"
-        recall = predictions.worst_claimed_recall(update, limits)
+        recall = _worst_claimed_recall(ballot, update, limits)
         if recall is not None and recall < limits.min_claimed_recall:
             return f"claims a class of the voter's data it recognises {recall:.0%} of"
         return ""
 
 
-class _Predictions:
-    """The task's class predictions of a model on the voter's validation data (None: not a classifier)."""
-
-    def __init__(self, ballot: Ballot) -> None:
-        self.ballot = ballot
-
-    def worst_claimed_recall(self, update: Arrays, limits: ReferenceLimits) -> float | None:
-        b = self.ballot
-        model = b.plugin.build(b.task, b.seed, b.plugin.apply_updates(b.global_arrays, [(update, 1.0)]))
-        predicted = b.task.predict(model, b.val)
-        if predicted is None:
-            return None
-        labels = b.val.y
-        worst: float | None = None
-        for c in np.unique(labels):
-            count = int((labels == c).sum())
-            if count < limits.min_class_samples:
-                continue
-            if int((predicted == c).sum()) < max(limits.min_class_samples, limits.claim_share * count):
-                continue
-            recall = float((predicted[labels == c] == c).mean())
-            worst = recall if worst is None else min(worst, recall)
-        return worst
+def _worst_claimed_recall(b: Ballot, update: Arrays, limits: ReferenceLimits) -> float | None:
+    """The lowest recall on the voter's data among the classes the update claims (None: not a classifier)."""
+    model = b.plugin.build(b.task, b.seed, b.plugin.apply_updates(b.global_arrays, [(update, 1.0)]))
+    predicted = b.task.predict(model, b.val)
+    if predicted is None:
+        return None
+    labels = b.val.y
+    worst: float | None = None
+    for c in np.unique(labels):
+        count = int((labels == c).sum())
+        if count < limits.min_class_samples:
+            continue
+        if int((predicted == c).sum()) < max(limits.min_class_samples, limits.claim_share * count):
+            continue
+        recall = float((predicted[labels == c] == c).mean())
+        worst = recall if worst is None else min(worst, recall)
+    return worst
 
 
 def _floating(arrays: Arrays) -> list[str]:

@@ -210,7 +210,7 @@ class GovernedStrategy(Strategy):
                 self.gateway.propose_model(self.coordinator, "publishGlobal", r, blob)
         else:
             adopted = candidate is not None and bool(outcomes & 1)
-            accepted_addresses = committed if adopted else []
+            accepted_addresses = committed if adopted else []  # the candidate's fate is every proposer's
             rejected = [] if adopted or candidate is None else committed
             tally = [int(final.proposers[0].tally)] if candidate is not None and final.proposers else []
             if adopted and candidate is not None:
@@ -227,7 +227,7 @@ class GovernedStrategy(Strategy):
             voters=voters,
             dropped=updates.dropped,
             metrics=metrics,
-            accepted_proposers=[a for a in committed if a in accepted_addresses],
+            accepted_proposers=accepted_addresses,
             gas_used=self.gateway.round(r, brief=True, gas=True).gas_used,
             bytes_up=traffic.up,
             bytes_down=traffic.down,

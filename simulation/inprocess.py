@@ -302,7 +302,6 @@ class InProcessRun:
                     stake_end_wei=member.stake,
                     rewarded_wei=member.rewarded,
                     slashed_wei=member.slashed,
-                    net_wei=member.stake - incentives.stake_wei + member.rewarded,
                     proposed=member.proposed,
                 )
             )
@@ -347,17 +346,13 @@ class InProcessRun:
             if client.silent or not committed:
                 seats.append(VoterSeat(address, ledger.members[address].stake, committed=False))
                 continue
-            if mode is VoteMode.AGGREGATE:
-                fellows = 1 if attackers & set(updates) and address in attackers else 0
-            else:
-                fellows = sum(1 << i for i, a in enumerate(proposers) if a in attackers) if address in attackers else 0
             vote = client.vote(
                 r,
                 state,
                 items,
                 weights,
                 committed,
-                fellows,
+                client.fellow_items(proposers, mode is VoteMode.AGGREGATE),
                 rule=self.scenario.vote_rule,
                 tolerance_bps=incentives.vote_tolerance_bps,
                 aggregate=mode is VoteMode.AGGREGATE,

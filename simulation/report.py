@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from fedledger.server.results import ClientTraffic, RoundResult, RunSummary
 
@@ -66,7 +66,12 @@ class ParticipantReport(BaseModel):
     stake_end_wei: int
     rewarded_wei: int
     slashed_wei: int
-    net_wei: int = Field(default=0, description="stake change plus rewards credited")
+
+    @computed_field(description="stake change plus rewards credited")  # type: ignore[prop-decorator]
+    @property
+    def net_wei(self) -> int:
+        """What taking part earned: stake change plus rewards credited."""
+        return self.stake_end_wei - self.stake_start_wei + self.rewarded_wei
 
 
 class Outcome(BaseModel):
@@ -135,7 +140,6 @@ def build_report(
                 stake_end_wei=end,
                 rewarded_wei=rewarded,
                 slashed_wei=slashed,
-                net_wei=end - start + rewarded,
             )
         )
     round_reports = [
