@@ -1,9 +1,10 @@
 """Rebuild a task's history from its events alone and check it against the contract rules.
 
-:func:`replay` walks the events in chain order, keeping its own books (members and their list
-order, stakes, credited balances, the reward pool) and, per round, the roles, commitments,
-votes and payouts. It recomputes every draw (reference sortition) and every settlement
-(reference settlement) and records each place where the chain disagrees with the rules.
+:func:`replay` walks the events in chain order, keeping its own books (members and their member
+indices, stakes, credited balances, the reward pool) and, per round, the roles, commitments,
+votes and payouts. It recomputes every eligibility bitmap from the books, every draw (reference
+sortition), every reviewer assignment, every reveal against its commitment and every settlement
+(reference settlement), and records each place where the chain disagrees with the rules.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from fedledger.contracts import sortition
 from fedledger.contracts.bindings import Event
 from fedledger.contracts.settlement import ProposerSeat, RoundInput, Settlement, VoterSeat, settle
-from fedledger.contracts.sortition import draw_committee
-from fedledger.contracts.types import SlashReason, TaskConfig, VoteMode
+from fedledger.contracts.types import SlashReason, TaskConfig, VoteMode, vote_commitment
 
 ZERO32 = b"\0" * 32
 
@@ -26,6 +27,7 @@ class MemberBooks:
     address: str
     registered: bool = False
     exiting: bool = False
+    index: int | None = None
     stake: int = 0
     owed: int = 0
     history: list[Event] = field(default_factory=list)
@@ -39,6 +41,10 @@ class RoundRecord:
     seed: bytes = ZERO32
     proposers: list[str] = field(default_factory=list)
     voters: list[str] = field(default_factory=list)
+    committee: list[int] = field(default_factory=list)
+    reviewers: int = 0
+    items: list[list[int]] = field(default_factory=list)
+    """Per voter, the items its vote's bits cover (proposer seats, or [0] for the candidate)."""
     updates: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     candidate: bytes | None = None
     vote_commitments: dict[str, bytes] = field(default_factory=dict)
@@ -61,7 +67,8 @@ class Replay:
     config: TaskConfig
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
     members: dict[str, MemberBooks] = field(default_factory=dict)
-    member_order: list[str] = field(default_factory=list)
+    holders: dict[int, str] = field(default_factory=dict)
+    """Member index -> the account holding it."""
     reward_pool: int = 0
     global_model_hash: bytes = ZERO32
     disagreements: list[str] = field(default_factory=list)
@@ -74,13 +81,13 @@ class Replay:
         """The books of ``address`` (created empty on first use)."""
         return self.members.setdefault(address, MemberBooks(address))
 
-    def eligible(self) -> list[str]:
-        """Members the next draw may pick, in the contract's list order."""
-        return [
-            a
-            for a in self.member_order
+    def eligible(self) -> list[int]:
+        """Member indices the next draw may pick: registered, not exiting, staking at least the minimum."""
+        return sorted(
+            i
+            for i, a in self.holders.items()
             if not self.members[a].exiting and self.members[a].stake >= self.config.min_stake
-        ]
+        )
 
 
 def replay(events: Iterable[Event], config: TaskConfig) -> Replay:
@@ -111,7 +118,14 @@ def _registered(state: Replay, event: Event, where: str, _before: object) -> Non
     if books.registered:
         state.disagree(where, f"{books.address} registered twice")
     books.registered, books.exiting = True, False
-    state.member_order.append(books.address)
+    index = int(event.args["index"])
+    if index in state.holders:
+        state.disagree(where, f"{books.address} took index {index}, which {state.holders[index]} holds")
+    if index != min(set(range(len(state.holders) + 1)) - set(state.holders)):
+        state.disagree(where, f"{books.address} took index {index}, not the lowest free one")
+    books.index = index
+    state.holders[index] = books.address
+    books.stake = int(event.args["stake"])
     if not books.history or books.history[-1] is not event:
         books.history.append(event)
 
@@ -129,14 +143,13 @@ def _exit_requested(state: Replay, event: Event, where: str, _before: object) ->
 
 def _exited(state: Replay, event: Event, where: str, _before: object) -> None:
     books = state.books(event.args["account"])
-    if books.address in state.member_order:
-        # The contract removes by swap-and-pop: the last member takes the leaver's place.
-        index = state.member_order.index(books.address)
-        last = state.member_order.pop()
-        if last != books.address:
-            state.member_order[index] = last
-    books.registered, books.exiting = False, False
+    if books.stake != event.args["stake"]:
+        state.disagree(where, f"{books.address} left with {event.args['stake']} wei but staked {books.stake}")
+    if books.index is not None:
+        state.holders.pop(books.index, None)
+    books.registered, books.exiting, books.index = False, False, None
     books.owed += event.args["stake"]
+    books.stake = 0
 
 
 def _pool_funded(state: Replay, event: Event, where: str, _before: object) -> None:
@@ -151,17 +164,34 @@ def _withdrawn(state: Replay, event: Event, where: str, _before: object) -> None
 
 
 def _round_opened(state: Replay, event: Event, where: str, _before: object) -> None:
-    record = RoundRecord(round=event.args["round"], seed=bytes(event.args["seed"]))
-    record.proposers, record.voters = list(event.args["proposers"]), list(event.args["voters"])
+    args = event.args
+    num_p, num_v = int(args["numProposers"]), int(args["numVoters"])
+    committee = sortition.unpack(list(args["committee"]), num_p + num_v)
+    accounts = [state.holders.get(index, "") for index in committee]
+    record = RoundRecord(round=args["round"], seed=bytes(args["seed"]), committee=committee)
+    record.proposers, record.voters = accounts[:num_p], accounts[num_p:]
+    record.reviewers = int(args["reviewers"])
+    config = state.config
+    aggregate = config.vote_mode is VoteMode.AGGREGATE
     state.rounds[record.round] = record
+    r = f"round {record.round}"
     eligible = state.eligible()
+    announced = sortition.bitmap_indices(args["eligible"])
+    if announced != eligible:
+        state.disagree(where, f"{r} was drawn from members {announced}, but the eligible ones were {eligible}")
     try:
-        expected = draw_committee(eligible, record.seed, state.config.max_committee, state.config.proposer_share_bps)
+        expected, expected_p = sortition.draw_committee(
+            eligible, record.seed, config.max_committee, config.proposer_share_bps
+        )
     except ValueError as exc:
-        state.disagree(where, f"round {record.round} opened although {exc}")
+        state.disagree(where, f"{r} opened although {exc}")
         return
-    if expected != (record.proposers, record.voters):
-        state.disagree(where, f"round {record.round} roles differ from the draw of its seed over the eligible members")
+    if (expected, expected_p) != (committee, num_p):
+        state.disagree(where, f"{r} roles differ from the draw of its seed over the eligible members")
+    k = num_v if aggregate else sortition.effective_reviewers(config.reviewers_per_update, num_p, num_v)
+    if record.reviewers != k:
+        state.disagree(where, f"{r} announces {record.reviewers} reviewers per update, the rules give {k}")
+    record.items = sortition.assignment(num_p, num_v, k, aggregate)
 
 
 def _record(state: Replay, event: Event, where: str) -> RoundRecord | None:
@@ -196,10 +226,19 @@ def _vote_committed(state: Replay, event: Event, where: str, _before: object) ->
 
 def _vote_revealed(state: Replay, event: Event, where: str, _before: object) -> None:
     record = _record(state, event, where)
-    if record is not None:
-        if event.args["voter"] not in record.vote_commitments:
-            state.disagree(where, f"{event.args['voter']} revealed without a commitment")
-        record.reveals[event.args["voter"]] = event.args["bits"]
+    if record is None:
+        return
+    voter, bits = event.args["voter"], event.args["bits"]
+    committed = record.vote_commitments.get(voter)
+    if committed is None:
+        state.disagree(where, f"{voter} revealed without a commitment")
+    else:
+        candidate = record.candidate if state.config.vote_mode is VoteMode.AGGREGATE and record.candidate else ZERO32
+        if vote_commitment(event.address, record.round, candidate, bits, bytes(event.args["salt"]), voter) != committed:
+            state.disagree(where, f"the reveal of {voter} does not hash to its commitment")
+    if voter in record.voters and bits >> len(record.items[record.voters.index(voter)]):
+        state.disagree(where, f"{voter} revealed bits beyond its {len(record.items[record.voters.index(voter)])} items")
+    record.reveals[voter] = bits
 
 
 def _rewarded(state: Replay, event: Event, where: str, _before: object) -> None:
@@ -213,6 +252,8 @@ def _rewarded(state: Replay, event: Event, where: str, _before: object) -> None:
 def _slashed(state: Replay, event: Event, where: str, _before: object) -> None:
     record = _record(state, event, where)
     state.reward_pool += event.args["amount"]
+    books = state.books(event.args["account"])
+    books.stake -= event.args["amount"]
     if record is not None:
         record.slashes[event.args["account"]] = (event.args["amount"], SlashReason(event.args["reason"]))
 
@@ -244,6 +285,7 @@ def _round_finalized(state: Replay, event: Event, where: str, before: tuple[dict
                 for v in record.voters
             ],
             has_candidate=record.candidate is not None,
+            items=record.items,
         )
     )
     record.expected = expected

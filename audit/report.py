@@ -59,6 +59,8 @@ class Vote(BaseModel):
     voter: str
     commitment: str | None
     revealed_bits: int | None
+    items: list[int] = []
+    """The proposer seats the vote's bits cover, in bit order ([0]: the candidate)."""
 
 
 class Payout(BaseModel):
@@ -174,8 +176,13 @@ def round_detail(state: Replay, record: RoundRecord) -> RoundDetail:
             for p in record.proposers
         ],
         votes=[
-            Vote(voter=v, commitment=_hex(record.vote_commitments.get(v)), revealed_bits=record.reveals.get(v))
-            for v in record.voters
+            Vote(
+                voter=v,
+                commitment=_hex(record.vote_commitments.get(v)),
+                revealed_bits=record.reveals.get(v),
+                items=record.items[j] if j < len(record.items) else [],
+            )
+            for j, v in enumerate(record.voters)
         ],
         rewards=[Payout(account=a, amount=n) for a, n in record.rewards.items()],
         slashes=[Payout(account=a, amount=n, reason=r.name.lower()) for a, (n, r) in record.slashes.items()],

@@ -122,15 +122,7 @@ class GatewaySource:
 
     def member(self, address: str) -> MemberInfo:
         """The contract's view of ``address``, through the gateway."""
-        info = self.client.account(address)
-        return MemberInfo(
-            registered=info.registered,
-            exiting=info.exiting,
-            exit_ready_at=info.exit_ready_at,
-            stake=int(info.stake_wei),
-            owed=int(info.owed_wei),
-            nonce=0,
-        )
+        return self.client.member(address)
 
     def reward_pool(self) -> int:
         """The contract's reward pool, through the gateway."""
@@ -202,7 +194,13 @@ class RunSource:
         """The member's balances when the run ended."""
         data = self._state["members"].get(address, {"stake": 0, "owed": 0})
         return MemberInfo(
-            registered=True, exiting=False, exit_ready_at=0, stake=data["stake"], owed=data["owed"], nonce=0
+            registered=True,
+            exiting=False,
+            exit_ready_at=0,
+            stake=data["stake"],
+            owed=data["owed"],
+            nonce=0,
+            index=data.get("index", 0),
         )
 
     def reward_pool(self) -> int:

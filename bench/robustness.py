@@ -1,15 +1,17 @@
 """Robustness study: attack x attacker share x partition x defence, over seeds, plus each cell's clean run.
 
 Usage: python -m bench.robustness [--quick] [--seeds N] [--clients 10] [--rounds 10]
-                                  [--defences D,...] [--vote-rules R,...] [--workers 2]
-                                  [--json FILE] [--markdown]
+                                  [--defences D,...] [--vote-rules R,...] [--reviewers K,...]
+                                  [--workers 2] [--json FILE] [--markdown]
 
 Every run is played by the in-process federation (simulation/inprocess.py): the product's
 training, attacks, vote rules and aggregation, with the contract's reference sortition and
 settlement. Defences: plain FedAvg and Flower's Krum, Median and TrimmedAvg without governance;
 ``governed`` (per-update voting with the task's default rule, or each of ``--vote-rules``, named
 ``governed:RULE``); ``governed_stake`` (the same, stake-weighted votes); ``governed_aggregate``
-(the paper's vote on the aggregated candidate).
+(the paper's vote on the aggregated candidate). ``--reviewers`` runs each per-update governed
+defence once per number of reviewers per update k, named ``governed@kK`` (0: every voter judges
+every update); cells then also give the voters' evaluations per round (P x V, or P x k).
 
 Per cell (JSON ``cells``): ``accuracy`` (mean, std over seeds) and ``clean_accuracy`` (the same
 defence, partition and seeds without attackers); for governed cells ``recall`` (attacker
@@ -37,7 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from fedledger.simulation.inprocess import DEFENCES, RunResult, Scenario, play
+from fedledger.simulation.inprocess import DEFENCES, Incentives, RunResult, Scenario, play
 
 ATTACKS: tuple[tuple[str, str], ...] = (
     ("label_flip", "honest"),
@@ -84,12 +86,22 @@ class Cell(BaseModel):
     attacker_voter_majority_rounds: float | None = None
     attacker_voter_stake_majority_rounds: float | None = None
     attacker_updates_accepted_in_minority_rounds: int | None = None
+    evaluations_per_round: float | None = None
     wall_s: float
 
 
+def parse_defence(defence: str) -> tuple[str, str | None, int | None]:
+    """``NAME[:RULE][@kK]`` -> (name, vote rule or None, reviewers per update or None)."""
+    head, _, reviewers = defence.partition("@k")
+    name, _, rule = head.partition(":")
+    return name, rule or None, int(reviewers) if reviewers else None
+
+
 def _scenario(defence: str, **fields: Any) -> Scenario:
-    """A scenario for ``defence`` (``governed:RULE`` picks a vote rule)."""
-    name, _, rule = defence.partition(":")
+    """A scenario for ``defence`` (``governed:RULE`` picks a vote rule, ``@kK`` the reviewers per update)."""
+    name, rule, reviewers = parse_defence(defence)
+    if reviewers is not None:
+        fields["incentives"] = Incentives(reviewers_per_update=reviewers)
     return Scenario(defence=name, **({"vote_rule": rule} if rule else {}), **fields)
 
 
@@ -201,6 +213,7 @@ def _governed_figures(results: list[RunResult]) -> dict[str, Any]:
         "attacker_voter_majority_rounds": round(len(majority) / len(rounds), 4) if rounds else None,
         "attacker_voter_stake_majority_rounds": round(len(stake_majority) / len(rounds), 4) if rounds else None,
         "attacker_updates_accepted_in_minority_rounds": minority_accepts,
+        "evaluations_per_round": round(statistics.mean(o.evaluations for _, o in rounds), 2) if rounds else None,
     }
 
 
@@ -300,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defences", help=f"comma-separated subset of {', '.join(DEFENCES)}")
     parser.add_argument("--vote-rules", help="run the governed defence once per rule: governed:RULE (e.g. share,full)")
     parser.add_argument(
+        "--reviewers", help="run each per-update governed defence once per k reviewers per update: governed@kK (0,2,3)"
+    )
+    parser.add_argument(
         "--attacks", help="replace the attack matrix: ATTACK[+VOTER_ATTACK],... (e.g. noise:0.1,noise:0.5,none+collude)"
     )
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2: this machine's cores)")
@@ -309,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.clients < 2 or args.rounds < 1 or args.workers < 1:
         parser.error("--seeds, --rounds and --workers must be at least 1, --clients at least 2")
     defences = tuple(d.strip() for d in args.defences.split(",")) if args.defences else None
-    if defences and (unknown := [d for d in defences if d not in DEFENCES]):
+    if defences and (unknown := [d for d in defences if parse_defence(d)[0] not in DEFENCES]):
         parser.error(f"unknown defence {unknown[0]!r}; use {', '.join(DEFENCES)}")
     if args.vote_rules:
         from fedledger.client.voting import RULES
@@ -319,6 +335,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown vote rule {unknown[0]!r}; use {', '.join(RULES)}")
         others = tuple(d for d in (defences or DEFENCES) if d != "governed")
         defences = others + tuple(f"governed:{r}" for r in rules)
+    if args.reviewers:
+        try:
+            ks = [int(k) for k in args.reviewers.split(",")]
+        except ValueError:
+            parser.error("--reviewers takes comma-separated integers, e.g. 0,2,3")
+        if any(k < 0 for k in ks):
+            parser.error("--reviewers must be 0 or more")
+        base = defences or DEFENCES
+        per_update = [d for d in base if parse_defence(d)[0] in ("governed", "governed_stake")]
+        defences = tuple(d for d in base if d not in per_update) + tuple(f"{d}@k{k}" for d in per_update for k in ks)
     attacks = None
     if args.attacks:
         from fedledger.simulation.attacks import parse_attack, parse_voter_attack

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +18,11 @@ from fedledger.deploy.cli import ether
 from fedledger.errors import CommandError
 
 if TYPE_CHECKING:  # grpc and the proto stubs load only when a command talks to a gateway
+    from eth_account.signers.local import LocalAccount
+
     from fedledger.server.client import GatewayClient
+
+    from .lifecycle import Backend
 
 console = Console()
 
@@ -29,12 +35,26 @@ def add_gateway_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) when the gateway uses TLS")
 
 
+def add_chain_options(cmd: argparse.ArgumentParser) -> None:
+    """Where a lifecycle action goes: ``--gateway`` (and ``--tls-ca``) or ``--rpc-url`` with ``--deployment``."""
+    where = cmd.add_mutually_exclusive_group(required=True)
+    where.add_argument("--gateway", help="gateway address host:port")
+    where.add_argument("--rpc-url", help="JSON-RPC node of the task's chain (with --deployment)")
+    cmd.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) when the gateway uses TLS")
+    cmd.add_argument("--deployment", type=Path, help="deployment manifest (with --rpc-url)")
+
+
 def gateway_client(args: argparse.Namespace, timeout: float = 30.0, reconnect: bool = False) -> GatewayClient:
     """A connected :class:`~fedledger.server.client.GatewayClient` from the gateway options."""
     from fedledger.server.client import GatewayClient
 
     root = args.tls_ca.read_bytes() if args.tls_ca is not None else None
     return GatewayClient(args.gateway, root_certificates=root, timeout=timeout, reconnect=reconnect)
+
+
+def add_keystore(cmd: argparse.ArgumentParser, what: str = "this node's key") -> None:
+    """``--keystore``: the signing key (password from $FEDLEDGER_KEY_PASSWORD, or asked)."""
+    cmd.add_argument("--keystore", type=Path, default=DEFAULT_KEYSTORE, help=f"{what} (default %(default)s)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,13 +66,40 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     init.add_argument("--keystore", type=Path, default=DEFAULT_KEYSTORE, help="where to write it (default %(default)s)")
     init.set_defaults(handler=_init)
 
-    status = sub.add_parser("status", help="registration, stake and rewards owed, as the task sees them")
-    add_gateway_options(status)
+    status = sub.add_parser(
+        "status", help="stake, rewards owed, exit state and the node's last rounds, as the task sees them"
+    )
+    add_chain_options(status)
     who = status.add_mutually_exclusive_group()
     who.add_argument("--keystore", type=Path, help="read the address from this keystore (no password needed)")
     who.add_argument("--address", help="the account to show")
+    status.add_argument("--rounds", type=int, default=5, help="how many of its last rounds to list (default 5)")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=_status)
+
+    stake = sub.add_parser("stake", help="add stake (the keystore's account must be a member)")
+    add_chain_options(stake)
+    add_keystore(stake)
+    stake.add_argument("--add", type=ether, required=True, metavar="ETH", help="ether to add to the stake")
+    stake.set_defaults(handler=_lifecycle, action=lambda backend, args: lifecycle_add_stake(backend, args.add))
+
+    withdraw = sub.add_parser("withdraw", help="pull everything the task credited to this node")
+    add_chain_options(withdraw)
+    add_keystore(withdraw)
+    withdraw.set_defaults(handler=_lifecycle, action=lambda backend, _args: lifecycle_withdraw(backend))
+
+    leave = sub.add_parser(
+        "exit",
+        help="leave the task: request the exit; once its delay passed, complete it and withdraw the stake",
+        description=(
+            "The first call requests the exit (the node is no longer drawn). Once the task's exit delay has "
+            "passed and no unfinished round holds the node, the next call completes the exit and withdraws "
+            "the stake and everything owed; before that it says how long is left."
+        ),
+    )
+    add_chain_options(leave)
+    add_keystore(leave)
+    leave.set_defaults(handler=_lifecycle, action=lambda backend, _args: lifecycle_exit(backend))
     join = sub.add_parser(
         "join",
         help="register and stake if needed, then serve the task as a Flower SuperNode",
@@ -73,6 +120,25 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     join.add_argument("--log-file", type=Path, help="write the SuperNode's log here instead of the terminal")
     join.set_defaults(handler=_join)
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
+
+
+def register_task(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``task`` command group (the task owner's actions)."""
+    group = commands.add_parser("task", help="the task owner's actions: fund the reward pool")
+    sub = group.add_subparsers(title="task commands", dest="task_command", metavar="COMMAND")
+    fund = sub.add_parser("fund", help="add ether to the task's reward pool")
+    add_chain_options(fund)
+    add_keystore(fund, "the paying key")
+    fund.add_argument("--pool", type=ether, required=True, metavar="ETH", help="ether to add to the reward pool")
+    fund.set_defaults(handler=_lifecycle, action=lambda backend, args: lifecycle_fund(backend, args.pool))
+    group.set_defaults(handler=lambda _args: group.print_help() or 2)
+
+
+def lifecycle_fund(backend: object, amount: int) -> str:
+    """``task fund --pool``."""
+    from .lifecycle import fund_pool
+
+    return fund_pool(backend, amount)  # type: ignore[arg-type]
 
 
 def _new_password() -> str:
@@ -111,35 +177,107 @@ def _address(args: argparse.Namespace) -> str:
         raise CommandError(f"cannot read an address from keystore {path}: {exc}") from exc
 
 
-def _status(args: argparse.Namespace) -> int:
-    address = _address(args)
+def lifecycle_add_stake(backend: object, amount: int) -> str:
+    """``node stake --add`` (see :func:`fedledger.client.lifecycle.add_stake`)."""
+    from .lifecycle import add_stake
+
+    return add_stake(backend, amount)  # type: ignore[arg-type]
+
+
+def lifecycle_withdraw(backend: object) -> str:
+    """``node withdraw``."""
+    from .lifecycle import withdraw
+
+    return withdraw(backend)  # type: ignore[arg-type]
+
+
+def lifecycle_exit(backend: object) -> str:
+    """``node exit``."""
+    from .lifecycle import exit_task
+
+    return exit_task(backend)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def backend_for(args: argparse.Namespace, key: LocalAccount | None, address: str | None = None) -> Iterator[Backend]:
+    """The lifecycle backend the options name: a gateway, or a JSON-RPC node with its deployment manifest.
+
+    Without ``key`` the backend reads ``address``'s standing only.
+    """
+    from .lifecycle import GatewayBackend, RpcBackend
+
+    if args.rpc_url:
+        if args.deployment is None:
+            raise CommandError("--rpc-url needs --deployment (the manifest `fedledger deploy --out` wrote)")
+        yield RpcBackend(args.rpc_url, args.deployment, key, address)
+        return
     with gateway_client(args) as client:
-        info = client.account(address)
-        task = client.task_info()
-    wei = 10**18
+        yield GatewayBackend(client, key, address)
+
+
+def signing_key(path: Path) -> LocalAccount:
+    """The keystore's account (password from $FEDLEDGER_KEY_PASSWORD, or asked)."""
+    from fedledger.keys import load_key
+
+    return load_key(path)
+
+
+def _lifecycle(args: argparse.Namespace) -> int:
+    key = signing_key(args.keystore)
+    with backend_for(args, key) as backend:
+        console.print(args.action(backend, args), highlight=False)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .lifecycle import ether, my_rounds
+
+    address = _address(args)
+    with backend_for(args, None, address) as backend:
+        member = backend.member()
+        balance = backend.balance()
+        current = backend.current_round()
+        now = backend.chain_time()
+        rounds = my_rounds(backend.history(), address, args.rounds)
+        task_address = backend.task_address
+    exit_state = "no"
+    if member.exiting:
+        left = member.exit_ready_at - now
+        exit_state = "requested, due now" if left <= 0 else f"requested, due in {left} s"
     data = {
         "address": address,
-        "task": task.task_address,
-        "registered": info.registered,
-        "exiting": info.exiting,
-        "stake_wei": int(info.stake_wei),
-        "owed_wei": int(info.owed_wei),
-        "balance_wei": int(info.balance_wei),
-        "action_nonce": info.action_nonce,
-        "current_round": task.current_round,
+        "task": task_address,
+        "registered": member.registered,
+        "member_index": member.index if member.registered else None,
+        "exiting": member.exiting,
+        "exit_ready_at": member.exit_ready_at if member.exiting else None,
+        "stake_wei": member.stake,
+        "owed_wei": member.owed,
+        "balance_wei": balance,
+        "action_nonce": member.nonce,
+        "current_round": current.round,
+        "current_phase": current.phase.name,
+        "rounds": [r.__dict__ for r in rounds],
     }
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     table = Table(title=f"node {address}", show_header=False)
-    table.add_row("task", task.task_address)
-    table.add_row("registered", "yes" if info.registered else "no")
-    table.add_row("exiting", "yes" if info.exiting else "no")
-    table.add_row("stake", f"{int(info.stake_wei) / wei:.6f} ETH")
-    table.add_row("rewards owed", f"{int(info.owed_wei) / wei:.6f} ETH")
-    table.add_row("balance", f"{int(info.balance_wei) / wei:.6f} ETH")
-    table.add_row("current round", str(task.current_round))
+    table.add_row("task", task_address)
+    table.add_row("registered", f"yes (member index {member.index})" if member.registered else "no")
+    table.add_row("exit", exit_state)
+    table.add_row("stake", ether(member.stake))
+    table.add_row("owed (withdrawable)", ether(member.owed))
+    table.add_row("balance", ether(balance))
+    table.add_row("current round", f"{current.round} ({current.phase.name.lower()})")
     console.print(table)
+    if rounds:
+        history = Table(title=f"last {len(rounds)} rounds of this node")
+        for column in ("round", "role", "acted", "outcome", "rewarded", "slashed"):
+            history.add_column(column, justify="right" if column in ("round", "rewarded", "slashed") else "left")
+        for r in rounds:
+            history.add_row(str(r.round), r.role, r.acted, r.outcome, ether(r.rewarded_wei), ether(r.slashed_wei))
+        console.print(history)
     return 0
 
 

@@ -23,11 +23,34 @@ class Artifact(BaseModel):
     abi: list[dict[str, Any]]
     bytecode: str
     deployed_bytecode: str
+    link_references: dict[str, dict[str, list[dict[str, int]]]] = {}
+    """Where the creation bytecode names a library: source -> library -> [{start, length}] (bytes)."""
+
+    def bytecode_hash(self, libraries: dict[str, str] | None = None) -> str:
+        """keccak256 of the creation bytecode, linked with ``libraries`` when it names any (for manifests)."""
+        return "0x" + keccak(hexstr=self.linked_bytecode(libraries or {})).hex()
 
     @property
-    def bytecode_hash(self) -> str:
-        """keccak256 of the creation bytecode, recorded in deployment manifests."""
-        return "0x" + keccak(hexstr=self.bytecode).hex()
+    def libraries(self) -> list[str]:
+        """Names of the libraries the bytecode must be linked with."""
+        return sorted({name for refs in self.link_references.values() for name in refs})
+
+    def linked_bytecode(self, libraries: dict[str, str]) -> str:
+        """The creation bytecode with each library placeholder replaced by its deployed address.
+
+        Raises:
+            ValueError: a library the bytecode needs is missing from ``libraries``.
+        """
+        code = self.bytecode.removeprefix("0x")
+        for refs in self.link_references.values():
+            for name, places in refs.items():
+                if name not in libraries:
+                    raise ValueError(f"{self.contract_name} needs library {name}; deploy it first")
+                address = libraries[name].removeprefix("0x").lower()
+                for place in places:
+                    start = 2 * place["start"]
+                    code = code[:start] + address + code[start + 2 * place["length"] :]
+        return "0x" + code
 
 
 @functools.cache
@@ -47,6 +70,7 @@ def load_artifact(name: str, build_dir: Path = BUILD_DIR) -> Artifact:
         abi=raw["abi"],
         bytecode=raw["bytecode"],
         deployed_bytecode=raw["deployedBytecode"],
+        link_references=raw.get("linkReferences", {}),
     )
 
 

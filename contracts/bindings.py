@@ -18,10 +18,12 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
 
+from . import typed_data as td
 from .artifacts import load_artifact, signature
 from .errors import ContractRevert, as_contract_revert
+from .sortition import unpack
 from .typed_data import Domain, SignedAction
-from .types import MemberInfo, Role, RoundInfo, RoundOpened, TaskConfig, UpdateInfo, VoteInfo, VoteMode
+from .types import MemberInfo, Role, RoundInfo, RoundOpened, TaskConfig
 
 T = TypeVar("T")
 
@@ -114,10 +116,20 @@ class _Bound:
         )
 
     def events(
-        self, from_block: int = 0, to_block: int | str = "latest", names: Iterable[str] | None = None
+        self,
+        from_block: int = 0,
+        to_block: int | str = "latest",
+        names: Iterable[str] | None = None,
+        round_: int | None = None,
     ) -> list[Event]:
-        """All events of this contract in a block range, in chain order (optionally only ``names``)."""
-        logs = self.w3.eth.get_logs({"address": self.address, "fromBlock": from_block, "toBlock": to_block})
+        """Events of this contract in a block range, in chain order (optionally only ``names``, only of ``round_``).
+
+        Every round event has the round as its first indexed argument, so ``round_`` filters on topic 1.
+        """
+        query: dict[str, Any] = {"address": self.address, "fromBlock": from_block, "toBlock": to_block}
+        if round_ is not None:
+            query["topics"] = [None, "0x" + round_.to_bytes(32, "big").hex()]
+        logs = self.w3.eth.get_logs(query)  # type: ignore[arg-type]
         wanted = set(names) if names is not None else None
         out = [e for log in logs if (e := self.decode_log(log)) is not None]
         return [e for e in out if wanted is None or e.name in wanted]
@@ -193,39 +205,44 @@ class FLTaskContract(_Bound):
         """Hash of the current global model."""
         return bytes(self._view("globalModelHash"))
 
-    def round_info(self, round_: int) -> RoundInfo:
-        """Public state of ``round_``."""
-        return RoundInfo.from_tuple(self._view("getRound", round_))
+    def round_info(self, round_: int | None = None) -> RoundInfo:
+        """Public state of the current round (``round_`` must be it, if given; earlier rounds live in events)."""
+        return RoundInfo.from_tuple(self._view("getRound", self.current_round() if round_ is None else round_))
 
-    def committee(self, round_: int) -> tuple[list[str], list[str]]:
-        """Proposers and voters of ``round_``."""
-        proposers, voters = self._view("committee", round_)
+    def committee(self) -> tuple[list[str], list[str]]:
+        """Proposers and voters of the current round, in seat order."""
+        proposers, voters = self._view("committee")
         return list(proposers), list(voters)
 
     def role_of(self, round_: int, account: str) -> tuple[Role, int]:
-        """Role of ``account`` in ``round_`` and its position within that role."""
-        role, index = self._view("roleOf", round_, to_checksum_address(account))
-        return Role(role), int(index)
+        """Role of ``account`` in the current round ``round_`` and its seat within that role."""
+        role, seat = self._view("roleOf", round_, to_checksum_address(account))
+        return Role(role), int(seat)
 
-    def update(self, round_: int, index: int) -> UpdateInfo:
-        """Commitment of proposer number ``index``."""
-        return UpdateInfo.from_tuple(self._view("getUpdate", round_, index))
-
-    def vote(self, round_: int, index: int) -> VoteInfo:
-        """Vote state of voter number ``index``."""
-        return VoteInfo.from_tuple(self._view("getVote", round_, index))
+    def items_of(self, voter_seat: int) -> list[int]:
+        """The proposer seats voter ``voter_seat`` of the current round reviews, in the bit order of its vote."""
+        return [int(i) for i in self._view("itemsOf", voter_seat)]
 
     def member(self, account: str) -> MemberInfo:
-        """Stake, exit state, credited balance and nonce of ``account``."""
+        """Stake, exit state, credited balance, nonce and member index of ``account``."""
         return MemberInfo.from_tuple(self._view("getMember", to_checksum_address(account)))
 
+    def member_at(self, index: int) -> str | None:
+        """The member holding ``index``, or None for a free index."""
+        address = str(self._view("memberAt", index))
+        return None if int(address, 16) == 0 else address
+
     def members(self) -> list[str]:
-        """All members."""
+        """All members, by index."""
         return list(self._view("members"))
 
     def eligible_members(self) -> list[str]:
-        """Members the next round may draw."""
+        """Members the next round may draw, by index."""
         return list(self._view("eligibleMembers"))
+
+    def eligibility(self) -> list[int]:
+        """The eligibility bitmap words the next draw uses."""
+        return [int(w) for w in self._view("eligibility")]
 
     def preview_sortition(self, seed: bytes) -> tuple[list[str], list[str]]:
         """The committee the current eligible members would form under ``seed``."""
@@ -236,13 +253,43 @@ class FLTaskContract(_Bound):
         """The commitment a voter must commit for ``bits`` and ``salt`` (computed by the contract)."""
         return bytes(self._view("voteCommitment", round_, bits, salt, to_checksum_address(voter)))
 
+    def vote_digest(self) -> bytes:
+        """Rolling digest of the current round's vote commitments (zero before the first)."""
+        return bytes(self._view("voteDigest"))
+
     def nonce(self, account: str) -> int:
-        """Next EIP-712 nonce of ``account``."""
+        """Next EIP-712 nonce of ``account`` (membership actions only: round actions carry none)."""
         return int(self._view("nonces", to_checksum_address(account)))
 
     def balance(self) -> int:
         """Wei held by the contract."""
         return int(self.w3.eth.get_balance(self.address))
+
+    def opened(self, event: Event) -> RoundOpened:
+        """The roles of a ``RoundOpened`` event of the current round, with the accounts read from the contract."""
+        args = event.args
+        indices = unpack(list(args["committee"]), args["numProposers"] + args["numVoters"])
+        proposers, voters = self.committee()
+        return RoundOpened(
+            round=args["round"],
+            seed=bytes(args["seed"]),
+            committee=indices,
+            eligible=[int(w) for w in args["eligible"]],
+            reviewers=args["reviewers"],
+            deadline=args["deadline"],
+            proposers=proposers,
+            voters=voters,
+        )
+
+    def committed_votes(self, round_: int, from_block: int = 0) -> list[tuple[int, bytes]]:
+        """The (voter seat, commitment) pairs of the current round ``round_`` in commit order, from its events.
+
+        This is the list a reveal brings (checked against :meth:`vote_digest`).
+        """
+        _, voters = self.committee()
+        seats = {v: j for j, v in enumerate(voters)}
+        events = self.events(from_block, names=("VoteCommitted",), round_=round_)
+        return [(seats[e.args["voter"]], bytes(e.args["commitment"])) for e in events]
 
     # ------------------------------------------------------ membership
 
@@ -275,31 +322,34 @@ class FLTaskContract(_Bound):
     def open_round(self, sender: str) -> tuple[RoundOpened, Sent]:
         """Open the next round (coordinator); returns the drawn roles."""
         sent = self._send(sender, "openRound")
-        args = sent.named("RoundOpened")[0].args
-        opened = RoundOpened(
-            round=args["round"],
-            seed=bytes(args["seed"]),
-            proposers=list(args["proposers"]),
-            voters=list(args["voters"]),
-            deadline=args["deadline"],
-        )
-        return opened, sent
+        return self.opened(sent.named("RoundOpened")[0]), sent
+
+    def publish_and_open(self, sender: str, round_: int, model_hash: bytes) -> tuple[RoundOpened, Sent]:
+        """Publish the global model of ``round_`` and open the next round in one transaction (per-update mode)."""
+        sent = self._send(sender, "publishAndOpen", round_, model_hash)
+        return self.opened(sent.named("RoundOpened")[0]), sent
 
     def commit_update(self, sender: str, round_: int, update_hash: bytes, num_examples: int) -> Sent:
         """Commit an update as ``sender``."""
         return self._send(sender, "commitUpdate", round_, update_hash, num_examples)
 
-    def propose_aggregate(self, sender: str, round_: int, candidate_hash: bytes) -> Sent:
-        """Propose the aggregated candidate (coordinator, aggregate mode)."""
-        return self._send(sender, "proposeAggregate", round_, candidate_hash)
+    def propose_aggregate(self, sender: str, round_: int, candidate_hash: bytes, open_next: bool = False) -> Sent:
+        """Propose the aggregated candidate (coordinator, aggregate mode).
+
+        With ``open_next`` the transaction that finalizes the round opens the next one.
+        """
+        return self._send(sender, "proposeAggregate", round_, candidate_hash, open_next)
 
     def commit_vote(self, sender: str, round_: int, commitment: bytes) -> Sent:
         """Commit a hidden vote as ``sender``."""
         return self._send(sender, "commitVote", round_, commitment)
 
-    def reveal_vote(self, sender: str, round_: int, bits: int, salt: bytes) -> Sent:
-        """Reveal a vote as ``sender``."""
-        return self._send(sender, "revealVote", round_, bits, salt)
+    def reveal_vote(
+        self, sender: str, round_: int, bits: int, salt: bytes, committed: Sequence[tuple[int, bytes]] | None = None
+    ) -> Sent:
+        """Reveal a vote as ``sender``; ``committed`` defaults to the round's vote commitments from the events."""
+        listed = self.committed_votes(round_) if committed is None else committed
+        return self._send(sender, "revealVote", round_, bits, salt, [(j, bytes(c)) for j, c in listed])
 
     def advance_phase(self, sender: str, round_: int) -> Sent:
         """Move ``round_`` on after everyone acted or the deadline passed."""
@@ -313,15 +363,40 @@ class FLTaskContract(_Bound):
         """Publish the hash of the aggregate of accepted updates (coordinator, per-update mode)."""
         return self._send(sender, "publishGlobal", round_, model_hash)
 
-    def relay(self, sender: str, signed: Sequence[SignedAction], gas: int | None = None) -> Sent:
-        """Relay signed actions of one type in one batch transaction paid by ``sender``."""
+    def relay(
+        self,
+        sender: str,
+        signed: Sequence[SignedAction],
+        gas: int | None = None,
+        *,
+        committee: tuple[Sequence[str], Sequence[str]] | None = None,
+        committed: Sequence[tuple[int, bytes]] | None = None,
+    ) -> Sent:
+        """Relay signed actions of one type in one batch transaction paid by ``sender``.
+
+        Round actions need their signers' seats, taken from ``committee`` (proposers, voters of the
+        current round; read from the contract when not given); a reveal batch also brings the
+        round's committed votes (``committed``, else read from the events) and the proposers.
+        A signer without a seat gets seat 0 (the contract rejects the entry, as for any stranger).
+        """
         if not signed:
             raise ValueError("nothing to relay")
         kinds = {s.action.name for s in signed}
         if len(kinds) != 1:
             raise ValueError(f"a batch holds one action type, got {sorted(kinds)}")
-        function = signed[0].action.batch_function
-        return self._send(sender, function, [s.as_request() for s in signed], gas=gas)
+        action = signed[0].action
+        function = action.batch_function
+        if not action.round_action:
+            return self._send(sender, function, [s.as_request() for s in signed], gas=gas)
+        proposers, voters = committee if committee is not None else self.committee()
+        holders = list(proposers) if action is td.COMMIT_UPDATE else list(voters)
+        seats = {a: j for j, a in enumerate(holders)}
+        requests = [s.as_request(seats.get(s.signer, 0)) for s in signed]
+        if action is not td.REVEAL_VOTE:
+            return self._send(sender, function, requests, gas=gas)
+        round_ = int(signed[0].message["round"])
+        listed = self.committed_votes(round_) if committed is None else committed
+        return self._send(sender, function, requests, [(j, bytes(c)) for j, c in listed], list(proposers), gas=gas)
 
 
 class FLTaskFactoryContract(_Bound):
@@ -345,11 +420,6 @@ class FLTaskFactoryContract(_Bound):
         """True when ``address`` was created by this factory."""
         return bool(self._view("isTask", to_checksum_address(address)))
 
-    def task_code(self) -> str:
-        """Address of the code store holding FLTask's creation code."""
-        return str(self._view("taskCode"))
-
-
-def vote_mode_items(mode: VoteMode, num_proposers: int) -> int:
-    """How many bits a vote carries: one per proposer, or one for the candidate."""
-    return num_proposers if mode is VoteMode.PER_UPDATE else 1
+    def code_parts(self) -> list[str]:
+        """Addresses of the code stores holding FLTask's creation code, in order."""
+        return list(self._view("codeParts"))

@@ -32,6 +32,8 @@ BUILD_DIR = Path(__file__).parent / "build"
 ENTRY_POINTS: tuple[str, ...] = (
     "FLTask.sol",
     "FLTaskFactory.sol",
+    "libraries/Registry.sol",
+    "libraries/Settlement.sol",
     "TaskCodeStore.sol",
     "test/ReentrantReceiver.sol",
 )
@@ -50,6 +52,7 @@ COMPILER_SETTINGS: dict[str, Any] = {
                 "abi",
                 "metadata",
                 "evm.bytecode.object",
+                "evm.bytecode.linkReferences",
                 "evm.deployedBytecode.object",
                 "devdoc",
                 "userdoc",
@@ -154,6 +157,7 @@ def compile_sources(node_modules: Path | None = None) -> dict[str, dict[str, Any
                 "compiler": {"version": SOLC_VERSION, "settings": _artifact_settings()},
                 "abi": out["abi"],
                 "bytecode": "0x" + out["evm"]["bytecode"]["object"],
+                "linkReferences": out["evm"]["bytecode"].get("linkReferences", {}),
                 "deployedBytecode": "0x" + out["evm"]["deployedBytecode"]["object"],
                 "metadata": out["metadata"],
                 "devdoc": out.get("devdoc", {}),

@@ -4,8 +4,12 @@ Given who committed and how everyone voted, :func:`settle` returns the tallies, 
 rewards and slashes the contract must produce. ``fedledger audit verify`` replays rounds with
 it from events; the contract tests compare the chain against it.
 
-Rules (DESIGN §3, arXiv:2307.00543): a revealed vote adds +w (bit set) or -w per judged item,
-w = 1 or the voter's stake; an item is accepted when its tally >= 0. The round reward
+Rules (DESIGN §3, arXiv:2307.00543): a revealed vote adds +w (bit set) or -w to each judged
+item it covers, w = 1 or the voter's stake; an item is accepted when its tally >= 0. Per update,
+voter j's bit a covers update ``items[j][a]`` (its reviewer assignment, see
+:func:`fedledger.contracts.sortition.items_of`; every update when k = 0); in aggregate mode bit 0
+covers the candidate. A voter is on the winning side when at least half of its judged items agree
+with the outcomes (a tie agrees with both). The round reward
 ``pool // rounds_left`` is split: ``voter_reward_bps`` of it among the good voters, the rest among
 the good proposers, each part in proportion to stake; bad seats lose ``stake * slash_rate_bps // 10000``.
 """
@@ -51,6 +55,16 @@ class RoundInput:
     proposers: list[ProposerSeat]
     voters: list[VoterSeat]
     has_candidate: bool = False
+    items: list[list[int]] | None = None
+    """Per voter, the items its bits cover in bit order; None: every voter covers every item."""
+
+    def voter_items(self, j: int) -> list[int]:
+        """The items voter ``j``'s bit a covers, in bit order."""
+        if self.vote_mode is VoteMode.AGGREGATE:
+            return [0]
+        if self.items is None:
+            return list(range(len(self.proposers)))
+        return self.items[j]
 
 
 @dataclass
@@ -87,13 +101,13 @@ def settle(inp: RoundInput) -> Settlement:
     num_items = len(inp.proposers) if per_update else 1
     judged = judged_mask(inp)
     tallies = [0] * num_items
-    for voter in inp.voters:
+    for j, voter in enumerate(inp.voters):
         if not voter.revealed:
             continue
         weight = voter.stake if inp.stake_weighted else 1
-        for i in range(num_items):
-            if judged >> i & 1:
-                tallies[i] += weight if voter.bits >> i & 1 else -weight
+        for a, item in enumerate(inp.voter_items(j)):
+            if judged >> item & 1:
+                tallies[item] += weight if voter.bits >> a & 1 else -weight
     outcomes = sum(1 << i for i in range(num_items) if judged >> i & 1 and tallies[i] >= 0)
     ties = sum(1 << i for i in range(num_items) if judged >> i & 1 and tallies[i] == 0)
 
@@ -108,18 +122,20 @@ def settle(inp: RoundInput) -> Settlement:
                 good_proposers.append((p.address, p.stake))
             else:
                 bad.append((p.address, p.stake, SlashReason.REJECTED_UPDATE))
-    num_judged = judged.bit_count()
-    for v in inp.voters:
+    for j, v in enumerate(inp.voters):
         if not v.committed:
             continue
         if not v.revealed:
             bad.append((v.address, v.stake, SlashReason.UNREVEALED_VOTE))
-        elif num_judged:
-            agree = ((~(v.bits ^ outcomes) | ties) & judged).bit_count()
-            if 2 * agree >= num_judged:
-                good_voters.append((v.address, v.stake))
-            else:
-                bad.append((v.address, v.stake, SlashReason.LOSING_VOTE))
+            continue
+        covered = [(a, item) for a, item in enumerate(inp.voter_items(j)) if judged >> item & 1]
+        if not covered:
+            continue  # nothing it judged was on chain: neither paid nor slashed
+        agree = sum(1 for a, item in covered if ties >> item & 1 or (v.bits >> a & 1) == (outcomes >> item & 1))
+        if 2 * agree >= len(covered):
+            good_voters.append((v.address, v.stake))
+        else:
+            bad.append((v.address, v.stake, SlashReason.LOSING_VOTE))
 
     round_reward = inp.reward_pool // (inp.total_rounds - inp.round + 1)
     result = Settlement(tallies=tallies, outcomes=outcomes, round_reward=round_reward)

@@ -16,7 +16,8 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
 DOMAIN_NAME = "FLTask"
-DOMAIN_VERSION = "1"
+DOMAIN_VERSION = "2"
+"""FLTask v2: round actions carry no nonce and no deadline (the round and an acted-bit stop replays)."""
 
 _DOMAIN_FIELDS = [
     {"name": "name", "type": "string"},
@@ -34,6 +35,8 @@ class ActionType:
     fields: tuple[tuple[str, str], ...]
     batch_function: str
     signer_field: str
+    round_action: bool = False
+    """A round action: its request also carries the signer's seat (an unsigned hint the contract checks)."""
 
     @property
     def type_string(self) -> str:
@@ -62,41 +65,24 @@ def _member_action(name: str, batch_function: str) -> ActionType:
 
 COMMIT_UPDATE = ActionType(
     "CommitUpdate",
-    (
-        ("proposer", "address"),
-        ("round", "uint256"),
-        ("updateHash", "bytes32"),
-        ("numExamples", "uint256"),
-        ("nonce", "uint256"),
-        ("deadline", "uint256"),
-    ),
+    (("proposer", "address"), ("round", "uint256"), ("updateHash", "bytes32"), ("numExamples", "uint256")),
     "commitUpdatesBySig",
     "proposer",
+    round_action=True,
 )
 COMMIT_VOTE = ActionType(
     "CommitVote",
-    (
-        ("voter", "address"),
-        ("round", "uint256"),
-        ("commitment", "bytes32"),
-        ("nonce", "uint256"),
-        ("deadline", "uint256"),
-    ),
+    (("voter", "address"), ("round", "uint256"), ("commitment", "bytes32")),
     "commitVotesBySig",
     "voter",
+    round_action=True,
 )
 REVEAL_VOTE = ActionType(
     "RevealVote",
-    (
-        ("voter", "address"),
-        ("round", "uint256"),
-        ("bits", "uint256"),
-        ("salt", "bytes32"),
-        ("nonce", "uint256"),
-        ("deadline", "uint256"),
-    ),
+    (("voter", "address"), ("round", "uint256"), ("bits", "uint256"), ("salt", "bytes32")),
     "revealVotesBySig",
     "voter",
+    round_action=True,
 )
 REQUEST_EXIT = _member_action("RequestExit", "requestExitsBySig")
 COMPLETE_EXIT = _member_action("CompleteExit", "completeExitsBySig")
@@ -137,9 +123,29 @@ class SignedAction:
         """The account the action claims to be signed by."""
         return to_checksum_address(self.message[self.action.signer_field])
 
-    def as_request(self) -> tuple[Any, ...]:
-        """The struct tuple the batch function takes (fields in order, then the signature)."""
-        return (*(self.message[n] for n in self.action.field_names), self.signature)
+    def as_request(self, seat: int | None = None) -> tuple[Any, ...]:
+        """The struct tuple the batch function takes: fields in order, the seat (round actions), r, vs.
+
+        ``seat`` is the signer's position among the round's proposers (CommitUpdate) or voters
+        (CommitVote, RevealVote); the contract checks it against the committee.
+        """
+        fields = tuple(self.message[n] for n in self.action.field_names)
+        r, vs = compact_signature(self.signature)
+        if self.action.round_action:
+            if seat is None:
+                raise ValueError(f"a {self.action.name} request needs the signer's seat")
+            return (*fields, seat, r, vs)
+        return (*fields, r, vs)
+
+
+def compact_signature(signature: bytes) -> tuple[bytes, bytes]:
+    """(r, vs) of a 65-byte (r, s, v) signature: EIP-2098's compact form, v folded into the top bit of s."""
+    if len(signature) != 65:
+        raise ValueError(f"a signature has 65 bytes, got {len(signature)}")
+    r, s, v = signature[:32], int.from_bytes(signature[32:64], "big"), signature[64]
+    if v not in (27, 28):
+        raise ValueError(f"signature v must be 27 or 28, got {v}")
+    return r, (s | (v - 27) << 255).to_bytes(32, "big")
 
 
 def typed_data(action: ActionType, message: dict[str, Any], domain: Domain) -> dict[str, Any]:
@@ -181,41 +187,24 @@ def verify(signed: SignedAction, domain: Domain) -> bool:
         return False
 
 
-def commit_update_message(
-    proposer: str, round_: int, update_hash: bytes, num_examples: int, nonce: int, deadline: int
-) -> dict[str, Any]:
+def commit_update_message(proposer: str, round_: int, update_hash: bytes, num_examples: int) -> dict[str, Any]:
     """Message of a :data:`COMMIT_UPDATE`."""
     return {
         "proposer": to_checksum_address(proposer),
         "round": round_,
         "updateHash": bytes(update_hash),
         "numExamples": num_examples,
-        "nonce": nonce,
-        "deadline": deadline,
     }
 
 
-def commit_vote_message(voter: str, round_: int, commitment: bytes, nonce: int, deadline: int) -> dict[str, Any]:
+def commit_vote_message(voter: str, round_: int, commitment: bytes) -> dict[str, Any]:
     """Message of a :data:`COMMIT_VOTE`."""
-    return {
-        "voter": to_checksum_address(voter),
-        "round": round_,
-        "commitment": bytes(commitment),
-        "nonce": nonce,
-        "deadline": deadline,
-    }
+    return {"voter": to_checksum_address(voter), "round": round_, "commitment": bytes(commitment)}
 
 
-def reveal_vote_message(voter: str, round_: int, bits: int, salt: bytes, nonce: int, deadline: int) -> dict[str, Any]:
+def reveal_vote_message(voter: str, round_: int, bits: int, salt: bytes) -> dict[str, Any]:
     """Message of a :data:`REVEAL_VOTE`."""
-    return {
-        "voter": to_checksum_address(voter),
-        "round": round_,
-        "bits": bits,
-        "salt": bytes(salt),
-        "nonce": nonce,
-        "deadline": deadline,
-    }
+    return {"voter": to_checksum_address(voter), "round": round_, "bits": bits, "salt": bytes(salt)}
 
 
 def member_message(member: str, nonce: int, deadline: int) -> dict[str, Any]:

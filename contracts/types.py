@@ -9,8 +9,12 @@ from eth_utils import keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 BPS = 10_000
-MAX_COMMITTEE = 128
-UINT128_MAX = 2**128 - 1
+MAX_COMMITTEE = 120
+"""``FLTask.MAX_COMMITTEE``: a round's vote masks (120 bits each) share one storage slot."""
+MAX_MEMBERS = 1024
+"""``FLTask.MAX_MEMBERS``: members at a time (member indices 0-1023)."""
+UINT96_MAX = 2**96 - 1
+"""Stakes and balances are 96-bit in a member's storage word."""
 
 
 class VoteMode(IntEnum):
@@ -119,7 +123,7 @@ class TaskConfig(_Model):
     initial_model_hash: bytes = Field(description="keccak256 of the initial global model's canonical bytes")
     strategy: str = Field(default="fedavg", description="aggregation strategy name")
     total_rounds: int = Field(default=5, ge=1, le=2**32 - 1)
-    min_stake: int = Field(default=10**18, ge=1, le=UINT128_MAX, description="wei")
+    min_stake: int = Field(default=10**18, ge=1, le=UINT96_MAX, description="wei")
     proposer_share_bps: int = Field(default=5_000, ge=1, le=BPS - 1)
     max_committee: int = Field(default=10, ge=2, le=MAX_COMMITTEE)
     slash_rate_bps: int = Field(default=3_000, ge=0, le=BPS)
@@ -128,10 +132,19 @@ class TaskConfig(_Model):
     voter_reward_bps: int = Field(default=1_000, ge=0, le=BPS, description="the good voters' share of a round reward")
     vote_mode: VoteMode = VoteMode.PER_UPDATE
     stake_weighted: bool = False
+    reviewers_per_update: int = Field(
+        default=10,
+        ge=0,
+        le=MAX_COMMITTEE - 1,
+        description=(
+            "voters assigned to each update (per-update mode); 0: every voter judges every update. Default 10: "
+            "all voters up to 10, and as good as all of them at 20 voters (docs/voting.md, 'Reviewers per update')"
+        ),
+    )
     training_duration: int = Field(default=600, ge=1, le=2**64 - 1, description="seconds")
     voting_duration: int = Field(default=300, ge=1, le=2**64 - 1, description="seconds")
     reveal_duration: int = Field(default=300, ge=1, le=2**64 - 1, description="seconds")
-    exit_delay: int = Field(default=3_600, ge=0, le=2**64 - 1, description="seconds")
+    exit_delay: int = Field(default=3_600, ge=0, le=2**32 - 1, description="seconds")
     coordinator: str = Field(description="address of the coordinator")
 
     @field_validator("config_hash", "initial_model_hash", mode="before")
@@ -185,46 +198,27 @@ class TaskConfig(_Model):
 
 
 class RoundInfo(_Model):
-    """Public state of a round."""
+    """Public state of the current round (``FLTask.getRound``); earlier rounds live in the events."""
 
+    round: int
     phase: Phase
     deadline: int
     num_proposers: int
     num_voters: int
+    reviewers: int
     num_updates: int
     num_vote_commits: int
     num_reveals: int
     global_published: bool
     committed_mask: int
-    outcomes: int
-    seed: bytes
+    vote_committed_mask: int
+    revealed_mask: int
     candidate: bytes
-    global_model_hash: bytes
-    reward: int
-
-
-class UpdateInfo(_Model):
-    """A proposer's commitment in a round."""
-
-    proposer: str
-    update_hash: bytes
-    num_examples: int
-    committed: bool
-    accepted: bool
-    tally: int
-
-
-class VoteInfo(_Model):
-    """A voter's commit-reveal state in a round."""
-
-    voter: str
-    commitment: bytes
-    bits: int
-    revealed: bool
+    vote_digest: bytes
 
 
 class MemberInfo(_Model):
-    """A member's stake, exit state, credited balance and signature nonce."""
+    """A member's stake, exit state, credited balance, signature nonce and member index."""
 
     registered: bool
     exiting: bool
@@ -232,21 +226,32 @@ class MemberInfo(_Model):
     stake: int
     owed: int
     nonce: int
+    index: int
 
 
 class RoundOpened(_Model):
-    """Roles drawn for a round, as announced by ``RoundOpened``."""
+    """A round's draw as ``RoundOpened`` announced it, with the drawn accounts resolved.
+
+    ``committee`` are the drawn member indices in draw order (proposers first); ``eligible`` the
+    eligibility bitmap words the draw was made from; ``reviewers`` the reviewers per update in
+    effect (see :func:`fedledger.contracts.sortition.items_of`).
+    """
 
     round: int
     seed: bytes
+    committee: list[int]
+    eligible: list[int]
+    reviewers: int
+    deadline: int
     proposers: list[str]
     voters: list[str]
-    deadline: int
 
     @model_validator(mode="after")
     def _disjoint(self) -> Self:
         if set(self.proposers) & set(self.voters):
             raise ValueError("an account cannot be proposer and voter in one round")
+        if len(self.committee) != len(self.proposers) + len(self.voters):
+            raise ValueError("the committee and the drawn accounts differ in number")
         return self
 
 

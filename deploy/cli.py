@@ -75,6 +75,7 @@ _TASK_FLAGS = (
     "vote_rule",
     "voter_reward_bps",
     "vote_tolerance_bps",
+    "reviewers_per_update",
     "training_duration",
     "voting_duration",
     "reveal_duration",
@@ -110,6 +111,12 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
         "--voter-reward-bps", type=int, help="the good voters' share of each round reward (default 1000)"
     )
     group.add_argument("--vote-tolerance-bps", type=int, help="eps of the share/full/loo rules (default 500)")
+    group.add_argument(
+        "--reviewers-per-update",
+        type=int,
+        metavar="K",
+        help=f"voters assigned to each update; 0: every voter judges every update (default {_default_reviewers()})",
+    )
     group.add_argument("--training-duration", type=int, help="seconds for proposers (default 600)")
     group.add_argument("--voting-duration", type=int, help="seconds for vote commitments (default 300)")
     group.add_argument("--reveal-duration", type=int, help="seconds for reveals (default 300)")
@@ -120,6 +127,12 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
         "--initial-model", metavar="TASK:SEED", help="hash of a task's initial model, e.g. digits:0 (for flwr run)"
     )
     group.add_argument("--pool", type=ether, default=DEFAULT_POOL_WEI, help="reward pool in ether (default 10)")
+
+
+def _default_reviewers() -> int:
+    from fedledger.contracts.types import TaskConfig
+
+    return int(TaskConfig.model_fields["reviewers_per_update"].default)
 
 
 def task_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -250,11 +263,7 @@ def _print_summary(manifest: DeploymentManifest, out: Path | None) -> None:
     table.add_column("contract")
     table.add_column("address")
     table.add_column("gas", justify="right")
-    for name, record in (
-        ("TaskCodeStore", manifest.code_store),
-        ("FLTaskFactory", manifest.factory),
-        ("FLTask", manifest.task),
-    ):
+    for name, record in manifest.records():
         table.add_row(name, record.address, f"{record.gas_used:,}")
     console.print(table)
     cfg = manifest.task_config

@@ -23,7 +23,7 @@ class ContractRecord(BaseModel):
     transaction_hash: str
     block_number: int
     gas_used: int
-    bytecode_hash: str = Field(description="keccak256 of the artifact's creation bytecode")
+    bytecode_hash: str = Field(description="keccak256 of the artifact's creation bytecode (libraries linked)")
 
 
 class DeploymentManifest(BaseModel):
@@ -31,14 +31,17 @@ class DeploymentManifest(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     chain_id: int
     rpc_url: str | None = Field(description="JSON-RPC URL, or null for the embedded chain")
     deployer: str
     block_number: int = Field(description="block in which the task was created")
     timestamp: int = Field(description="block timestamp of the task creation")
     solc_version: str
-    code_store: ContractRecord = Field(description="TaskCodeStore holding FLTask's creation code")
+    libraries: dict[str, ContractRecord] = Field(description="linked libraries (Registry, Settlement) by name")
+    code_stores: list[ContractRecord] = Field(
+        description="TaskCodeStores holding FLTask's linked creation code, in order"
+    )
     factory: ContractRecord = Field(description="FLTaskFactory, the registry of tasks")
     task: ContractRecord = Field(description="the FLTask created by the factory")
     task_config: TaskConfig
@@ -48,10 +51,16 @@ class DeploymentManifest(BaseModel):
     def gas_used(self) -> dict[str, int]:
         """Gas of each deployment transaction."""
         return {
-            "TaskCodeStore": self.code_store.gas_used,
+            **{name: record.gas_used for name, record in self.libraries.items()},
+            "TaskCodeStore": sum(record.gas_used for record in self.code_stores),
             "FLTaskFactory": self.factory.gas_used,
             "FLTask": self.task.gas_used,
         }
+
+    def records(self) -> list[tuple[str, ContractRecord]]:
+        """Every deployed contract with its name, in deployment order."""
+        stores = [(f"TaskCodeStore {i + 1}/{len(self.code_stores)}", r) for i, r in enumerate(self.code_stores)]
+        return [*self.libraries.items(), *stores, ("FLTaskFactory", self.factory), ("FLTask", self.task)]
 
     def save(self, path: Path) -> None:
         """Write the manifest as JSON atomically, creating parent folders."""

@@ -16,8 +16,7 @@ from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
 
 from fedledger.contracts import typed_data as td
-from fedledger.contracts.bindings import vote_mode_items
-from fedledger.contracts.types import Phase, Role, RoundInfo, vote_commitment
+from fedledger.contracts.types import Phase, Role, RoundInfo, VoteMode, vote_commitment
 
 from .ledger import Ledger
 
@@ -108,6 +107,8 @@ def parse_signed_action(action: str, message_json: str, signature: bytes, allowe
             message[name] = parse_uint(raw[name], name)
     if len(signature) != 65:
         raise invalid(f"a signature has 65 bytes, got {len(signature)}")
+    if signature[64] not in (27, 28):
+        raise invalid(f"signature v must be 27 or 28, got {signature[64]}")
     return td.SignedAction(action_type, message, bytes(signature))
 
 
@@ -186,14 +187,16 @@ def check_round_phase(ledger: Ledger, round_: int, phase: Phase) -> RoundInfo:
     current = ledger.current_round()
     if round_ != current or round_ == 0:
         raise precondition(f"round {round_} is not the current round ({current})")
-    info = ledger.round_info(round_)
+    info = ledger.round_info()
+    if info.round != round_:  # the round moved on between the two reads
+        raise precondition(f"round {round_} is not the current round ({info.round})")
     if info.phase is not phase:
         raise precondition(f"round {round_} is in phase {info.phase.name}, not {phase.name}")
     return info
 
 
 def check_role(ledger: Ledger, round_: int, signer: str, role: Role) -> int:
-    """PERMISSION_DENIED unless ``signer`` holds ``role`` in ``round_``; return its index."""
+    """PERMISSION_DENIED unless ``signer`` holds ``role`` in ``round_``; return its seat."""
     committee = ledger.committee(round_)
     holders = committee.proposers if role is Role.PROPOSER else committee.voters
     if signer not in holders:
@@ -211,8 +214,8 @@ def check_commit_update(ledger: Ledger, signed: td.SignedAction) -> int:
     if not 0 < m["numExamples"] < 2**64:
         raise invalid(f"numExamples must be between 1 and 2^64-1, got {m['numExamples']}")
     info = check_round_phase(ledger, m["round"], Phase.TRAINING)
-    index = check_role(ledger, m["round"], signed.signer, Role.PROPOSER)
-    if info.committed_mask >> index & 1:
+    seat = check_role(ledger, m["round"], signed.signer, Role.PROPOSER)
+    if info.committed_mask >> seat & 1:
         raise duplicate(f"{signed.signer} already committed an update in round {m['round']}")
     return info.num_proposers - info.num_updates
 
@@ -223,8 +226,8 @@ def check_commit_vote(ledger: Ledger, signed: td.SignedAction) -> int:
     if m["commitment"] == b"\0" * 32:
         raise invalid("commitment must not be zero")
     info = check_round_phase(ledger, m["round"], Phase.VOTING)
-    index = check_role(ledger, m["round"], signed.signer, Role.VOTER)
-    if ledger.run(lambda: ledger.task.vote(m["round"], index)).commitment != b"\0" * 32:
+    seat = check_role(ledger, m["round"], signed.signer, Role.VOTER)
+    if info.vote_committed_mask >> seat & 1:
         raise duplicate(f"{signed.signer} already committed a vote in round {m['round']}")
     return info.num_voters - info.num_vote_commits
 
@@ -234,17 +237,20 @@ def check_reveal_vote(ledger: Ledger, signed: td.SignedAction) -> int:
     m = signed.message
     round_ = m["round"]
     info = check_round_phase(ledger, round_, Phase.REVEALING)
-    index = check_role(ledger, round_, signed.signer, Role.VOTER)
-    vote = ledger.run(lambda: ledger.task.vote(round_, index))
-    if vote.commitment == b"\0" * 32:
+    seat = check_role(ledger, round_, signed.signer, Role.VOTER)
+    if not info.vote_committed_mask >> seat & 1:
         raise precondition(f"{signed.signer} committed no vote in round {round_}")
-    if vote.revealed:
+    if info.revealed_mask >> seat & 1:
         raise duplicate(f"{signed.signer} already revealed its vote in round {round_}")
-    items = vote_mode_items(ledger.config.vote_mode, info.num_proposers)
+    record = ledger.round_history(round_)
+    commitment = record.vote_commitments.get(signed.signer) if record is not None else None
+    if commitment is None:
+        raise GatewayError(grpc.StatusCode.UNAVAILABLE, f"the vote commitment of {signed.signer} is not indexed yet")
+    items = len(record.voter_items(signed.signer, ledger.config.vote_mode)) if record is not None else 0
     if m["bits"] >> items:
-        raise invalid(f"bits {m['bits']} set beyond the {items} judged items")
-    expected = vote_commitment(ledger.task.address, round_, info.candidate, m["bits"], m["salt"], signed.signer)
-    if expected != vote.commitment:
+        raise invalid(f"bits {m['bits']} set beyond the {items} items this voter judges")
+    candidate = info.candidate if ledger.config.vote_mode is VoteMode.AGGREGATE else b"\0" * 32
+    if vote_commitment(ledger.task.address, round_, candidate, m["bits"], m["salt"], signed.signer) != commitment:
         raise invalid("bits and salt do not match the committed vote")
     return info.num_vote_commits - info.num_reveals
 

@@ -19,7 +19,7 @@ from web3 import Web3
 
 from fedledger.contracts import typed_data as td
 from fedledger.contracts.artifacts import load_artifact
-from fedledger.contracts.types import TaskConfig, vote_commitment
+from fedledger.contracts.types import MemberInfo, TaskConfig, vote_commitment
 
 from .blobstore import CHUNK_BYTES, keccak256
 from .checks import message_to_json
@@ -159,6 +159,19 @@ class GatewayClient:
         """Nonces, balance and membership of ``address``."""
         return self.stub.GetAccount(pb.GetAccountRequest(address=address), timeout=self.timeout)
 
+    def member(self, address: str) -> MemberInfo:
+        """The task's view of ``address`` (``nonce``: the next membership-action nonce, queued ones counted)."""
+        info = self.account(address)
+        return MemberInfo(
+            registered=info.registered,
+            exiting=info.exiting,
+            exit_ready_at=info.exit_ready_at,
+            stake=int(info.stake_wei),
+            owed=int(info.owed_wei),
+            nonce=info.action_nonce,
+            index=info.member_index,
+        )
+
     def round(self, round_: int = 0, *, brief: bool = False, gas: bool = False) -> pb.RoundState:
         """State of ``round_`` (0: the current); ``brief`` skips the per-seat lists, ``gas`` sums the round's gas."""
         request = pb.GetRoundRequest(round=round_, brief=brief, gas=gas)
@@ -243,10 +256,7 @@ class GatewayClient:
 
         With ``wait=False`` it returns QUEUED as soon as the gateway checked, stored and queued it.
         """
-        nonce = self.account(account.address).action_nonce
-        message = td.commit_update_message(
-            account.address, round_, keccak256(data), num_examples, nonce, self._deadline()
-        )
+        message = td.commit_update_message(account.address, round_, keccak256(data), num_examples)
         commitment = self.sign(account, td.COMMIT_UPDATE, message, wait=wait)
         header = pb.SubmitUpdateHeader(commitment=commitment, size=len(data))
         return self.stub.SubmitUpdate(_stream(pb.SubmitUpdateMessage, header, data, chunk_bytes), timeout=self.timeout)
@@ -255,21 +265,20 @@ class GatewayClient:
         self, account: LocalAccount, round_: int, bits: int, salt: bytes, *, wait: bool = True
     ) -> pb.ActionResult:
         """Commit a hidden vote (keep ``salt`` to reveal it)."""
-        state = self.round(round_, brief=True)
-        commitment = vote_commitment(
-            self.task().task_address, round_, state.candidate or b"\0" * 32, bits, salt, account.address
+        candidate = (
+            self.round(round_, brief=True).candidate if self.task().config.vote_mode.label == "aggregate" else b""
         )
-        nonce = self.account(account.address).action_nonce
-        deadline = max(int(state.chain_time), int(time.time())) + SIGNATURE_LIFETIME
-        message = td.commit_vote_message(account.address, round_, commitment, nonce, deadline)
+        commitment = vote_commitment(
+            self.task().task_address, round_, candidate or b"\0" * 32, bits, salt, account.address
+        )
+        message = td.commit_vote_message(account.address, round_, commitment)
         return self.stub.CommitVote(self.sign(account, td.COMMIT_VOTE, message, wait=wait), timeout=self.timeout)
 
     def reveal_vote(
         self, account: LocalAccount, round_: int, bits: int, salt: bytes, *, wait: bool = True
     ) -> pb.ActionResult:
         """Reveal a committed vote."""
-        nonce = self.account(account.address).action_nonce
-        message = td.reveal_vote_message(account.address, round_, bits, salt, nonce, self._deadline())
+        message = td.reveal_vote_message(account.address, round_, bits, salt)
         return self.stub.RevealVote(self.sign(account, td.REVEAL_VOTE, message, wait=wait), timeout=self.timeout)
 
     def member_action(self, account: LocalAccount, action: td.ActionType) -> pb.ActionResult:
@@ -303,9 +312,15 @@ class GatewayClient:
         raw = self.signed_transaction(coordinator, "openRound")
         return self.stub.OpenRound(pb.SendTransactionRequest(raw_transaction=raw), timeout=self.timeout)
 
-    def propose_model(self, coordinator: LocalAccount, function: str, round_: int, data: bytes) -> pb.TransactionResult:
-        """Store ``data`` and call ``proposeAggregate`` or ``publishGlobal`` with its hash."""
-        raw = self.signed_transaction(coordinator, function, round_, keccak256(data))
+    def propose_model(
+        self, coordinator: LocalAccount, function: str, round_: int, data: bytes, *extra: Any
+    ) -> pb.TransactionResult:
+        """Store ``data`` and call ``proposeAggregate``, ``publishAndOpen`` or ``publishGlobal`` with its hash.
+
+        ``extra`` are further arguments (proposeAggregate's openNext); a ``publishAndOpen`` result
+        carries the opened round's roles.
+        """
+        raw = self.signed_transaction(coordinator, function, round_, keccak256(data), *extra)
         header = pb.ProposeModelHeader(raw_transaction=raw, size=len(data))
         return self.stub.ProposeModel(_stream(pb.ProposeModelMessage, header, data, CHUNK_BYTES), timeout=self.timeout)
 

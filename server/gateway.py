@@ -61,7 +61,17 @@ class GatewayServer:
         # A batch never reverts for a bad entry, so on the embedded chain (where gas is free) it
         # is sent without the trial call that would otherwise execute it twice.
         gas = EMBEDDED_TX_GAS if ledger.embedded else None
-        return ledger.send(lambda: ledger.task.relay(ledger.relayer, actions, gas=gas))
+
+        def relay() -> Sent:
+            if not actions[0].action.round_action:
+                return ledger.task.relay(ledger.relayer, actions, gas=gas)
+            # Seats, the committed votes a reveal brings and the proposers come from the events.
+            record = ledger.round_history(ledger.current_round())
+            committee = (record.proposers, record.voters) if record is not None else ([], [])
+            committed = record.committed_votes() if record is not None else []
+            return ledger.task.relay(ledger.relayer, actions, gas=gas, committee=committee, committed=committed)
+
+        return ledger.send(relay)
 
     @property
     def address(self) -> str:

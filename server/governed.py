@@ -31,6 +31,7 @@ from flwr.serverapp.strategy import Strategy
 from fedledger import codec
 from fedledger.aggregation import sync
 from fedledger.aggregation.base import FedledgerStrategy, to_record
+from fedledger.contracts.sortition import items_of
 from fedledger.contracts.types import VoteMode
 
 from .binding import Binding
@@ -113,6 +114,8 @@ class GovernedStrategy(Strategy):
         """Global states of this run by hash (what a node may hold, to sync it sparsely)."""
         self.holds: dict[str, bytes] = {}
         """Hash of the state each node last confirmed."""
+        self._opened: pb.RoundRoles | None = None
+        """The next round, when the transaction closing the previous one opened it (publishAndOpen, openNext)."""
 
     # The wrapped strategy keeps its own configure/aggregate behaviour for plain Flower use.
     def configure_train(
@@ -148,15 +151,21 @@ class GovernedStrategy(Strategy):
         """
         global_arrays = initial
         for round_index in range(num_rounds):
-            global_arrays = self.play_round(grid, first_round + round_index, global_arrays)
+            last = round_index == num_rounds - 1
+            global_arrays = self.play_round(grid, first_round + round_index, global_arrays, last=last)
         return global_arrays
 
-    def play_round(self, grid: Grid, expected_round: int, global_arrays: Arrays) -> Arrays:
-        """One governed round; returns the global model after it."""
+    def play_round(self, grid: Grid, expected_round: int, global_arrays: Arrays, *, last: bool = True) -> Arrays:
+        """One governed round; returns the global model after it.
+
+        Unless it is the ``last`` round this coordinator plays, the transaction that closes it also
+        opens the next round (per-update: publishAndOpen; aggregate: the finalizing reveal batch,
+        asked for by proposeAggregate's openNext).
+        """
         started = time.monotonic()
         traffic = _Traffic(coordinator_start=self.gateway.traffic.snapshot())
         self.recorder.event(expected_round, "opening")
-        roles = self._open_round(expected_round)
+        roles, self._opened = self._opened or self._open_round(expected_round), None
         r = roles.round
         proposers, voters = list(roles.proposers), list(roles.voters)
         target = keccak256(codec.encode(global_arrays))
@@ -167,7 +176,9 @@ class GovernedStrategy(Strategy):
         self._send(
             grid, proposers, MessageType.TRAIN, {"server-round": r}, target, self.config.training_duration, traffic
         )
-        if self.config.vote_mode is VoteMode.PER_UPDATE and self._phase(r) == "TRAINING":
+        # Relay the queued commitments before reading them: clients submit without waiting for their batch.
+        phase = self._phase(r)
+        if self.config.vote_mode is VoteMode.PER_UPDATE and phase == "TRAINING":
             self._advance_when_due(r, self.config.training_duration, "TRAINING")
         updates = self._fetch_updates(r, global_arrays)
 
@@ -179,7 +190,7 @@ class GovernedStrategy(Strategy):
                 self.recorder.event(r, "aggregating", updates=len(updates.arrays))
                 candidate = self._aggregate(r, global_arrays, updates.arrays)
                 blob = codec.encode(candidate)
-                self.gateway.propose_model(self.coordinator, "proposeAggregate", r, blob)
+                self.gateway.propose_model(self.coordinator, "proposeAggregate", r, blob, not last)
                 items, weights = [keccak256(blob)], [0]  # the candidate is judged as it is
             else:
                 self._advance_when_due(r, self.config.training_duration, "TRAINING")
@@ -190,7 +201,7 @@ class GovernedStrategy(Strategy):
             items = [p.update_hash if ok else b"" for p, ok in zip(full.proposers, usable, strict=True)]
             weights = [p.num_examples if ok else 0 for p, ok in zip(full.proposers, usable, strict=True)]
 
-        self._vote(grid, r, voters, (items, weights, proposers), target, traffic)
+        evaluations = self._vote(grid, r, voters, (items, weights, proposers), target, traffic, roles.reviewers)
         self.recorder.event(r, "finalizing")
         self._finalize_when_due(r)
         final = self.gateway.round(r)
@@ -207,7 +218,10 @@ class GovernedStrategy(Strategy):
                 self.recorder.event(r, "publishing", accepted=len(usable))
                 global_arrays = self._aggregate(r, global_arrays, usable)
                 blob = codec.encode(global_arrays)
-                self.gateway.propose_model(self.coordinator, "publishGlobal", r, blob)
+                function = "publishGlobal" if last else "publishAndOpen"
+                published = self.gateway.propose_model(self.coordinator, function, r, blob)
+                if published.HasField("opened"):
+                    self._opened = published.opened
         else:
             adopted = candidate is not None and bool(outcomes & 1)
             accepted_addresses = committed if adopted else []  # the candidate's fate is every proposer's
@@ -215,6 +229,10 @@ class GovernedStrategy(Strategy):
             tally = [int(final.proposers[0].tally)] if candidate is not None and final.proposers else []
             if adopted and candidate is not None:
                 global_arrays = candidate
+            if not last and candidate is not None and final.phase == "FINALIZED":
+                # openNext: the finalizing reveal batch opened the next round, unless it could not
+                # (too few eligible members); then the next round opens the usual way.
+                self._opened = self._roles(r + 1)
 
         metrics = self.evaluate(global_arrays)
         coordinator = self.gateway.traffic.snapshot()
@@ -225,6 +243,8 @@ class GovernedStrategy(Strategy):
             proposers=proposers,
             rejected=rejected,
             voters=voters,
+            reviewers=roles.reviewers,
+            evaluations=evaluations,
             dropped=updates.dropped,
             metrics=metrics,
             accepted_proposers=accepted_addresses,
@@ -252,6 +272,20 @@ class GovernedStrategy(Strategy):
             "credited": {a: int(info.owed_wei) for a, info in accounts.items()},
         }
 
+    def _roles(self, round_: int) -> pb.RoundRoles | None:
+        """The roles of ``round_`` if it is open already (from the gateway's round state), else None."""
+        state = self.gateway.round()
+        if state.round != round_:
+            return None
+        return pb.RoundRoles(
+            round=round_,
+            seed=state.seed,
+            proposers=[p.address for p in state.proposers],
+            voters=[v.address for v in state.voters],
+            deadline=state.deadline,
+            reviewers=state.reviewers,
+        )
+
     def _open_round(self, expected_round: int) -> pb.RoundRoles:
         """Open the next round, across a gateway restart.
 
@@ -268,12 +302,9 @@ class GovernedStrategy(Strategy):
                 log.warning("gateway went away while opening round %d (%s); retrying", expected_round, exc.code())
                 self.gateway.wait_ready(timeout=GATEWAY_RETURN)
                 if self.gateway.task_info().current_round >= expected_round:
-                    state = self.gateway.round(expected_round)
-                    return pb.RoundRoles(
-                        round=expected_round,
-                        proposers=[p.address for p in state.proposers],
-                        voters=[v.address for v in state.voters],
-                    )
+                    roles = self._roles(expected_round)
+                    if roles is not None:
+                        return roles
         return self.gateway.open_round(self.coordinator)
 
     def _sync_base(self, address: str) -> bytes:
@@ -299,6 +330,7 @@ class GovernedStrategy(Strategy):
         target: bytes | None,
         timeout: float,
         traffic: _Traffic,
+        configs: dict[str, dict] | None = None,
     ) -> list[Message]:
         """Send one message per bound address and wait (at most ``timeout``) for the replies.
 
@@ -314,7 +346,7 @@ class GovernedStrategy(Strategy):
             node = self.binding.node_of(address)
             if node is None:
                 continue  # drawn, but no node proved this address: it will miss its turn
-            content = RecordDict({"config": ConfigRecord(dict(config))})
+            content = RecordDict({"config": ConfigRecord(dict(configs[address] if configs else config))})
             if target is not None:
                 base = self._sync_base(address)
                 if base not in payloads:
@@ -378,14 +410,31 @@ class GovernedStrategy(Strategy):
         ballot: tuple[list[bytes], list[int], list[str]],
         target: bytes,
         traffic: _Traffic,
-    ) -> None:
-        """Voters judge the items (with their example counts and proposers), commit, then reveal once voting closed."""
+        reviewers: int,
+    ) -> int:
+        """Voters judge their items (with example counts and proposers), commit, then reveal once voting closed.
+
+        Per update, each voter is sent only the updates assigned to it (``reviewers`` per update, see
+        :func:`~fedledger.contracts.sortition.items_of`), in the bit order of its vote. Returns how
+        many items the voters were sent to judge.
+        """
         items, weights, proposers = ballot
         if self._phase(r) != "VOTING":
-            return  # nothing to judge: the contract skipped voting
-        self.recorder.event(r, "voting", voters=len(voters), items=sum(1 for i in items if i))
-        config = {"server-round": r, "action": "vote", "items": items, "weights": weights, "proposers": proposers}
-        self._send(grid, voters, MessageType.EVALUATE, config, target, self.config.voting_duration, traffic)
+            return 0  # nothing to judge: the contract skipped voting
+        per_update = self.config.vote_mode is VoteMode.PER_UPDATE
+        configs = {}
+        for j, voter in enumerate(voters):
+            mine = items_of(j, len(proposers), len(voters), reviewers or len(voters)) if per_update else [0]
+            configs[voter] = {
+                "server-round": r,
+                "action": "vote",
+                "items": [items[i] for i in mine],
+                "weights": [weights[i] for i in mine],
+                "proposers": [proposers[i] for i in mine] if per_update else proposers,
+            }
+        evaluations = sum(1 for c in configs.values() for item in c["items"] if item)
+        self.recorder.event(r, "voting", voters=len(voters), items=sum(1 for i in items if i), evaluations=evaluations)
+        self._send(grid, voters, MessageType.EVALUATE, {}, target, self.config.voting_duration, traffic, configs)
         if self._phase(r) == "VOTING":
             self._advance_when_due(r, self.config.voting_duration, "VOTING")
         full = self.gateway.round(r)
@@ -401,6 +450,7 @@ class GovernedStrategy(Strategy):
                 self.config.reveal_duration,
                 traffic,
             )
+        return evaluations
 
     def _retry_until_due(
         self, action: Callable[[], object], duration: float, needed: Callable[[], bool] = lambda: True
@@ -437,4 +487,9 @@ class GovernedStrategy(Strategy):
         )
 
     def _finalize_when_due(self, r: int) -> None:
-        self._retry_until_due(lambda: self.gateway.finalize_round(self.coordinator, r), self.config.reveal_duration)
+        """Finalize ``r`` unless the batch bringing its last reveal did (wait out the reveal deadline otherwise)."""
+        self._retry_until_due(
+            lambda: self.gateway.finalize_round(self.coordinator, r),
+            self.config.reveal_duration,
+            lambda: self._phase(r) == "REVEALING",
+        )

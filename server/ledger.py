@@ -20,6 +20,7 @@ from web3 import Web3
 from web3.exceptions import ProviderConnectionError, TimeExhausted
 
 from fedledger.contracts.bindings import FLTaskContract
+from fedledger.contracts.history import RoundHistory, TaskHistory
 from fedledger.contracts.typed_data import Domain
 from fedledger.contracts.types import RoundInfo, TaskConfig
 from fedledger.deploy.chain import (
@@ -80,8 +81,10 @@ class Ledger:
         self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.task.address)
         """The EIP-712 domain of the task (fixed: computed once, no chain request per signature)."""
         self._lock = threading.RLock()
-        self._committees: dict[int, Committee] = {}
         self._cache: dict[object, tuple[float, object]] = {}
+        self._history = TaskHistory()
+        self._scanned = manifest.block_number - 1
+        """The last block whose task events :attr:`_history` holds."""
 
     @property
     def embedded(self) -> bool:
@@ -146,20 +149,31 @@ class Ledger:
         """The task's current round."""
         return self._cached("round", self.task.current_round)
 
-    def round_info(self, round_: int) -> RoundInfo:
-        """Public state of ``round_``."""
-        return self._cached(("info", round_), lambda: self.task.round_info(round_))
+    def round_info(self) -> RoundInfo:
+        """Public state of the current round (the contract keeps no other)."""
+        return self._cached("info", lambda: self.task.round_info())
+
+    def history(self) -> TaskHistory:
+        """Every round so far, from the task's events (new blocks are read at most every STATE_TTL)."""
+        return self._cached("history", self._sync_history)
+
+    def _sync_history(self) -> TaskHistory:
+        latest = int(self.w3.eth.block_number)
+        if latest > self._scanned:
+            self._history.apply_all(self.task.events(from_block=self._scanned + 1, to_block=latest))
+            self._scanned = latest
+        return self._history
+
+    def round_history(self, round_: int) -> RoundHistory | None:
+        """What the events tell of ``round_``, or None when it was never opened."""
+        return self.history().rounds.get(round_)
 
     def committee(self, round_: int) -> Committee:
-        """Proposers and voters of ``round_`` (cached: they never change once drawn)."""
-        cached = self._committees.get(round_)
-        if cached is not None:
-            return cached
-        proposers, voters = self.run(lambda: self.task.committee(round_))
-        committee = Committee(tuple(proposers), tuple(voters))
-        if proposers or voters:
-            self._committees[round_] = committee
-        return committee
+        """Proposers and voters of ``round_`` (empty when it was never opened)."""
+        record = self.round_history(round_)
+        if record is None:
+            return Committee((), ())
+        return Committee(tuple(record.proposers), tuple(record.voters))
 
     def ping(self) -> bool:
         """True when the chain answers."""

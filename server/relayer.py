@@ -101,10 +101,18 @@ class Relayer:
     def _waiting(self) -> list[_Pending]:
         return [p for q in self._queues.values() for p in q.entries] + self._inflight
 
-    def pending(self, signer: str | None = None) -> int:
-        """Number of actions queued or being relayed (of ``signer`` only, when given)."""
+    def pending(self, signer: str | None = None, *, member_actions_only: bool = False) -> int:
+        """Number of actions queued or being relayed (of ``signer`` only, when given).
+
+        ``member_actions_only`` counts only membership actions: the ones that use a nonce.
+        """
         with self._cond:
-            return sum(1 for p in self._waiting() if signer is None or p.signed.signer == signer)
+            return sum(
+                1
+                for p in self._waiting()
+                if (signer is None or p.signed.signer == signer)
+                and not (member_actions_only and p.signed.action.round_action)
+            )
 
     def is_queued(self, action: str, signer: str) -> bool:
         """True when ``signer`` has an ``action`` queued or being relayed."""

@@ -48,6 +48,8 @@ class RoundResult(BaseModel):
         default_factory=list, description="proposers whose update was voted in (aggregate: all of an adopted candidate)"
     )
     voters: list[str]
+    reviewers: int = Field(default=0, description="reviewers per update in effect (the voters, when all judge all)")
+    evaluations: int = Field(default=0, description="items the voters were sent to judge (P x V, or P x k)")
     dropped: list[DroppedUpdate] = []
     metrics: dict[str, float]
     gas_used: int = 0

@@ -18,7 +18,8 @@ from fedledger.contracts import typed_data as td
 from fedledger.contracts.artifacts import load_artifact
 from fedledger.contracts.bindings import GAS_MARGIN, Event, Sent
 from fedledger.contracts.errors import as_contract_revert
-from fedledger.contracts.types import Phase
+from fedledger.contracts.history import RoundHistory
+from fedledger.contracts.types import Phase, VoteMode
 from fedledger.deploy.chain import ChainUnavailable
 
 from . import checks
@@ -52,7 +53,7 @@ class _RawCall:
 T = TypeVar("T")
 
 PARTICIPANT_FUNCTIONS = ("register", "addStake", "fundPool")
-MODEL_FUNCTIONS = ("proposeAggregate", "publishGlobal")
+MODEL_FUNCTIONS = ("proposeAggregate", "publishAndOpen", "publishGlobal")
 ACTION_TIMEOUT = 300.0
 
 _BLOB_STATUS = {
@@ -192,7 +193,8 @@ class GatewayService(pb_grpc.GatewayServicer):
             exit_ready_at=member.exit_ready_at,
             stake_wei=str(member.stake),
             owed_wei=str(member.owed),
-            action_nonce=member.nonce + self.relayer.pending(address),
+            action_nonce=member.nonce + self.relayer.pending(address, member_actions_only=True),
+            member_index=member.index,
         )
 
     @rpc
@@ -269,23 +271,47 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     def _transaction_result(self, sent: Sent) -> pb.TransactionResult:
         logs = {int(entry["logIndex"]): entry for entry in sent.receipt["logs"]}
-        return pb.TransactionResult(
+        result = pb.TransactionResult(
             transaction_hash=bytes(sent.receipt["transactionHash"]),
             block_number=int(sent.receipt["blockNumber"]),
             gas_used=sent.gas_used,
             events=[event_to_proto(e, logs.get(e.log_index)) for e in sent.events],
         )
+        if sent.named("RoundOpened"):
+            result.opened.CopyFrom(self._roles(sent))
+        return result
+
+    def _roles(self, sent: Sent) -> pb.RoundRoles:
+        """The roles of the round ``sent`` opened, its accounts resolved from the task's events."""
+        opened = sent.named("RoundOpened")[0].args
+        committee = self.ledger.committee(int(opened["round"]))
+        return pb.RoundRoles(
+            round=opened["round"],
+            seed=bytes(opened["seed"]),
+            proposers=list(committee.proposers),
+            voters=list(committee.voters),
+            deadline=opened["deadline"],
+            transaction_hash=bytes(sent.receipt["transactionHash"]),
+            reviewers=opened["reviewers"],
+        )
 
     # ------------------------------------------------------------ relayed actions
 
     def _check_relayable(self, signed: td.SignedAction) -> None:
-        """Deadline, queue and nonce checks every relayed action passes before anything is stored."""
+        """Queue checks every relayed action passes before anything is stored.
+
+        A membership action is also checked for its deadline and nonce; round actions have
+        neither (their round and an acted-bit on chain stop replays).
+        """
         ledger = self.ledger
-        checks.check_deadline(signed.message["deadline"], ledger.chain_time())
         if self.relayer.is_queued(signed.action.name, signed.signer):
             raise checks.duplicate(f"{signed.signer} already has a {signed.action.name} queued")
+        if signed.action.round_action:
+            return
+        checks.check_deadline(signed.message["deadline"], ledger.chain_time())
         chain_nonce = ledger.run(lambda: ledger.task.nonce(signed.signer))
-        checks.check_nonce(signed.signer, signed.message["nonce"], chain_nonce + self.relayer.pending(signed.signer))
+        pending = self.relayer.pending(signed.signer, member_actions_only=True)
+        checks.check_nonce(signed.signer, signed.message["nonce"], chain_nonce + pending)
 
     def _relay(self, signed: td.SignedAction, remaining: int | None, wait: bool = True) -> Outcome | None:
         """Queue a checked action and (unless ``wait`` is False) wait for the batch that carries it."""
@@ -372,15 +398,7 @@ class GatewayService(pb_grpc.GatewayServicer):
     def OpenRound(self, request: pb.SendTransactionRequest, context: grpc.ServicerContext) -> pb.RoundRoles:
         """Broadcast the coordinator's openRound transaction and return the drawn roles."""
         sent = self._send_raw(request.raw_transaction, ("openRound",), coordinator_only=True)
-        opened = sent.named("RoundOpened")[0].args
-        return pb.RoundRoles(
-            round=opened["round"],
-            seed=bytes(opened["seed"]),
-            proposers=list(opened["proposers"]),
-            voters=list(opened["voters"]),
-            deadline=opened["deadline"],
-            transaction_hash=bytes(sent.receipt["transactionHash"]),
-        )
+        return self._roles(sent)
 
     @rpc
     def ProposeModel(
@@ -449,59 +467,79 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     @rpc
     def GetRound(self, request: pb.GetRoundRequest, context: grpc.ServicerContext) -> pb.RoundState:
-        """Phase, roles, commitments, votes and outcomes of a round (0: the current one)."""
+        """Phase, roles, commitments, votes and outcomes of a round (0: the current one).
+
+        Read from the events: the contract keeps only the current round, whose phase and deadline
+        come from its view.
+        """
         ledger = self.ledger
-        round_ = request.round or ledger.current_round()
-
-        def read() -> pb.RoundState:
-            info = ledger.round_info(round_)
-            proposers, voters = (), ()
-            if not request.brief:
-                committee = ledger.committee(round_)
-                proposers, voters = committee.proposers, committee.voters
-            state = pb.RoundState(
-                round=round_,
-                phase=info.phase.name,
-                deadline=info.deadline,
-                seed=info.seed,
-                candidate=info.candidate,
-                global_model_hash=info.global_model_hash,
-                global_published=info.global_published,
-                outcomes=str(info.outcomes),
-                reward_wei=str(info.reward),
-                queued_actions=self.relayer.pending(),
-                chain_time=ledger.chain_time(),
-                num_updates=info.num_updates,
-                num_vote_commits=info.num_vote_commits,
-                num_reveals=info.num_reveals,
-            )
-            if request.brief:
-                return state
-            for i in range(len(proposers)):
-                u = ledger.task.update(round_, i)
-                state.proposers.append(
-                    pb.ProposerState(
-                        address=u.proposer,
-                        update_hash=u.update_hash,
-                        num_examples=u.num_examples,
-                        committed=u.committed,
-                        accepted=u.accepted,
-                        tally=str(u.tally),
-                    )
-                )
-            for j in range(len(voters)):
-                v = ledger.task.vote(round_, j)
-                state.voters.append(
-                    pb.VoterState(address=v.voter, commitment=v.commitment, revealed=v.revealed, bits=str(v.bits))
-                )
-            return state
-
-        state = ledger.run(read)
+        current = ledger.current_round()
+        round_ = request.round or current
+        record = ledger.round_history(round_) if round_ else None
+        if record is None:
+            if round_ > current:
+                raise checks.GatewayError(grpc.StatusCode.NOT_FOUND, f"round {round_} has not been opened")
+            return pb.RoundState(round=round_, phase=Phase.NONE.name, chain_time=ledger.chain_time())
+        state = self._round_state(record, round_ == current)
+        if not request.brief:
+            self._round_seats(state, record)
         if request.gas:
             state.gas_used = ledger.run(lambda: self._round_gas(round_))
-        if state.phase == Phase.NONE.name and round_ > ledger.current_round():
-            raise checks.GatewayError(grpc.StatusCode.NOT_FOUND, f"round {round_} has not been opened")
         return state
+
+    def _round_state(self, record: RoundHistory, is_current: bool) -> pb.RoundState:
+        ledger = self.ledger
+        state = pb.RoundState(
+            round=record.round,
+            phase=record.phase.name,
+            deadline=record.deadline,
+            seed=record.seed,
+            candidate=record.candidate or b"",
+            global_model_hash=record.global_model_hash or b"",
+            global_published=record.global_model_hash is not None,
+            outcomes=str(record.outcomes),
+            reward_wei=str(record.paid),
+            queued_actions=self.relayer.pending(),
+            chain_time=ledger.chain_time(),
+            num_updates=len(record.updates),
+            num_vote_commits=len(record.vote_commitments),
+            num_reveals=len(record.reveals),
+            reviewers=record.reviewers,
+        )
+        if is_current:  # the view is the authority on the phase of the round in progress
+            info = ledger.round_info()
+            if info.round == record.round:
+                state.phase, state.deadline = info.phase.name, info.deadline
+        return state
+
+    def _round_seats(self, state: pb.RoundState, record: RoundHistory) -> None:
+        mode = self.ledger.config.vote_mode
+        per_update = mode is VoteMode.PER_UPDATE
+        for i, address in enumerate(record.proposers):
+            update_hash, examples = record.updates.get(address, (b"", 0))
+            item = i if per_update else 0
+            state.proposers.append(
+                pb.ProposerState(
+                    address=address,
+                    update_hash=update_hash,
+                    num_examples=examples,
+                    committed=address in record.updates,
+                    accepted=record.finalized and address in record.updates and bool(record.outcomes >> item & 1),
+                    tally=str(record.tallies[item]) if record.finalized and item < len(record.tallies) else "0",
+                )
+            )
+        items = record.items(mode)
+        for j, address in enumerate(record.voters):
+            bits, _salt = record.reveals.get(address, (0, b""))
+            state.voters.append(
+                pb.VoterState(
+                    address=address,
+                    commitment=record.vote_commitments.get(address, b""),
+                    revealed=address in record.reveals,
+                    bits=str(bits),
+                    items=items[j],
+                )
+            )
 
     def _round_gas(self, round_: int) -> int:
         """Gas of the transactions that emitted events of ``round_`` (each counted once)."""

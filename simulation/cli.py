@@ -48,6 +48,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--vote-rule",
         help=f"how voters judge each update: {', '.join(RULE_NAMES)} (default: the strategy's, reference for fedavg)",
     )
+    cmd.add_argument(
+        "--reviewers-per-update",
+        type=int,
+        metavar="K",
+        help="voters assigned to each update (0: every voter judges every update; default: the task default)",
+    )
     cmd.add_argument("--no-governance", action="store_true", help="the same strategy as plain Flower")
     cmd.add_argument("--chain", default="embedded", help="'embedded' (default) or a JSON-RPC URL (e.g. anvil)")
     cmd.add_argument("--seed", type=int, default=0)
@@ -73,6 +79,7 @@ def _simulate(args: argparse.Namespace) -> int:
         voter_attack=args.voter_attack,
         vote_mode=args.vote_mode,
         vote_rule=args.vote_rule,
+        reviewers_per_update=args.reviewers_per_update,
         governance=not args.no_governance,
         chain=args.chain,
         seed=args.seed,

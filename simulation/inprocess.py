@@ -66,6 +66,11 @@ class Incentives(BaseModel):
     proposer_share_bps: int = Field(default_factory=lambda: _default("proposer_share_bps"), ge=1, lt=BPS)
     vote_tolerance_bps: int = Field(default_factory=lambda: _default("vote_tolerance_bps"), ge=0, lt=BPS)
     stake_weighted: bool = False
+    reviewers_per_update: int = Field(
+        default_factory=lambda: _default("reviewers_per_update"),
+        ge=0,
+        description="k: voters assigned to each update (0: every voter judges every update)",
+    )
 
 
 class Scenario(BaseModel):
@@ -141,6 +146,7 @@ class RoundOutcome(BaseModel):
     attacker_voters: int = 0
     attacker_voter_stake_bps: int = Field(default=0, description="attackers' share of the voters' stake, bps")
     adopted: bool = True
+    evaluations: int = Field(default=0, description="items the voters judged this round (P x V, or P x k)")
 
 
 class Money(ParticipantReport):
@@ -190,8 +196,9 @@ class _Ledger:
     members: dict[str, _Member] = field(default_factory=dict)
     pool: int = 0
 
-    def eligible(self) -> list[str]:
-        return [a for a, m in self.members.items() if m.stake >= self.incentives.min_stake_wei]
+    def eligible(self) -> list[int]:
+        """Member indices the next draw may pick: registration order, as the contract assigns them."""
+        return [i for i, m in enumerate(self.members.values()) if m.stake >= self.incentives.min_stake_wei]
 
 
 class InProcessRun:
@@ -286,9 +293,12 @@ class InProcessRun:
                 seed = sortition.round_seed(
                     derived_seed("prevrandao", self.scenario.seed, r), r, b"\0" * 32, "0x" + "0" * 40
                 )
-                proposers, voters = sortition.draw_committee(
+                drawn, num_proposers = sortition.draw_committee(
                     eligible, seed, self.scenario.clients, incentives.proposer_share_bps
                 )
+                addresses = list(ledger.members)
+                proposers = [addresses[i] for i in drawn[:num_proposers]]
+                voters = [addresses[i] for i in drawn[num_proposers:]]
             state, outcome = self._round(r, state, proposers, voters, mode, ledger, strategy)
             outcomes.append(outcome)
         money = []
@@ -336,33 +346,41 @@ class InProcessRun:
         else:
             items = [updates[a][0] if a in updates else None for a in proposers]
             weights = [updates[a][1] if a in updates else 0 for a in proposers]
-        committed = sum(1 << i for i, item in enumerate(items) if item is not None)
+        anything = any(item is not None for item in items)
+        aggregate = mode is VoteMode.AGGREGATE
+        k = sortition.effective_reviewers(incentives.reviewers_per_update, len(proposers), len(voters))
+        assigned = sortition.assignment(len(proposers), len(voters), k, aggregate)
 
         attackers = set(self.attackers)
         seats = []
         objections: dict[str, list[str]] = {}
-        for address in voters:
+        evaluations = 0
+        for j, address in enumerate(voters):
             client = self.by_address[address]
-            if client.silent or not committed:
+            if client.silent or not anything:
                 seats.append(VoterSeat(address, ledger.members[address].stake, committed=False))
                 continue
+            mine = assigned[j]  # its items in the bit order of its vote
+            own = [items[i] for i in mine]
+            committed = sum(1 << a for a, item in enumerate(own) if item is not None)
+            evaluations += sum(1 for item in own if item is not None)
             vote = client.vote(
                 r,
                 state,
-                items,
-                weights,
+                own,
+                [weights[i] for i in mine],
                 committed,
-                client.fellow_items(proposers, mode is VoteMode.AGGREGATE),
+                client.fellow_items(proposers if aggregate else [proposers[i] for i in mine], aggregate),
                 rule=self.scenario.vote_rule,
                 tolerance_bps=incentives.vote_tolerance_bps,
-                aggregate=mode is VoteMode.AGGREGATE,
+                aggregate=aggregate,
             )
             seats.append(
                 VoterSeat(address, ledger.members[address].stake, committed=True, revealed=vote.reveal, bits=vote.bits)
             )
-            for i, reason in enumerate(vote.reasons):
-                if committed >> i & 1 and not vote.bits >> i & 1:
-                    proposer = proposers[i] if mode is VoteMode.PER_UPDATE else "candidate"
+            for a, reason in enumerate(vote.reasons):
+                if committed >> a & 1 and not vote.bits >> a & 1:
+                    proposer = "candidate" if aggregate else proposers[mine[a]]
                     objections.setdefault(proposer, []).append(reason or f"voter attack {client.voter_attack}")
         settlement = settle(
             RoundInput(
@@ -376,6 +394,7 @@ class InProcessRun:
                 proposers=[ProposerSeat(a, ledger.members[a].stake, a in updates) for a in proposers],
                 voters=seats,
                 has_candidate=candidate is not None,
+                items=assigned,
             )
         )
         for address, amount in settlement.rewards.items():
@@ -410,6 +429,7 @@ class InProcessRun:
             attacker_voters=sum(1 for a in voters if a in attackers),
             attacker_voter_stake_bps=sum(s.stake for s in seats if s.address in attackers) * BPS // voter_stake,
             adopted=adopted,
+            evaluations=evaluations,
         )
         return state, outcome
 

@@ -44,6 +44,8 @@ class RoundReport(BaseModel):
     attackers_accepted: list[str] = Field(default_factory=list, description="attackers among ``accepted_proposers``")
     attackers_rejected: list[str] = Field(default_factory=list, description="attackers among ``rejected``")
     voters: list[str]
+    reviewers: int = Field(default=0, description="reviewers per update in effect (0 in reports before FLTask v2)")
+    evaluations: int = Field(default=0, description="items the voters were sent to judge this round")
     metrics: dict[str, float]
     gas_used: int
     bytes_up: int = Field(description="clients' Flower replies and gateway requests, summed (measured)")

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fedledger import codec
 from fedledger.config import DEFAULT_POOL_WEI, RunSettings
+from fedledger.contracts.types import MAX_COMMITTEE, TaskConfig
 from fedledger.deploy.anvil import free_port
 from fedledger.deploy.chain import dev_key
 from fedledger.errors import CommandError
@@ -70,6 +71,9 @@ class SimulationOptions(BaseModel):
     voter_attack: VoterAttackSpec = "honest"
     vote_mode: str = "per_update"
     vote_rule: str | None = Field(default=None, description="how voters judge updates (default: the strategy's)")
+    reviewers_per_update: int | None = Field(
+        default=None, ge=0, le=MAX_COMMITTEE - 1, description="voters per update (default: the task default)"
+    )
     governance: bool = True
     chain: str = "embedded"
     seed: int = Field(default=0, ge=0)
@@ -215,6 +219,13 @@ class Simulation:
         )
 
     @property
+    def reviewers_per_update(self) -> int:
+        """Voters assigned to each update: the option, or the task default."""
+        if self.options.reviewers_per_update is not None:
+            return self.options.reviewers_per_update
+        return int(TaskConfig.model_fields["reviewers_per_update"].default)
+
+    @property
     def vote_rule(self) -> str:
         """The task's vote rule: the one asked for, or the strategy's default."""
         from fedledger.aggregation.registry import get_strategy
@@ -239,9 +250,10 @@ class Simulation:
         o = self.options
         return [
             "--strategy", o.strategy, "--rounds", str(o.rounds), "--vote-mode", o.vote_mode,
-            "--max-committee", str(o.clients), "--training-duration", str(o.training_duration),
+            "--max-committee", str(min(o.clients, MAX_COMMITTEE)), "--training-duration", str(o.training_duration),
             "--voting-duration", str(o.voting_duration), "--reveal-duration", str(o.reveal_duration),
             "--initial-model-hash", self._initial_model_hash(settings), "--vote-rule", self.vote_rule,
+            "--reviewers-per-update", str(self.reviewers_per_update),
         ]  # fmt: skip
 
     def _launch_gateway(self, settings: RunSettings) -> ManagedProcess:
@@ -274,7 +286,6 @@ class Simulation:
         """Deploy a task on the node (anvil's first dev key pays) and fund the dev keys."""
         from eth_account import Account
 
-        from fedledger.contracts.types import TaskConfig
         from fedledger.deploy.anvil import ANVIL_DEV_KEY
         from fedledger.deploy.chain import connect, fund, use_account
         from fedledger.deploy.deployer import deploy_task
@@ -288,7 +299,8 @@ class Simulation:
             strategy=o.strategy,
             total_rounds=o.rounds,
             vote_mode=o.vote_mode,
-            max_committee=o.clients,
+            max_committee=min(o.clients, MAX_COMMITTEE),
+            reviewers_per_update=self.reviewers_per_update,
             training_duration=o.training_duration,
             voting_duration=o.voting_duration,
             reveal_duration=o.reveal_duration,

@@ -19,6 +19,7 @@ from web3 import Web3
 from fedledger.contracts import typed_data as td
 from fedledger.contracts.bindings import FLTaskContract, FLTaskFactoryContract, Sent
 from fedledger.contracts.errors import ContractRevert
+from fedledger.contracts.history import TaskHistory
 from fedledger.contracts.types import Phase, RoundOpened, TaskConfig
 from fedledger.deploy.anvil import AnvilNode, find_anvil
 from fedledger.deploy.chain import advance_time, dev_accounts, embedded_web3
@@ -66,7 +67,10 @@ class Harness:
     coordinator: str
     relayer: str
     participants: list[LocalAccount]
+    libraries: dict[str, str] = field(default_factory=dict)
     salts: dict[tuple[int, str], bytes] = field(default_factory=dict)
+    finalizing: dict[int, Sent] = field(default_factory=dict)
+    """Per round, the reveal that finalized it (the last reveal does)."""
 
     @property
     def addresses(self) -> list[str]:
@@ -97,7 +101,24 @@ class Harness:
 
     def reveal_vote(self, voter: str, bits: int) -> Sent:
         r = self.task.current_round()
-        return self.task.reveal_vote(voter, r, bits, self.salts[(r, voter)])
+        sent = self.task.reveal_vote(voter, r, bits, self.salts[(r, voter)])
+        if sent.named("RoundFinalized"):
+            self.finalizing[r] = sent
+        return sent
+
+    def finalize(self, round_: int) -> Sent:
+        """The transaction that finalized ``round_``: its last reveal, or a finalizeRound sent now."""
+        if round_ in self.finalizing:
+            return self.finalizing[round_]
+        sent = self.task.finalize_round(self.coordinator, round_)
+        self.finalizing[round_] = sent
+        return sent
+
+    def history(self) -> TaskHistory:
+        """The task's rounds as its events tell them."""
+        history = TaskHistory()
+        history.apply_all(self.task.events())
+        return history
 
     def sign(self, action: td.ActionType, message: dict[str, Any]) -> td.SignedAction:
         signer = self.key(message[action.signer_field])
@@ -110,7 +131,7 @@ class Harness:
         return advance_time(self.w3, seconds)
 
     def phase(self) -> Phase:
-        return self.task.round_info(self.task.current_round()).phase
+        return self.task.round_info().phase
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a failed action must leave unchanged."""
@@ -119,7 +140,7 @@ class Harness:
             "balance": self.task.balance(),
             "pool": self.task.reward_pool(),
             "round": r,
-            "round_info": self.task.round_info(r) if r else None,
+            "round_info": self.task.round_info(),
             "members": self.task.members(),
             "infos": [self.task.member(a) for a in self.addresses[:12]],
             "global": self.task.global_model_hash(),
@@ -164,7 +185,8 @@ def make_harness(w3: Web3, pool: int = 100 * ETH, **overrides: Any) -> Harness:
     config = TaskConfig(**{**DEFAULTS, "coordinator": coordinator, **overrides})
     manifest, task = deploy_task(w3, coordinator, config, pool_wei=pool)
     factory = FLTaskFactoryContract(w3, manifest.factory.address)
-    return Harness(w3, task, factory, config, coordinator, relayer, keys[2:])
+    libraries = {name: record.address for name, record in manifest.libraries.items()}
+    return Harness(w3, task, factory, config, coordinator, relayer, keys[2:], libraries)
 
 
 @pytest.fixture

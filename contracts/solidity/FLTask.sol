@@ -3,17 +3,22 @@ pragma solidity ^0.8.24;
 
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 import {IFLTask} from "./interfaces/IFLTask.sol";
+import {Members} from "./libraries/Members.sol";
+import {Registry} from "./libraries/Registry.sol";
+import {Settlement} from "./libraries/Settlement.sol";
 import {Sortition} from "./libraries/Sortition.sol";
+import {TaskCodeStore} from "./TaskCodeStore.sol";
 
 /**
- * @title FLTask
+ * @title FLTask (v2)
  * @notice One federated-learning task governed on chain: membership and stake, sortition of
- * proposers and voters per round, update commitments, commit-reveal peer votes, and the
- * reward / slash settlement of arXiv:2307.00543 (FLock).
+ * proposers and voters per round, reviewers per update, update commitments, commit-reveal peer
+ * votes, and the reward / slash settlement of arXiv:2307.00543 (FLock).
  *
  * @dev Every participant action exists in two forms: a direct call (`msg.sender` acts) and a
  * `...BySig` batch taking EIP-712 signed requests, so that a relayer pays the gas. Both forms run
@@ -21,25 +26,33 @@ import {Sortition} from "./libraries/Sortition.sol";
  * error instead of reverting: the direct form reverts with it, the batch form skips the entry
  * and emits {ActionRejected}. A batch therefore never reverts because of one bad entry.
  *
+ * Cost (docs/decisions.md, "FLTask v2"): one packed slot per member (stake, owed, flags, index);
+ * an eligibility bitmap over member indices (the draw costs O(committee)); the committee as
+ * packed member indices; one round's state in slots reused round after round (history lives in
+ * events); no nonce for round actions (the round, this contract and the chain id are signed and
+ * an acted-bit stops replays); a rolling digest of vote commitments, which the reveal batch
+ * brings back in calldata; the round finalizes with the batch that brings its last reveal.
+ *
  * All payments are pull payments: rewards and released stake are credited to `owed` and paid by
  * {withdraw} (reentrancy-guarded, checks-effects-interactions).
  */
-contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
-    /// @notice Largest number of members; bounds the sortition loop.
-    uint256 public constant MAX_MEMBERS = 256;
-    /// @notice Largest committee; a vote bitmap over proposers fits 128 bits.
-    uint256 public constant MAX_COMMITTEE = 128;
+contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
+    using Members for uint256;
+    using Registry for Registry.Book;
 
-    /// @notice EIP-712 type hash of {CommitUpdateRequest}.
-    bytes32 public constant COMMIT_UPDATE_TYPEHASH = keccak256(
-        "CommitUpdate(address proposer,uint256 round,bytes32 updateHash,uint256 numExamples,uint256 nonce,uint256 deadline)"
-    );
-    /// @notice EIP-712 type hash of {CommitVoteRequest}.
-    bytes32 public constant COMMIT_VOTE_TYPEHASH =
-        keccak256("CommitVote(address voter,uint256 round,bytes32 commitment,uint256 nonce,uint256 deadline)");
-    /// @notice EIP-712 type hash of {RevealVoteRequest}.
+    /// @notice Largest number of members at a time; member indices are 0..MAX_MEMBERS-1.
+    uint256 public constant MAX_MEMBERS = Registry.MAX_MEMBERS;
+    /// @notice Largest committee; the vote masks of a round share one slot (120 bits each).
+    uint256 public constant MAX_COMMITTEE = 120;
+
+    /// @notice EIP-712 type hash of a {CommitUpdateRequest}.
+    bytes32 public constant COMMIT_UPDATE_TYPEHASH =
+        keccak256("CommitUpdate(address proposer,uint256 round,bytes32 updateHash,uint256 numExamples)");
+    /// @notice EIP-712 type hash of a {CommitVoteRequest}.
+    bytes32 public constant COMMIT_VOTE_TYPEHASH = keccak256("CommitVote(address voter,uint256 round,bytes32 commitment)");
+    /// @notice EIP-712 type hash of a {RevealVoteRequest}.
     bytes32 public constant REVEAL_VOTE_TYPEHASH =
-        keccak256("RevealVote(address voter,uint256 round,uint256 bits,bytes32 salt,uint256 nonce,uint256 deadline)");
+        keccak256("RevealVote(address voter,uint256 round,uint256 bits,bytes32 salt)");
     /// @notice EIP-712 type hash of a signed exit request.
     bytes32 public constant REQUEST_EXIT_TYPEHASH =
         keccak256("RequestExit(address member,uint256 nonce,uint256 deadline)");
@@ -50,22 +63,23 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
     bytes32 public constant WITHDRAW_TYPEHASH = keccak256("Withdraw(address member,uint256 nonce,uint256 deadline)");
 
     uint256 private constant BPS = 10_000;
+    uint256 private constant COMMITTEE_WORDS = 5; // ceil(MAX_COMMITTEE / Sortition.PER_WORD)
+    /// @dev Kept set in stored vote bits (which use at most 119 bits), so that slot is never zero.
+    uint256 private constant BITS_SENTINEL = uint256(1) << 255;
 
     // ------------------------------------------------------------ parameters
 
-    bytes32 private immutable _configHash;
-    bytes32 private immutable _initialModelHash;
-    bytes32 private immutable _strategy;
     uint32 private immutable _totalRounds;
     uint256 private immutable _minStake;
+    /// @dev A data contract whose code is 0x00 followed by abi.encode(config): {config} returns it as it is.
+    address private immutable _configData;
     uint16 private immutable _proposerShareBps;
     uint16 private immutable _maxCommittee;
     uint16 private immutable _slashRateBps;
-    uint16 private immutable _voteToleranceBps;
-    bytes32 private immutable _voteRule;
     uint16 private immutable _voterRewardBps;
     VoteMode private immutable _voteMode;
     bool private immutable _stakeWeighted;
+    uint16 private immutable _reviewersPerUpdate;
     uint64 private immutable _trainingDuration;
     uint64 private immutable _votingDuration;
     uint64 private immutable _revealDuration;
@@ -74,54 +88,57 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
 
     // ----------------------------------------------------------------- state
 
-    struct Member {
-        uint128 stake;
-        uint64 exitReadyAt;
-        uint32 position; // index in _memberList plus one; zero when not a member
-        bool exiting;
+    /// @dev The current round (one slot, rewritten by every round), plus the member-bitmap width.
+    struct Header {
+        uint32 round;
+        Phase phase;
+        uint32 deadline;
+        uint8 numProposers;
+        uint8 numVoters;
+        uint8 reviewers;
+        uint8 memberWords; // bitmap words in use (1..4): persists across rounds
+        bool globalPublished;
+        bool candidateProposed;
+        bool openNext; // aggregate mode: the finalizing transaction opens the next round
+        uint128 committed; // bit i: proposer i committed
     }
 
-    struct Seat {
-        Role role;
-        uint16 index; // position among the round's proposers, or among its voters
+    /// @dev Vote progress of a round in one slot, tagged with the round so that it needs no reset at opening.
+    struct Votes {
+        uint120 committed;
+        uint120 revealed;
+        uint16 round; // the low 16 bits of the round these masks belong to
     }
 
-    struct UpdateSlot {
-        bytes32 updateHash;
-        uint64 numExamples;
-        int128 tally;
-        bool accepted;
+    /// @dev What one batch (or direct call) reads of the round, written back once at its end.
+    struct Cache {
+        Header h;
+        uint256[] committee;
+        Votes v;
+        bytes32 digest;
+        bool headerDirty;
+        bool votesDirty;
     }
 
-    struct VoteSlot {
-        bytes32 commitment;
-        uint128 bits;
-        bool revealed;
-    }
-
-    /// @dev Per-seat outcome of a round, computed in memory by {_finalize}.
-    struct Verdict {
-        bool good;
-        bool bad;
-        SlashReason reason;
+    /// @dev The reveals of the batch that may finalize the round: they need not be stored.
+    struct Reveals {
+        bytes32[] commitments; // by voter seat, from the committed list checked against the digest
+        uint120 mask; // voters revealed by this batch (their bits and accounts: {Settlement.stashReveal})
+        uint256 claimedProposers; // proposer accounts the relayer brought ({Settlement.stashProposer})
     }
 
     /// @notice Wei in the reward pool, paid out over the remaining rounds.
     uint256 public rewardPool;
-    /// @notice Number of the latest opened round; rounds count from 1, 0 means none yet.
-    uint256 public currentRound;
     /// @notice Hash of the current global model.
     bytes32 public globalModelHash;
 
-    address[] private _memberList;
-    mapping(address account => Member) private _members;
-    mapping(address account => uint256) private _owed;
-
-    mapping(uint256 round => RoundInfo) private _rounds;
-    mapping(uint256 round => address[]) private _committee; // proposers first, then voters
-    mapping(uint256 round => mapping(address account => Seat)) private _seats;
-    mapping(uint256 round => mapping(uint256 index => UpdateSlot)) private _updates;
-    mapping(uint256 round => mapping(uint256 index => VoteSlot)) private _votes;
+    Header private _header;
+    Votes private _votes;
+    bytes32 private _voteDigest;
+    bytes32 private _candidate;
+    uint256[COMMITTEE_WORDS] private _committee;
+    uint256[MAX_COMMITTEE] private _voteBits; // by voter seat, only for reveals of a batch that did not finalize
+    Registry.Book private _book;
 
     modifier onlyCoordinator() {
         if (msg.sender != _coordinator) revert NotCoordinator(msg.sender);
@@ -132,27 +149,25 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
      * @notice Creates a task; any value sent seeds the reward pool.
      * @param cfg the immutable task parameters, see {TaskConfig}
      */
-    constructor(TaskConfig memory cfg) payable EIP712("FLTask", "1") {
+    constructor(TaskConfig memory cfg) payable EIP712("FLTask", "2") {
         _validateConfig(cfg);
-        _configHash = cfg.configHash;
-        _initialModelHash = cfg.initialModelHash;
-        _strategy = cfg.strategy;
+        _configData = address(new TaskCodeStore(abi.encode(cfg)));
         _totalRounds = cfg.totalRounds;
         _minStake = cfg.minStake;
         _proposerShareBps = cfg.proposerShareBps;
         _maxCommittee = cfg.maxCommittee;
         _slashRateBps = cfg.slashRateBps;
-        _voteToleranceBps = cfg.voteToleranceBps;
-        _voteRule = cfg.voteRule;
         _voterRewardBps = cfg.voterRewardBps;
         _voteMode = cfg.voteMode;
         _stakeWeighted = cfg.stakeWeighted;
+        _reviewersPerUpdate = cfg.reviewersPerUpdate;
         _trainingDuration = cfg.trainingDuration;
         _votingDuration = cfg.votingDuration;
         _revealDuration = cfg.revealDuration;
         _exitDelay = cfg.exitDelay;
         _coordinator = cfg.coordinator;
         globalModelHash = cfg.initialModelHash;
+        _header.memberWords = 1;
         if (msg.value > 0) {
             rewardPool = msg.value;
             emit PoolFunded(msg.sender, msg.value);
@@ -162,50 +177,36 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
     function _validateConfig(TaskConfig memory cfg) private pure {
         if (cfg.initialModelHash == bytes32(0)) revert InvalidParameter("initialModelHash");
         if (cfg.totalRounds == 0) revert InvalidParameter("totalRounds");
-        if (cfg.minStake == 0 || cfg.minStake > type(uint128).max) revert InvalidParameter("minStake");
+        if (cfg.minStake == 0 || cfg.minStake > type(uint96).max) revert InvalidParameter("minStake");
         if (cfg.proposerShareBps == 0 || cfg.proposerShareBps >= BPS) revert InvalidParameter("proposerShareBps");
         if (cfg.maxCommittee < 2 || cfg.maxCommittee > MAX_COMMITTEE) revert InvalidParameter("maxCommittee");
         if (cfg.slashRateBps > BPS) revert InvalidParameter("slashRateBps");
         if (cfg.voteToleranceBps >= BPS) revert InvalidParameter("voteToleranceBps");
         if (cfg.voteRule == bytes32(0)) revert InvalidParameter("voteRule");
         if (cfg.voterRewardBps > BPS) revert InvalidParameter("voterRewardBps");
+        if (cfg.reviewersPerUpdate >= MAX_COMMITTEE) revert InvalidParameter("reviewersPerUpdate");
         if (cfg.trainingDuration == 0) revert InvalidParameter("trainingDuration");
         if (cfg.votingDuration == 0) revert InvalidParameter("votingDuration");
         if (cfg.revealDuration == 0) revert InvalidParameter("revealDuration");
+        if (cfg.exitDelay > type(uint32).max) revert InvalidParameter("exitDelay");
         if (cfg.coordinator == address(0)) revert InvalidParameter("coordinator");
     }
 
     // ============================================================ membership
 
     /**
-     * @notice Joins the task, staking `msg.value` wei (at least the minimum stake).
+     * @notice Joins the task, staking `msg.value` wei (at least the minimum stake); takes the lowest free index.
      */
     function register() external payable {
-        if (_members[msg.sender].position != 0) revert AlreadyRegistered(msg.sender);
-        if (msg.value < _minStake) revert InsufficientStake(msg.value, _minStake);
-        if (msg.value > type(uint128).max) revert AmountTooLarge(msg.value);
-        if (_memberList.length >= MAX_MEMBERS) revert TaskFull(MAX_MEMBERS);
-        _memberList.push(msg.sender);
-        _members[msg.sender] = Member({
-            stake: uint128(msg.value), exitReadyAt: 0, position: uint32(_memberList.length), exiting: false
-        });
-        emit Registered(msg.sender, msg.value);
-        emit StakeChanged(msg.sender, 0, msg.value);
+        uint256 index = _book.register(msg.sender, msg.value, _minStake);
+        if (index >> 8 >= _header.memberWords) _header.memberWords = uint8((index >> 8) + 1);
     }
 
     /**
-     * @notice Adds `msg.value` wei to the caller's stake.
+     * @notice Adds `msg.value` wei to the caller's stake (which may make it eligible again).
      */
     function addStake() external payable {
-        Member storage m = _members[msg.sender];
-        if (m.position == 0) revert NotMember(msg.sender);
-        if (m.exiting) revert ExitPending(msg.sender);
-        if (msg.value == 0) revert ZeroAmount();
-        uint256 oldStake = m.stake;
-        uint256 newStake = oldStake + msg.value;
-        if (newStake > type(uint128).max) revert AmountTooLarge(newStake);
-        m.stake = uint128(newStake);
-        emit StakeChanged(msg.sender, oldStake, newStake);
+        _book.addStake(msg.sender, msg.value, _minStake);
     }
 
     /**
@@ -225,7 +226,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
     }
 
     /**
-     * @notice Leaves the task after the exit delay, outside any round the caller is part of.
+     * @notice Leaves the task after the exit delay, outside any unfinished round the caller is part of.
      * The stake is credited to the caller's balance, paid by {withdraw}.
      */
     function completeExit() external {
@@ -248,69 +249,81 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
      * @return round the number of the opened round
      */
     function openRound() external onlyCoordinator returns (uint256 round) {
-        uint256 previous = currentRound;
-        if (previous != 0) {
-            RoundInfo storage p = _rounds[previous];
-            if (p.phase != Phase.Finalized || !p.globalPublished) revert RoundNotClosed(previous);
-        }
-        if (previous >= _totalRounds) revert TaskCompleted(_totalRounds);
-        round = previous + 1;
-        bytes32 seed = keccak256(abi.encode(block.prevrandao, round, globalModelHash, address(this)));
-        (address[] memory proposers, address[] memory voters) = previewSortition(seed);
+        return _openRound(_header);
+    }
 
-        currentRound = round;
-        address[] storage seated = _committee[round];
-        for (uint256 i = 0; i < proposers.length; ++i) {
-            seated.push(proposers[i]);
-            _seats[round][proposers[i]] = Seat(Role.Proposer, uint16(i));
-        }
-        for (uint256 j = 0; j < voters.length; ++j) {
-            seated.push(voters[j]);
-            _seats[round][voters[j]] = Seat(Role.Voter, uint16(j));
-        }
-        RoundInfo storage r = _rounds[round];
-        r.numProposers = uint16(proposers.length);
-        r.numVoters = uint16(voters.length);
-        r.seed = seed;
-        r.phase = Phase.Training;
-        r.deadline = uint64(block.timestamp + _trainingDuration);
-        emit RoundOpened(round, seed, proposers, voters, r.deadline);
+    /**
+     * @notice Publishes the global model of the finalized `round` (per-update mode) and opens the next round,
+     * in one transaction.
+     * @return next the number of the opened round
+     */
+    function publishAndOpen(uint256 round, bytes32 modelHash) external onlyCoordinator returns (uint256 next) {
+        Header memory h = _header;
+        _revertOnError(_checkPublish(h, round, modelHash));
+        _publish(h, modelHash);
+        return _openRound(h);
+    }
+
+    /**
+     * @notice Publishes the hash of the aggregate of the accepted updates of `round` (per-update mode).
+     */
+    function publishGlobal(uint256 round, bytes32 modelHash) external onlyCoordinator {
+        Header memory h = _header;
+        _revertOnError(_checkPublish(h, round, modelHash));
+        _publish(h, modelHash);
+        _header = h;
     }
 
     /**
      * @notice Commits the caller's update of `round`: keccak256 of its canonical bytes and its example count.
      */
     function commitUpdate(uint256 round, bytes32 updateHash, uint256 numExamples) external {
-        _revertOnError(_commitUpdate(msg.sender, round, updateHash, numExamples));
+        Cache memory c = _load(false);
+        uint256 seat = _seatOf(c, msg.sender, Role.Proposer);
+        _revertOnError(_commitUpdate(c, msg.sender, round, updateHash, numExamples, seat));
+        _store(c);
     }
 
     /**
      * @notice Proposes the hash of the aggregated candidate of `round` and opens voting (aggregate mode).
+     * With `openNext`, the transaction that finalizes `round` also opens the next round (saving the
+     * coordinator a transaction); the coordinator asks for it only when it will play that round.
      */
-    function proposeAggregate(uint256 round, bytes32 candidateHash) external onlyCoordinator {
+    function proposeAggregate(uint256 round, bytes32 candidateHash, bool openNext) external onlyCoordinator {
         if (_voteMode != VoteMode.Aggregate) revert WrongVoteMode(_voteMode);
-        _revertOnError(_checkRoundPhase(round, Phase.Training));
-        RoundInfo storage r = _rounds[round];
-        if (r.numUpdates == 0) revert NoUpdates(round);
+        Header memory h = _header;
+        _revertOnError(_checkPhase(h, round, Phase.Training));
+        if (h.committed == 0) revert NoUpdates(round);
         if (candidateHash == bytes32(0)) revert ZeroHash();
-        r.candidate = candidateHash;
+        _candidate = candidateHash;
+        h.candidateProposed = true;
+        h.openNext = openNext;
         emit AggregateProposed(round, candidateHash);
-        _enterPhase(round, r, Phase.Voting, _votingDuration);
+        _enterPhase(h, Phase.Voting, _votingDuration);
+        _header = h;
     }
 
     /**
      * @notice Commits the caller's hidden vote of `round`, see {voteCommitment}.
      */
     function commitVote(uint256 round, bytes32 commitment) external {
-        _revertOnError(_commitVote(msg.sender, round, commitment));
+        Cache memory c = _load(true);
+        uint256 seat = _seatOf(c, msg.sender, Role.Voter);
+        _revertOnError(_commitVote(c, msg.sender, round, commitment, seat));
+        _store(c);
     }
 
     /**
-     * @notice Reveals the caller's vote of `round`: bit i accepts proposer i (per-update mode) or,
-     * bit 0, the candidate (aggregate mode).
+     * @notice Reveals the caller's vote of `round`: bit a accepts its a-th assigned update (per-update mode,
+     * see {itemsOf}) or, bit 0, the candidate (aggregate mode). `committed` are the round's vote
+     * commitments in commit order, as {VoteCommitted} announced them; the last reveal finalizes the round.
      */
-    function revealVote(uint256 round, uint256 bits, bytes32 salt) external {
-        _revertOnError(_revealVote(msg.sender, round, bits, salt));
+    function revealVote(uint256 round, uint256 bits, bytes32 salt, CommittedVote[] calldata committed) external {
+        Cache memory c = _load(true);
+        Reveals memory rv = _checkCommitted(c, committed);
+        uint256 seat = _seatOf(c, msg.sender, Role.Voter);
+        _revertOnError(_revealVote(c, rv, msg.sender, round, bits, salt, seat));
+        _closeReveals(c, rv);
     }
 
     /**
@@ -318,151 +331,201 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
      * Anyone may call it. When nothing was committed to judge, voting is skipped.
      */
     function advancePhase(uint256 round) external {
-        if (round == 0 || round != currentRound) revert WrongRound(round, currentRound);
-        RoundInfo storage r = _rounds[round];
-        Phase phase = r.phase;
-        if (phase == Phase.Training) {
-            if (block.timestamp <= r.deadline) revert PhaseNotOver(r.deadline);
-            if (_judgedMask(r) == 0) _enterPhase(round, r, Phase.Revealing, 0);
-            else _enterPhase(round, r, Phase.Voting, _votingDuration);
-        } else if (phase == Phase.Voting) {
-            if (r.numVoteCommits < r.numVoters && block.timestamp <= r.deadline) revert PhaseNotOver(r.deadline);
-            _enterPhase(round, r, Phase.Revealing, _revealDuration);
+        Cache memory c = _load(true);
+        Header memory h = c.h;
+        if (round == 0 || round != h.round) revert WrongRound(round, h.round);
+        if (h.phase == Phase.Training) {
+            if (block.timestamp <= h.deadline) revert PhaseNotOver(h.deadline);
+            if (_judgedMask(h) == 0) _enterPhase(h, Phase.Revealing, 0);
+            else _enterPhase(h, Phase.Voting, _votingDuration);
+        } else if (h.phase == Phase.Voting) {
+            if (c.v.committed != _allSeats(h.numVoters) && block.timestamp <= h.deadline) {
+                revert PhaseNotOver(h.deadline);
+            }
+            _enterPhase(h, Phase.Revealing, _revealDuration);
         } else {
-            revert WrongPhase(Phase.Voting, phase);
+            revert WrongPhase(Phase.Voting, h.phase);
         }
+        _header = h;
     }
 
     /**
      * @notice Tallies `round`, credits rewards and slashes stake. Anyone may call it once every
-     * committed vote is revealed or the reveal deadline passed.
+     * committed vote is revealed or the reveal deadline passed (the last relayed reveal does it itself).
      */
     function finalizeRound(uint256 round) external {
-        _revertOnError(_checkRoundPhase(round, Phase.Revealing));
-        RoundInfo storage r = _rounds[round];
-        if (r.numReveals < r.numVoteCommits && block.timestamp <= r.deadline) revert PhaseNotOver(r.deadline);
-        _finalize(round, r);
-    }
-
-    /**
-     * @notice Publishes the hash of the aggregate of the accepted updates of `round` (per-update mode).
-     */
-    function publishGlobal(uint256 round, bytes32 modelHash) external onlyCoordinator {
-        if (_voteMode != VoteMode.PerUpdate) revert WrongVoteMode(_voteMode);
-        _revertOnError(_checkRoundPhase(round, Phase.Finalized));
-        RoundInfo storage r = _rounds[round];
-        if (r.globalPublished) revert GlobalAlreadyPublished(round);
-        if (modelHash == bytes32(0)) revert ZeroHash();
-        _publish(round, r, modelHash);
+        Cache memory c = _load(true);
+        _revertOnError(_checkPhase(c.h, round, Phase.Revealing));
+        if ((c.v.revealed) != c.v.committed && block.timestamp <= c.h.deadline) {
+            revert PhaseNotOver(c.h.deadline);
+        }
+        _finalize(c, _noReveals(c.h.numVoters));
+        _store(c);
     }
 
     // ======================================================= relayed batches
 
     /**
      * @notice Relays signed update commitments; an invalid entry is skipped with {ActionRejected}.
+     * @dev The loop takes a fast path for a valid entry; any other entry goes through the same
+     * checked function as the direct form, which names the reason (and would apply an entry the
+     * fast path was too strict for).
      */
     function commitUpdatesBySig(CommitUpdateRequest[] calldata requests) external {
+        Cache memory c = _load(false);
+        uint256 round = c.h.round;
+        uint256 numProposers = c.h.numProposers;
+        bytes32 domain = _domainSeparatorV4();
         for (uint256 k = 0; k < requests.length; ++k) {
             CommitUpdateRequest calldata q = requests[k];
-            bytes32 structHash = keccak256(
-                abi.encode(
-                    COMMIT_UPDATE_TYPEHASH, q.proposer, q.round, q.updateHash, q.numExamples, q.nonce, q.deadline
-                )
+            address proposer = q.proposer;
+            uint256 seat = q.seat;
+            uint256 committed = c.h.committed;
+            uint256 offset;
+            assembly ("memory-safe") {
+                offset := q
+            }
+            if (
+                c.h.phase == Phase.Training && q.round == round && seat < numProposers
+                    && (committed >> seat) & 1 == 0 && q.updateHash != bytes32(0) && q.numExamples != 0
+                    && q.numExamples <= type(uint64).max
+                    && _seatedSigner(COMMIT_UPDATE_TYPEHASH, offset, 4, domain, c.committee, seat) == proposer
+            ) {
+                c.h.committed = uint128(committed | (uint256(1) << seat));
+                c.headerDirty = true;
+                emit UpdateCommitted(round, proposer, q.updateHash, q.numExamples);
+                _closeTraining(c);
+                continue;
+            }
+            bytes32 digest = _hashTypedDataV4(
+                keccak256(abi.encode(COMMIT_UPDATE_TYPEHASH, proposer, q.round, q.updateHash, q.numExamples))
             );
-            bytes memory err = _checkSignature(q.proposer, structHash, q.nonce, q.deadline, q.signature);
-            if (err.length == 0) err = _commitUpdate(q.proposer, q.round, q.updateHash, q.numExamples);
-            _settleRelayed(q.round, q.proposer, Action.CommitUpdate, err);
+            bytes memory err = _checkSigner(proposer, digest, q.r, q.vs);
+            if (err.length == 0) err = _commitUpdate(c, proposer, q.round, q.updateHash, q.numExamples, seat);
+            if (err.length != 0) emit ActionRejected(q.round, proposer, Action.CommitUpdate, err);
         }
+        _store(c);
     }
 
     /**
      * @notice Relays signed vote commitments; an invalid entry is skipped with {ActionRejected}.
      */
     function commitVotesBySig(CommitVoteRequest[] calldata requests) external {
+        Cache memory c = _load(true);
+        uint256 round = c.h.round;
+        uint256 numVoters = c.h.numVoters;
+        bytes32 domain = _domainSeparatorV4();
         for (uint256 k = 0; k < requests.length; ++k) {
             CommitVoteRequest calldata q = requests[k];
-            bytes32 structHash =
-                keccak256(abi.encode(COMMIT_VOTE_TYPEHASH, q.voter, q.round, q.commitment, q.nonce, q.deadline));
-            bytes memory err = _checkSignature(q.voter, structHash, q.nonce, q.deadline, q.signature);
-            if (err.length == 0) err = _commitVote(q.voter, q.round, q.commitment);
-            _settleRelayed(q.round, q.voter, Action.CommitVote, err);
+            address voter = q.voter;
+            uint256 seat = q.seat;
+            uint256 committed = c.v.committed;
+            uint256 offset;
+            assembly ("memory-safe") {
+                offset := q
+            }
+            if (
+                c.h.phase == Phase.Voting && q.round == round && seat < numVoters && (committed >> seat) & 1 == 0
+                    && q.commitment != bytes32(0)
+                    && _seatedSigner(COMMIT_VOTE_TYPEHASH, offset, 3, domain, c.committee, c.h.numProposers + seat)
+                        == voter
+            ) {
+                _recordVoteCommit(c, voter, seat, q.commitment);
+                continue;
+            }
+            bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(COMMIT_VOTE_TYPEHASH, voter, q.round, q.commitment)));
+            bytes memory err = _checkSigner(voter, digest, q.r, q.vs);
+            if (err.length == 0) err = _commitVote(c, voter, q.round, q.commitment, seat);
+            if (err.length != 0) emit ActionRejected(q.round, voter, Action.CommitVote, err);
         }
+        _store(c);
     }
 
     /**
-     * @notice Relays signed vote reveals; an invalid entry is skipped with {ActionRejected}.
+     * @notice Relays signed vote reveals; an invalid entry is skipped with {ActionRejected}. The batch
+     * that brings the last committed vote's reveal finalizes the round.
+     * @param committed the round's vote commitments in commit order, checked against {voteDigest}
+     * (a wrong list reverts the batch: it is the relayer's error, not a signer's)
+     * @param proposers the round's proposers in seat order, which spares the finalization reading
+     * them (optional: a missing or wrong entry is read from storage instead)
      */
-    function revealVotesBySig(RevealVoteRequest[] calldata requests) external {
+    function revealVotesBySig(
+        RevealVoteRequest[] calldata requests,
+        CommittedVote[] calldata committed,
+        address[] calldata proposers
+    ) external {
+        Cache memory c = _load(true);
+        Reveals memory rv = _checkCommitted(c, committed);
+        uint256 claimed = proposers.length < c.h.numProposers ? proposers.length : c.h.numProposers;
+        for (uint256 s = 0; s < claimed; ++s) {
+            Settlement.stashProposer(s, proposers[s]);
+        }
+        rv.claimedProposers = claimed;
+        uint256 round = c.h.round;
+        uint256 numVoters = c.h.numVoters;
+        bytes32 candidate = c.h.candidateProposed ? _candidate : bytes32(0);
+        bytes32 domain = _domainSeparatorV4();
         for (uint256 k = 0; k < requests.length; ++k) {
             RevealVoteRequest calldata q = requests[k];
-            bytes32 structHash =
-                keccak256(abi.encode(REVEAL_VOTE_TYPEHASH, q.voter, q.round, q.bits, q.salt, q.nonce, q.deadline));
-            bytes memory err = _checkSignature(q.voter, structHash, q.nonce, q.deadline, q.signature);
-            if (err.length == 0) err = _revealVote(q.voter, q.round, q.bits, q.salt);
-            _settleRelayed(q.round, q.voter, Action.RevealVote, err);
+            address voter = q.voter;
+            uint256 seat = q.seat;
+            uint256 offset;
+            assembly ("memory-safe") {
+                offset := q
+            }
+            if (
+                c.h.phase == Phase.Revealing && q.round == round && seat < numVoters
+                    && (c.v.committed >> seat) & 1 == 1 && (c.v.revealed >> seat) & 1 == 0
+                    && q.bits >> _numItems(c.h, seat) == 0
+                    && _voteCommitment(round, candidate, q.bits, q.salt, voter) == rv.commitments[seat]
+                    && _seatedSigner(REVEAL_VOTE_TYPEHASH, offset, 4, domain, c.committee, c.h.numProposers + seat)
+                        == voter
+            ) {
+                _recordReveal(c, rv, voter, seat, q.bits);
+                emit VoteRevealed(round, voter, q.bits, q.salt);
+                continue;
+            }
+            bytes32 digest =
+                _hashTypedDataV4(keccak256(abi.encode(REVEAL_VOTE_TYPEHASH, voter, q.round, q.bits, q.salt)));
+            bytes memory err = _checkSigner(voter, digest, q.r, q.vs);
+            if (err.length == 0) err = _revealVote(c, rv, voter, q.round, q.bits, q.salt, seat);
+            if (err.length != 0) emit ActionRejected(q.round, voter, Action.RevealVote, err);
         }
+        _closeReveals(c, rv);
     }
 
     /**
      * @notice Relays signed exit requests; an invalid entry is skipped with {ActionRejected}.
      */
     function requestExitsBySig(MemberRequest[] calldata requests) external {
-        for (uint256 k = 0; k < requests.length; ++k) {
-            MemberRequest calldata q = requests[k];
-            bytes memory err = _checkMemberSignature(REQUEST_EXIT_TYPEHASH, q);
-            if (err.length == 0) err = _requestExit(q.member);
-            _settleRelayed(currentRound, q.member, Action.RequestExit, err);
-        }
+        _memberActions(requests, Action.RequestExit);
     }
 
     /**
      * @notice Relays signed exit completions; an invalid entry is skipped with {ActionRejected}.
      */
     function completeExitsBySig(MemberRequest[] calldata requests) external {
-        for (uint256 k = 0; k < requests.length; ++k) {
-            MemberRequest calldata q = requests[k];
-            bytes memory err = _checkMemberSignature(COMPLETE_EXIT_TYPEHASH, q);
-            if (err.length == 0) err = _completeExit(q.member);
-            _settleRelayed(currentRound, q.member, Action.CompleteExit, err);
-        }
+        _memberActions(requests, Action.CompleteExit);
     }
 
     /**
      * @notice Relays signed withdrawals, paying each signer; a failed entry is skipped with {ActionRejected}.
      */
     function withdrawBySig(MemberRequest[] calldata requests) external nonReentrant {
-        for (uint256 k = 0; k < requests.length; ++k) {
-            MemberRequest calldata q = requests[k];
-            bytes memory err = _checkMemberSignature(WITHDRAW_TYPEHASH, q);
-            if (err.length == 0) err = _withdraw(q.member);
-            _settleRelayed(currentRound, q.member, Action.Withdraw, err);
-        }
+        _memberActions(requests, Action.Withdraw);
     }
 
     // ================================================================= views
 
     /// @notice The immutable task parameters.
-    function config() external view returns (TaskConfig memory cfg) {
-        cfg = TaskConfig({
-            configHash: _configHash,
-            initialModelHash: _initialModelHash,
-            strategy: _strategy,
-            totalRounds: _totalRounds,
-            minStake: _minStake,
-            proposerShareBps: _proposerShareBps,
-            maxCommittee: _maxCommittee,
-            slashRateBps: _slashRateBps,
-            voteToleranceBps: _voteToleranceBps,
-            voteRule: _voteRule,
-            voterRewardBps: _voterRewardBps,
-            voteMode: _voteMode,
-            stakeWeighted: _stakeWeighted,
-            trainingDuration: _trainingDuration,
-            votingDuration: _votingDuration,
-            revealDuration: _revealDuration,
-            exitDelay: _exitDelay,
-            coordinator: _coordinator
-        });
+    function config() external view returns (TaskConfig memory) {
+        address data = _configData;
+        assembly ("memory-safe") {
+            let size := sub(extcodesize(data), 1) // skip the STOP byte
+            let p := mload(0x40)
+            extcodecopy(data, p, 1, size)
+            return(p, size) // exactly the ABI encoding of the returned struct
+        }
     }
 
     /// @notice The coordinator of the task.
@@ -470,105 +533,122 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
         return _coordinator;
     }
 
-    /// @notice The public state of `round`.
-    function getRound(uint256 round) external view returns (RoundInfo memory) {
-        return _rounds[round];
+    /// @notice Number of the latest opened round; rounds count from 1, 0 means none yet.
+    function currentRound() external view returns (uint256) {
+        return _header.round;
     }
 
-    /// @notice The proposers and voters drawn for `round`.
-    function committee(uint256 round) public view returns (address[] memory proposers, address[] memory voters) {
-        address[] storage all = _committee[round];
-        uint256 numProposers = _rounds[round].numProposers;
-        proposers = new address[](numProposers);
-        voters = new address[](all.length - numProposers);
-        for (uint256 i = 0; i < numProposers; ++i) {
-            proposers[i] = all[i];
-        }
-        for (uint256 j = 0; j < voters.length; ++j) {
-            voters[j] = all[numProposers + j];
-        }
-    }
-
-    /// @notice The role of `account` in `round` and its position among that role's members.
-    function roleOf(uint256 round, address account) external view returns (Role role, uint256 index) {
-        Seat memory seat = _seats[round][account];
-        return (seat.role, seat.index);
-    }
-
-    /// @notice The commitment of proposer number `index` of `round`.
-    function getUpdate(uint256 round, uint256 index) external view returns (UpdateInfo memory info) {
-        UpdateSlot storage u = _updates[round][index];
-        info = UpdateInfo({
-            proposer: index < _rounds[round].numProposers ? _committee[round][index] : address(0),
-            updateHash: u.updateHash,
-            numExamples: u.numExamples,
-            committed: u.updateHash != bytes32(0),
-            accepted: u.accepted,
-            tally: u.tally
+    /**
+     * @notice The public state of `round`, which must be the current round (or 0 before the first):
+     * earlier rounds live in the events.
+     */
+    function getRound(uint256 round) external view returns (RoundInfo memory info) {
+        Header memory h = _header;
+        if (round != h.round) revert WrongRound(round, h.round);
+        Votes memory v = _roundVotes(h);
+        uint128 revealed = v.revealed;
+        info = RoundInfo({
+            round: h.round,
+            phase: h.phase,
+            deadline: h.deadline,
+            numProposers: h.numProposers,
+            numVoters: h.numVoters,
+            reviewers: h.reviewers,
+            numUpdates: uint16(Sortition.popcount(h.committed)),
+            numVoteCommits: uint16(Sortition.popcount(v.committed)),
+            numReveals: uint16(Sortition.popcount(revealed)),
+            globalPublished: h.globalPublished,
+            committedMask: h.committed,
+            voteCommittedMask: v.committed,
+            revealedMask: revealed,
+            candidate: h.candidateProposed ? _candidate : bytes32(0),
+            voteDigest: v.committed == 0 ? bytes32(0) : _voteDigest
         });
     }
 
-    /// @notice The vote of voter number `index` of `round`.
-    function getVote(uint256 round, uint256 index) external view returns (VoteInfo memory info) {
-        VoteSlot storage v = _votes[round][index];
-        RoundInfo storage r = _rounds[round];
-        info = VoteInfo({
-            voter: index < r.numVoters ? _committee[round][r.numProposers + index] : address(0),
-            commitment: v.commitment,
-            bits: v.bits,
-            revealed: v.revealed
-        });
+    /// @notice The proposers and voters of the current round, in seat order.
+    function committee() external view returns (address[] memory proposers, address[] memory voters) {
+        Header memory h = _header;
+        uint256[] memory packed = _loadCommittee(h);
+        proposers = _book.committeeAccounts(packed, 0, h.numProposers);
+        voters = _book.committeeAccounts(packed, h.numProposers, h.numVoters);
     }
 
-    /// @notice Stake, exit state, credited balance and signature nonce of `account`.
+    /// @notice The role of `account` in the current round `round` and its seat among that role's members.
+    function roleOf(uint256 round, address account) external view returns (Role role, uint256 seat) {
+        Cache memory c;
+        c.h = _header;
+        if (round != c.h.round) revert WrongRound(round, c.h.round);
+        c.committee = _loadCommittee(c.h);
+        bool found;
+        (found, seat) = _findSeat(c, account, Role.Proposer);
+        if (found) return (Role.Proposer, seat);
+        (found, seat) = _findSeat(c, account, Role.Voter);
+        if (found) return (Role.Voter, seat);
+        return (Role.None, 0);
+    }
+
+    /// @notice The proposer seats voter `voterSeat` of the current round reviews, in bit order of its vote.
+    function itemsOf(uint256 voterSeat) external view returns (uint256[] memory items) {
+        Header memory h = _header;
+        if (voterSeat >= h.numVoters) return items;
+        if (_voteMode == VoteMode.Aggregate) return new uint256[](1);
+        items = new uint256[](Sortition.itemCount(voterSeat, h.numProposers, h.numVoters, h.reviewers));
+        for (uint256 a = 0; a < items.length; ++a) {
+            items[a] = Sortition.itemOf(voterSeat, a, h.numVoters, h.reviewers);
+        }
+    }
+
+    /// @notice Stake, exit state, credited balance, signature nonce and member index of `account`.
     function getMember(address account) external view returns (MemberInfo memory info) {
-        Member storage m = _members[account];
+        uint256 m = _book.members[account];
         info = MemberInfo({
-            registered: m.position != 0,
-            exiting: m.exiting,
-            exitReadyAt: m.exitReadyAt,
-            stake: m.stake,
-            owed: _owed[account],
-            nonce: nonces(account)
+            registered: m.registered(),
+            exiting: m.exiting(),
+            exitReadyAt: uint64(m.exitReadyAt()),
+            stake: m.stake(),
+            owed: m.owed(),
+            nonce: nonces(account),
+            index: m.index()
         });
     }
 
-    /// @notice All members, in registration order (modified by exits).
-    function members() external view returns (address[] memory) {
-        return _memberList;
+    /// @notice The member holding `index`, or the zero address for a free index.
+    function memberAt(uint256 index) external view returns (address) {
+        if (index >= MAX_MEMBERS || (_book.occupied[index >> 8] >> (index & 255)) & 1 == 0) return address(0);
+        return _book.accountAt[index];
     }
 
-    /// @notice Members that the next round may draw: not exiting and staking at least the minimum.
-    function eligibleMembers() public view returns (address[] memory eligible) {
-        uint256 n = _memberList.length;
-        eligible = new address[](n);
-        uint256 count = 0;
-        for (uint256 i = 0; i < n; ++i) {
-            address a = _memberList[i];
-            Member storage m = _members[a];
-            if (!m.exiting && m.stake >= _minStake) eligible[count++] = a;
-        }
-        assembly ("memory-safe") {
-            mstore(eligible, count)
+    /// @notice All members, by index.
+    function members() external view returns (address[] memory) {
+        return _book.accounts(false);
+    }
+
+    /// @notice Members that the next round may draw (not exiting, staking at least the minimum), by index.
+    function eligibleMembers() external view returns (address[] memory) {
+        return _book.accounts(true);
+    }
+
+    /// @notice The eligibility bitmap the next draw uses (bit i of word w: member index 256 w + i).
+    function eligibility() public view returns (uint256[] memory words) {
+        words = new uint256[](_header.memberWords);
+        for (uint256 w = 0; w < words.length; ++w) {
+            words[w] = _book.eligible[w];
         }
     }
 
     /**
-     * @notice The committee the current eligible members would form under `seed`.
+     * @notice The committee (member indices in draw order) the current eligible members would form under `seed`.
      * @dev {openRound} draws with exactly this function, so anyone can re-check a draw.
      */
-    function previewSortition(bytes32 seed) public view returns (address[] memory proposers, address[] memory voters) {
-        address[] memory eligible = eligibleMembers();
-        if (eligible.length < 2) revert NotEnoughParticipants(eligible.length);
-        uint256 size = eligible.length < _maxCommittee ? eligible.length : _maxCommittee;
-        address[] memory drawn = Sortition.draw(eligible, seed, size);
-        uint256 numProposers = Sortition.proposerCount(size, _proposerShareBps);
-        proposers = new address[](numProposers);
-        voters = new address[](size - numProposers);
-        for (uint256 i = 0; i < size; ++i) {
-            if (i < numProposers) proposers[i] = drawn[i];
-            else voters[i - numProposers] = drawn[i];
-        }
+    function previewSortition(bytes32 seed) external view returns (address[] memory proposers, address[] memory voters) {
+        uint256[] memory eligible = eligibility();
+        uint256 count = _countEligible(eligible);
+        if (count < 2) revert NotEnoughParticipants(count);
+        (uint256[] memory drawn, uint256 numProposers) = _draw(eligible, count, seed);
+        uint256[] memory packed = Sortition.pack(drawn);
+        proposers = _book.committeeAccounts(packed, 0, numProposers);
+        voters = _book.committeeAccounts(packed, numProposers, drawn.length - numProposers);
     }
 
     /**
@@ -576,329 +656,495 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
      * keccak256(abi.encode(task, round, candidate, bits, salt, voter)); candidate is zero in per-update mode.
      */
     function voteCommitment(uint256 round, uint256 bits, bytes32 salt, address voter) public view returns (bytes32) {
-        return keccak256(abi.encode(address(this), round, _rounds[round].candidate, bits, salt, voter));
+        return _voteCommitment(round, _header.candidateProposed ? _candidate : bytes32(0), bits, salt, voter);
+    }
+
+    /**
+     * @notice Rolling digest of the current round's vote commitments: d_0 = bytes32(round),
+     * d_k = keccak256(abi.encode(d_{k-1}, seat, commitment)) in commit order; zero before the first.
+     */
+    function voteDigest() external view returns (bytes32) {
+        return _roundVotes(_header).committed == 0 ? bytes32(0) : _voteDigest;
     }
 
     // ====================================================== internal actions
     // Each returns the ABI-encoded custom error and changes nothing when a check fails.
 
     function _requestExit(address account) internal returns (bytes memory) {
-        Member storage m = _members[account];
-        if (m.position == 0) return abi.encodeWithSelector(NotMember.selector, account);
-        if (m.exiting) return abi.encodeWithSelector(ExitPending.selector, account);
-        uint256 readyAt = block.timestamp + _exitDelay;
-        m.exiting = true;
-        m.exitReadyAt = uint64(readyAt);
-        emit ExitRequested(account, readyAt);
-        return "";
+        return _book.requestExit(account, _exitDelay);
     }
 
     function _completeExit(address account) internal returns (bytes memory) {
-        Member memory m = _members[account];
-        if (m.position == 0) return abi.encodeWithSelector(NotMember.selector, account);
-        if (!m.exiting) return abi.encodeWithSelector(ExitNotRequested.selector, account);
-        if (block.timestamp < m.exitReadyAt) return abi.encodeWithSelector(ExitDelayNotOver.selector, m.exitReadyAt);
-        uint256 round = currentRound;
-        if (_seats[round][account].role != Role.None && _rounds[round].phase != Phase.Finalized) {
-            return abi.encodeWithSelector(ActiveInRound.selector, round);
-        }
-        _removeMember(account, m.position);
-        _owed[account] += m.stake;
-        emit StakeChanged(account, m.stake, 0);
-        emit Exited(account, m.stake);
-        return "";
+        Header memory h = _header;
+        uint256 m = _book.members[account];
+        bool active = h.round != 0 && h.phase != Phase.Finalized && m.registered() && _isSeated(h, m.index());
+        return _book.completeExit(account, active ? h.round : 0);
     }
 
     function _withdraw(address account) internal returns (bytes memory) {
-        uint256 amount = _owed[account];
-        if (amount == 0) return abi.encodeWithSelector(NothingToWithdraw.selector, account);
-        _owed[account] = 0;
-        (bool ok,) = payable(account).call{value: amount}("");
-        if (!ok) {
-            _owed[account] = amount; // undo, so that a failed payment changes nothing
-            return abi.encodeWithSelector(TransferFailed.selector, account, amount);
+        return _book.withdraw(account);
+    }
+
+    function _commitUpdate(
+        Cache memory c,
+        address proposer,
+        uint256 round,
+        bytes32 updateHash,
+        uint256 numExamples,
+        uint256 seat
+    ) internal returns (bytes memory) {
+        bytes memory err = _checkPhase(c.h, round, Phase.Training);
+        if (err.length != 0) return err;
+        if (seat >= c.h.numProposers || !_holdsSeat(c, proposer, seat)) {
+            return _error(NotProposer.selector, round, uint160(proposer));
         }
-        emit Withdrawn(account, amount);
+        uint120 bit = uint120(1) << seat;
+        if (c.h.committed & bit != 0) return _error(AlreadyActed.selector, round, uint160(proposer));
+        if (updateHash == bytes32(0)) return _error(ZeroHash.selector);
+        if (numExamples == 0 || numExamples > type(uint64).max) {
+            return _error(InvalidExampleCount.selector, numExamples);
+        }
+        c.h.committed |= bit;
+        c.headerDirty = true;
+        emit UpdateCommitted(round, proposer, updateHash, numExamples);
+        _closeTraining(c);
         return "";
     }
 
-    function _commitUpdate(address proposer, uint256 round, bytes32 updateHash, uint256 numExamples)
+    function _commitVote(Cache memory c, address voter, uint256 round, bytes32 commitment, uint256 seat)
         internal
         returns (bytes memory)
     {
-        bytes memory err = _checkRoundPhase(round, Phase.Training);
+        bytes memory err = _checkPhase(c.h, round, Phase.Voting);
         if (err.length != 0) return err;
-        Seat memory seat = _seats[round][proposer];
-        if (seat.role != Role.Proposer) return abi.encodeWithSelector(NotProposer.selector, round, proposer);
-        UpdateSlot storage u = _updates[round][seat.index];
-        if (u.updateHash != bytes32(0)) return abi.encodeWithSelector(AlreadyActed.selector, round, proposer);
-        if (updateHash == bytes32(0)) return abi.encodeWithSelector(ZeroHash.selector);
-        if (numExamples == 0 || numExamples > type(uint64).max) {
-            return abi.encodeWithSelector(InvalidExampleCount.selector, numExamples);
+        if (seat >= c.h.numVoters || !_holdsSeat(c, voter, c.h.numProposers + seat)) {
+            return _error(NotVoter.selector, round, uint160(voter));
         }
-        RoundInfo storage r = _rounds[round];
-        u.updateHash = updateHash;
-        u.numExamples = uint64(numExamples);
-        r.numUpdates += 1;
-        r.committedMask |= uint128(1) << seat.index;
-        emit UpdateCommitted(round, proposer, seat.index, updateHash, numExamples);
-        if (_voteMode == VoteMode.PerUpdate && r.numUpdates == r.numProposers) {
-            _enterPhase(round, r, Phase.Voting, _votingDuration);
-        }
+        uint120 bit = uint120(1) << seat;
+        if (c.v.committed & bit != 0) return _error(AlreadyActed.selector, round, uint160(voter));
+        if (commitment == bytes32(0)) return _error(ZeroHash.selector);
+        _recordVoteCommit(c, voter, seat, commitment);
         return "";
     }
 
-    function _commitVote(address voter, uint256 round, bytes32 commitment) internal returns (bytes memory) {
-        bytes memory err = _checkRoundPhase(round, Phase.Voting);
+    function _revealVote(
+        Cache memory c,
+        Reveals memory rv,
+        address voter,
+        uint256 round,
+        uint256 bits,
+        bytes32 salt,
+        uint256 seat
+    ) internal returns (bytes memory) {
+        bytes memory err = _checkPhase(c.h, round, Phase.Revealing);
         if (err.length != 0) return err;
-        Seat memory seat = _seats[round][voter];
-        if (seat.role != Role.Voter) return abi.encodeWithSelector(NotVoter.selector, round, voter);
-        VoteSlot storage v = _votes[round][seat.index];
-        if (v.commitment != bytes32(0)) return abi.encodeWithSelector(AlreadyActed.selector, round, voter);
-        if (commitment == bytes32(0)) return abi.encodeWithSelector(ZeroHash.selector);
-        RoundInfo storage r = _rounds[round];
-        v.commitment = commitment;
-        r.numVoteCommits += 1;
-        emit VoteCommitted(round, voter, commitment);
-        if (r.numVoteCommits == r.numVoters) _enterPhase(round, r, Phase.Revealing, _revealDuration);
-        return "";
-    }
-
-    function _revealVote(address voter, uint256 round, uint256 bits, bytes32 salt) internal returns (bytes memory) {
-        bytes memory err = _checkRoundPhase(round, Phase.Revealing);
-        if (err.length != 0) return err;
-        Seat memory seat = _seats[round][voter];
-        if (seat.role != Role.Voter) return abi.encodeWithSelector(NotVoter.selector, round, voter);
-        VoteSlot storage v = _votes[round][seat.index];
-        if (v.commitment == bytes32(0)) return abi.encodeWithSelector(NoVoteCommitted.selector, round, voter);
-        if (v.revealed) return abi.encodeWithSelector(AlreadyActed.selector, round, voter);
-        RoundInfo storage r = _rounds[round];
-        uint256 numItems = _numItems(r);
-        if (bits >> numItems != 0) return abi.encodeWithSelector(InvalidVoteBits.selector, bits, numItems);
-        bytes32 actual = voteCommitment(round, bits, salt, voter);
-        if (actual != v.commitment) return abi.encodeWithSelector(CommitmentMismatch.selector, v.commitment, actual);
-        v.bits = uint128(bits);
-        v.revealed = true;
-        r.numReveals += 1;
+        if (seat >= c.h.numVoters || !_holdsSeat(c, voter, c.h.numProposers + seat)) {
+            return _error(NotVoter.selector, round, uint160(voter));
+        }
+        uint120 bit = uint120(1) << seat;
+        if (c.v.committed & bit == 0) return _error(NoVoteCommitted.selector, round, uint160(voter));
+        if (c.v.revealed & bit != 0) return _error(AlreadyActed.selector, round, uint160(voter));
+        uint256 numItems = _numItems(c.h, seat);
+        if (bits >> numItems != 0) return _error(InvalidVoteBits.selector, bits, numItems);
+        bytes32 candidate = c.h.candidateProposed ? _candidate : bytes32(0);
+        bytes32 actual = _voteCommitment(round, candidate, bits, salt, voter);
+        if (actual != rv.commitments[seat]) {
+            return _error(CommitmentMismatch.selector, uint256(rv.commitments[seat]), uint256(actual));
+        }
+        _recordReveal(c, rv, voter, seat, bits);
         emit VoteRevealed(round, voter, bits, salt);
         return "";
     }
 
     // ============================================================ settlement
 
-    /// @dev Tallies votes, classifies every seat, pays the good and slashes the bad (DESIGN §3).
-    function _finalize(uint256 round, RoundInfo storage r) internal {
-        address[] memory seats = _committee[round];
-        uint256[] memory stakes = new uint256[](seats.length);
-        for (uint256 k = 0; k < seats.length; ++k) {
-            stakes[k] = _members[seats[k]].stake;
-        }
-        uint256 judged = _judgedMask(r);
-        (int256[] memory tallies, uint256 outcomes, uint256 ties) = _tally(round, r, judged, stakes);
-        Verdict[] memory verdicts = _judge(round, r, judged, outcomes, ties);
+    /// @dev Tallies, pays and slashes (the linked {Settlement} library), then closes the round (DESIGN §3).
+    function _finalize(Cache memory c, Reveals memory rv) internal {
+        Header memory h = c.h;
+        Settlement.RoundData memory d = Settlement.RoundData({
+            round: h.round,
+            numProposers: h.numProposers,
+            numVoters: h.numVoters,
+            reviewers: h.reviewers,
+            judged: _judgedMask(h),
+            committed: h.committed,
+            voteCommitted: c.v.committed,
+            revealed: c.v.revealed,
+            revealedNow: rv.mask,
+            claimedProposers: rv.claimedProposers
+        });
+        Settlement.Rules memory rules = Settlement.Rules({
+            voteMode: _voteMode,
+            stakeWeighted: _stakeWeighted,
+            slashRateBps: _slashRateBps,
+            voterRewardBps: _voterRewardBps,
+            minStake: _minStake,
+            totalRounds: _totalRounds
+        });
+        (uint256 outcomes, uint256 pool) = Settlement.settle(_book, _voteBits, _committee, rules, d, rewardPool);
+        rewardPool = pool;
 
-        uint256 roundReward = rewardPool / (uint256(_totalRounds) - round + 1);
-        uint256 paid = _reward(round, seats, stakes, verdicts, roundReward);
-        uint256 slashed = _slash(round, seats, stakes, verdicts);
-        rewardPool = rewardPool - paid + slashed;
-
-        r.outcomes = uint128(outcomes);
-        r.reward = paid;
-        r.phase = Phase.Finalized;
-        r.deadline = uint64(block.timestamp);
-        emit PhaseAdvanced(round, Phase.Finalized, block.timestamp);
-        emit RoundFinalized(round, outcomes, tallies, roundReward, paid, slashed);
+        h.phase = Phase.Finalized;
+        h.deadline = uint32(block.timestamp);
+        c.headerDirty = true;
+        emit PhaseAdvanced(h.round, Phase.Finalized, block.timestamp);
 
         if (_voteMode == VoteMode.Aggregate) {
-            _publish(round, r, outcomes & 1 == 1 ? r.candidate : globalModelHash);
+            _publish(h, outcomes & 1 == 1 ? _candidate : globalModelHash);
+            _openNextIfAsked(h);
         } else if (outcomes == 0) {
-            _publish(round, r, globalModelHash); // nothing accepted: the global model stays
+            _publish(h, globalModelHash); // nothing accepted: the global model stays
         }
     }
 
-    /// @dev Sums +w / -w per judged item over the revealed votes; records per-update results.
-    function _tally(uint256 round, RoundInfo storage r, uint256 judged, uint256[] memory stakes)
-        internal
-        returns (int256[] memory tallies, uint256 outcomes, uint256 ties)
-    {
-        uint256 numItems = _numItems(r);
-        uint256 numProposers = r.numProposers;
-        tallies = new int256[](numItems);
-        for (uint256 j = 0; j < r.numVoters; ++j) {
-            VoteSlot storage v = _votes[round][j];
-            if (!v.revealed) continue;
-            int256 w = _stakeWeighted ? int256(stakes[numProposers + j]) : int256(1);
-            uint256 bits = v.bits;
-            for (uint256 i = 0; i < numItems; ++i) {
-                if ((judged >> i) & 1 == 0) continue;
-                tallies[i] += (bits >> i) & 1 == 1 ? w : -w;
-            }
-        }
-        for (uint256 i = 0; i < numItems; ++i) {
-            if ((judged >> i) & 1 == 0) continue;
-            if (tallies[i] >= 0) outcomes |= 1 << i;
-            if (tallies[i] == 0) ties |= 1 << i;
-        }
-        bool perUpdate = _voteMode == VoteMode.PerUpdate;
-        for (uint256 i = 0; i < numProposers; ++i) {
-            UpdateSlot storage u = _updates[round][i];
-            if (u.updateHash == bytes32(0)) continue;
-            uint256 item = perUpdate ? i : 0;
-            u.tally = int128(tallies[item]);
-            u.accepted = (outcomes >> item) & 1 == 1;
+    // ================================================================= round state
+
+    function _openRound(Header memory h) internal returns (uint256 round) {
+        if (h.round != 0 && (h.phase != Phase.Finalized || !h.globalPublished)) revert RoundNotClosed(h.round);
+        if (h.round >= _totalRounds) revert TaskCompleted(_totalRounds);
+        uint256[] memory eligible = eligibility();
+        uint256 count = _countEligible(eligible);
+        if (count < 2) revert NotEnoughParticipants(count);
+        return _open(h, eligible, count);
+    }
+
+    /// @dev Aggregate mode with `openNext`: the next round opens with the finalization, when it can.
+    function _openNextIfAsked(Header memory h) internal {
+        if (!h.openNext || h.round >= _totalRounds) return;
+        uint256[] memory eligible = eligibility();
+        uint256 count = _countEligible(eligible);
+        if (count >= 2) _open(h, eligible, count); // else the coordinator opens it once members are back
+    }
+
+    function _countEligible(uint256[] memory eligible) internal pure returns (uint256 count) {
+        for (uint256 w = 0; w < eligible.length; ++w) {
+            count += Sortition.popcount(eligible[w]);
         }
     }
 
-    /// @dev Good: accepted proposers, voters agreeing with most outcomes. Bad: see {SlashReason}.
-    function _judge(uint256 round, RoundInfo storage r, uint256 judged, uint256 outcomes, uint256 ties)
+    /// @dev Draws and records the next round; `h` (the closed round, in memory) becomes the new round.
+    function _open(Header memory h, uint256[] memory eligible, uint256 count) internal returns (uint256 round) {
+        round = uint256(h.round) + 1;
+        bytes32 seed = keccak256(abi.encode(block.prevrandao, round, globalModelHash, address(this)));
+        (uint256[] memory drawn, uint256 numProposers) = _draw(eligible, count, seed);
+        uint256 numVoters = drawn.length - numProposers;
+        uint256[] memory packed = Sortition.pack(drawn);
+        for (uint256 w = 0; w < packed.length; ++w) {
+            _committee[w] = packed[w];
+        }
+        uint256 reviewers = _voteMode == VoteMode.PerUpdate
+            ? Sortition.effectiveReviewers(_reviewersPerUpdate, numProposers, numVoters)
+            : numVoters;
+        uint256 deadline = block.timestamp + _trainingDuration;
+        h.round = SafeCast.toUint32(round);
+        h.phase = Phase.Training;
+        h.deadline = SafeCast.toUint32(deadline);
+        h.numProposers = uint8(numProposers);
+        h.numVoters = uint8(numVoters);
+        h.reviewers = uint8(reviewers);
+        h.globalPublished = false;
+        h.candidateProposed = false;
+        h.openNext = false;
+        h.committed = 0;
+        _header = h;
+        emit RoundOpened(round, seed, numProposers, numVoters, reviewers, packed, eligibility(), deadline);
+    }
+
+    /// @dev Draws the committee from `eligible` (which it clears as it draws); member indices and proposer count.
+    function _draw(uint256[] memory eligible, uint256 count, bytes32 seed)
         internal
         view
-        returns (Verdict[] memory verdicts)
+        returns (uint256[] memory drawn, uint256 numProposers)
     {
-        uint256 numProposers = r.numProposers;
-        verdicts = new Verdict[](numProposers + r.numVoters);
-        bool perUpdate = _voteMode == VoteMode.PerUpdate;
-        for (uint256 i = 0; i < numProposers; ++i) {
-            if (_updates[round][i].updateHash == bytes32(0)) {
-                verdicts[i] = Verdict(false, true, SlashReason.MissingUpdate);
-            } else if (judged != 0) {
-                bool accepted = (outcomes >> (perUpdate ? i : 0)) & 1 == 1;
-                verdicts[i] = Verdict(accepted, !accepted, SlashReason.RejectedUpdate);
-            }
-        }
-        uint256 numJudged = _popcount(judged);
-        for (uint256 j = 0; j < r.numVoters; ++j) {
-            VoteSlot storage v = _votes[round][j];
-            if (v.commitment == bytes32(0)) continue; // never voted: neither paid nor slashed
-            if (!v.revealed) {
-                verdicts[numProposers + j] = Verdict(false, true, SlashReason.UnrevealedVote);
-            } else if (numJudged != 0) {
-                // A bit agrees when it matches the outcome; a tie agrees with both sides (vote * tally >= 0).
-                uint256 agree = _popcount((~(uint256(v.bits) ^ outcomes) | ties) & judged);
-                bool winning = 2 * agree >= numJudged;
-                verdicts[numProposers + j] = Verdict(winning, !winning, SlashReason.LosingVote);
-            }
+        uint256 size = count < _maxCommittee ? count : _maxCommittee;
+        drawn = Sortition.draw(eligible, seed, size);
+        numProposers = Sortition.proposerCount(size, _proposerShareBps);
+    }
+
+    function _checkPublish(Header memory h, uint256 round, bytes32 modelHash) internal view returns (bytes memory) {
+        if (_voteMode != VoteMode.PerUpdate) return _error(WrongVoteMode.selector, uint256(_voteMode));
+        bytes memory err = _checkPhase(h, round, Phase.Finalized);
+        if (err.length != 0) return err;
+        if (h.globalPublished) return _error(GlobalAlreadyPublished.selector, round);
+        if (modelHash == bytes32(0)) return _error(ZeroHash.selector);
+        return "";
+    }
+
+    function _publish(Header memory h, bytes32 modelHash) internal {
+        globalModelHash = modelHash;
+        h.globalPublished = true;
+        emit GlobalPublished(h.round, modelHash);
+    }
+
+    function _enterPhase(Header memory h, Phase phase, uint256 duration) internal {
+        uint256 deadline = block.timestamp + duration;
+        h.phase = phase;
+        h.deadline = SafeCast.toUint32(deadline);
+        emit PhaseAdvanced(h.round, phase, deadline);
+    }
+
+    function _load(bool withVotes) internal view returns (Cache memory c) {
+        c.h = _header;
+        c.committee = _loadCommittee(c.h);
+        if (withVotes) {
+            c.v = _roundVotes(c.h);
+            c.digest = _voteDigest;
         }
     }
 
-    /**
-     * @dev Pays `roundReward`: `voterRewardBps` of it to the good voters, the rest to the good
-     * proposers, each part shared in proportion to stake; returns what was credited. A part with
-     * no good seat stays in the pool.
-     */
-    function _reward(
-        uint256 round,
-        address[] memory seats,
-        uint256[] memory stakes,
-        Verdict[] memory verdicts,
-        uint256 roundReward
-    ) internal returns (uint256 paid) {
-        uint256 numProposers = _rounds[round].numProposers;
-        uint256 voterPart = (roundReward * _voterRewardBps) / BPS;
-        uint256[2] memory parts = [roundReward - voterPart, voterPart];
-        uint256[2] memory goodStake = [uint256(0), 0];
-        for (uint256 k = 0; k < seats.length; ++k) {
-            if (verdicts[k].good) goodStake[k < numProposers ? 0 : 1] += stakes[k];
-        }
-        for (uint256 k = 0; k < seats.length; ++k) {
-            if (!verdicts[k].good) continue;
-            uint256 side = k < numProposers ? 0 : 1;
-            uint256 amount = (parts[side] * stakes[k]) / goodStake[side];
-            _owed[seats[k]] += amount;
-            paid += amount;
-            emit Rewarded(round, seats[k], amount);
+    function _store(Cache memory c) internal {
+        if (c.headerDirty) _header = c.h;
+        if (c.votesDirty) {
+            _votes = c.v;
+            _voteDigest = c.digest;
         }
     }
 
-    /// @dev Takes `slashRate` of the stake of every bad seat; returns the total taken.
-    function _slash(uint256 round, address[] memory seats, uint256[] memory stakes, Verdict[] memory verdicts)
+    function _loadCommittee(Header memory h) internal view returns (uint256[] memory packed) {
+        uint256 seats = uint256(h.numProposers) + h.numVoters;
+        packed = new uint256[]((seats + Sortition.PER_WORD - 1) / Sortition.PER_WORD);
+        for (uint256 w = 0; w < packed.length; ++w) {
+            packed[w] = _committee[w];
+        }
+    }
+
+    function _roundVotes(Header memory h) internal view returns (Votes memory v) {
+        v = _votes;
+        if (v.round != uint16(h.round)) v = Votes({committed: 0, revealed: 0, round: uint16(h.round)}); // stale
+    }
+
+    /// @dev Checks the committed votes brought with a reveal against the digest; maps them by seat.
+    function _checkCommitted(Cache memory c, CommittedVote[] calldata committed)
         internal
-        returns (uint256 slashed)
+        pure
+        returns (Reveals memory rv)
     {
-        for (uint256 k = 0; k < seats.length; ++k) {
-            if (!verdicts[k].bad) continue;
-            uint256 amount = (stakes[k] * _slashRateBps) / BPS;
-            if (amount != 0) {
-                _members[seats[k]].stake = uint128(stakes[k] - amount);
-                emit StakeChanged(seats[k], stakes[k], stakes[k] - amount);
-            }
-            slashed += amount;
-            emit Slashed(round, seats[k], amount, verdicts[k].reason);
+        uint256 numVoters = c.h.numVoters;
+        rv.commitments = new bytes32[](numVoters);
+        if (c.h.phase != Phase.Revealing || c.v.committed == 0) return rv; // every reveal is refused anyway
+        bytes32 digest = bytes32(uint256(c.h.round));
+        for (uint256 k = 0; k < committed.length; ++k) {
+            uint256 seat = committed[k].seat;
+            digest = keccak256(abi.encode(digest, seat, committed[k].commitment));
+            if (seat < numVoters) rv.commitments[seat] = committed[k].commitment;
         }
+        if (digest != c.digest) revert VoteDigestMismatch(c.digest, digest);
+    }
+
+    /// @dev After reveals: finalize when every committed vote is revealed, else keep this batch's bits.
+    function _closeReveals(Cache memory c, Reveals memory rv) internal {
+        if (c.h.phase == Phase.Revealing && (c.v.revealed) == c.v.committed && rv.mask != 0) {
+            _finalize(c, rv);
+        } else {
+            for (uint256 j = 0; j < c.h.numVoters; ++j) {
+                if ((rv.mask >> j) & 1 == 1) _voteBits[j] = Settlement.stashedBits(j) | BITS_SENTINEL;
+            }
+        }
+        _store(c);
+    }
+
+    function _noReveals(uint256 numVoters) internal pure returns (Reveals memory rv) {
+        rv.commitments = new bytes32[](numVoters);
     }
 
     // =============================================================== helpers
 
-    function _publish(uint256 round, RoundInfo storage r, bytes32 modelHash) internal {
-        globalModelHash = modelHash;
-        r.globalModelHash = modelHash;
-        r.globalPublished = true;
-        emit GlobalPublished(round, modelHash);
-    }
-
-    function _enterPhase(uint256 round, RoundInfo storage r, Phase phase, uint256 duration) internal {
-        uint256 deadline = block.timestamp + duration;
-        r.phase = phase;
-        r.deadline = uint64(deadline);
-        emit PhaseAdvanced(round, phase, deadline);
-    }
-
-    function _checkRoundPhase(uint256 round, Phase expected) internal view returns (bytes memory) {
-        if (round == 0 || round != currentRound) {
-            return abi.encodeWithSelector(WrongRound.selector, round, currentRound);
-        }
-        Phase actual = _rounds[round].phase;
-        if (actual != expected) return abi.encodeWithSelector(WrongPhase.selector, expected, actual);
+    function _checkPhase(Header memory h, uint256 round, Phase expected) internal pure returns (bytes memory) {
+        if (round == 0 || round != h.round) return _error(WrongRound.selector, round, h.round);
+        if (h.phase != expected) return _error(WrongPhase.selector, uint256(expected), uint256(h.phase));
         return "";
     }
 
-    function _checkSignature(
-        address signer,
-        bytes32 structHash,
-        uint256 nonce,
-        uint256 deadline,
-        bytes calldata signature
-    ) internal view returns (bytes memory) {
-        if (block.timestamp > deadline) return abi.encodeWithSelector(ExpiredSignature.selector, deadline);
-        (address recovered, ECDSA.RecoverError status,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), signature);
-        if (status != ECDSA.RecoverError.NoError || recovered != signer) {
-            return abi.encodeWithSelector(InvalidSigner.selector, signer, recovered);
+    /// @dev True when `account` is the member at committee position `position` (proposers first, then voters).
+    function _holdsSeat(Cache memory c, address account, uint256 position) internal view returns (bool) {
+        if (position >= uint256(c.h.numProposers) + c.h.numVoters) return false;
+        uint256 m = _book.members[account];
+        return m.registered() && Sortition.at(c.committee, position) == m.index();
+    }
+
+    /// @dev The seat of `account` in `role` (a scan of the committee, for the direct forms and views).
+    function _findSeat(Cache memory c, address account, Role role) internal view returns (bool, uint256) {
+        uint256 m = _book.members[account];
+        if (!m.registered()) return (false, 0);
+        uint256 index = m.index();
+        (uint256 first, uint256 end) =
+            role == Role.Proposer ? (0, c.h.numProposers) : (c.h.numProposers, uint256(c.h.numProposers) + c.h.numVoters);
+        for (uint256 s = first; s < end; ++s) {
+            if (Sortition.at(c.committee, s) == index) return (true, s - first);
         }
-        uint256 current = nonces(signer);
-        if (nonce != current) return abi.encodeWithSelector(InvalidAccountNonce.selector, signer, current);
+        return (false, 0);
+    }
+
+    /// @dev The seat of `account` in `role`, or an impossible seat (the checked functions then name the error).
+    function _seatOf(Cache memory c, address account, Role role) internal view returns (uint256) {
+        (bool found, uint256 seat) = _findSeat(c, account, role);
+        return found ? seat : type(uint256).max;
+    }
+
+    function _isSeated(Header memory h, uint256 index) internal view returns (bool) {
+        uint256[] memory packed = _loadCommittee(h);
+        uint256 seats = uint256(h.numProposers) + h.numVoters;
+        for (uint256 s = 0; s < seats; ++s) {
+            if (Sortition.at(packed, s) == index) return true;
+        }
+        return false;
+    }
+
+    /// @dev Per-update mode: the last commitment of a round opens voting.
+    function _closeTraining(Cache memory c) internal {
+        if (_voteMode == VoteMode.PerUpdate && c.h.committed == _allSeats(c.h.numProposers)) {
+            _enterPhase(c.h, Phase.Voting, _votingDuration);
+        }
+    }
+
+    function _recordVoteCommit(Cache memory c, address voter, uint256 seat, bytes32 commitment) internal {
+        uint256 round = c.h.round;
+        bytes32 previous = c.v.committed == 0 ? bytes32(round) : c.digest;
+        c.digest = keccak256(abi.encode(previous, seat, commitment));
+        c.v.committed |= uint120(1) << seat;
+        c.votesDirty = true;
+        emit VoteCommitted(round, voter, commitment);
+        if (c.v.committed == _allSeats(c.h.numVoters)) {
+            _enterPhase(c.h, Phase.Revealing, _revealDuration);
+            c.headerDirty = true;
+        }
+    }
+
+    function _recordReveal(Cache memory c, Reveals memory rv, address voter, uint256 seat, uint256 bits) internal {
+        uint120 bit = uint120(1) << seat;
+        c.v.revealed |= bit;
+        c.votesDirty = true;
+        rv.mask |= bit;
+        Settlement.stashReveal(seat, bits, voter);
+    }
+
+    /**
+     * @dev Fast path of the batch forms: the account in word 0 of request `q` when it signed the
+     * request and is the registered member at committee position `position`; else address(0).
+     * The signed fields are the request's first `n` words (the request structs are static, so
+     * they lie in calldata as encoded), the compact signature its words `n + 1` and `n + 2` (after
+     * the seat). Same rules as EIP712 + ECDSA.tryRecover (low-s only), computed without memory
+     * allocation; a request it refuses goes through the checked path, which names the reason.
+     * `position` must be below the committee size.
+     */
+    function _seatedSigner(bytes32 typeHash, uint256 q, uint256 n, bytes32 domain, uint256[] memory committee, uint256 position)
+        private
+        view
+        returns (address signer)
+    {
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore(p, typeHash)
+            calldatacopy(add(p, 0x20), q, shl(5, n))
+            let structHash := keccak256(p, add(0x20, shl(5, n)))
+            mstore(p, shl(240, 0x1901))
+            mstore(add(p, 0x02), domain)
+            mstore(add(p, 0x22), structHash)
+            let digest := keccak256(p, 0x42)
+            let r := calldataload(add(q, shl(5, add(n, 1))))
+            let vs := calldataload(add(q, shl(5, add(n, 2))))
+            let sValue := and(vs, sub(shl(255, 1), 1))
+            let claimed := calldataload(q)
+            if and(
+                iszero(gt(sValue, 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0)),
+                and(iszero(shr(160, claimed)), iszero(iszero(claimed)))
+            ) {
+                mstore(p, digest)
+                mstore(add(p, 0x20), add(27, shr(255, vs)))
+                mstore(add(p, 0x40), r)
+                mstore(add(p, 0x60), sValue)
+                mstore(0x00, 0)
+                let called := staticcall(gas(), 1, p, 0x80, 0x00, 0x20) // before reading its output
+                if and(called, eq(mload(0x00), claimed)) {
+                    mstore(0x00, claimed)
+                    mstore(0x20, _book.slot) // the members mapping is the book's first field
+                    let w := sload(keccak256(0x00, 0x40))
+                    let packed := mload(add(committee, shl(5, add(div(position, 25), 1))))
+                    let seated := and(shr(mul(10, mod(position, 25)), packed), 0x3ff)
+                    if and(shr(255, w), eq(and(shr(224, w), 0x3ff), seated)) { signer := claimed }
+                }
+            }
+        }
+    }
+
+    /// @dev The reason (`r`, `vs`) is not `signer`'s signature of the EIP-712 `digest`, or "".
+    function _checkSigner(address signer, bytes32 digest, bytes32 r, bytes32 vs) internal pure returns (bytes memory) {
+        // slither-disable-next-line unused-return
+        (address recovered,,) = ECDSA.tryRecover(digest, r, vs);
+        if (recovered != signer || signer == address(0)) {
+            return _error(InvalidSigner.selector, uint160(signer), uint160(recovered));
+        }
         return "";
     }
 
     function _checkMemberSignature(bytes32 typeHash, MemberRequest calldata q) internal view returns (bytes memory) {
+        if (block.timestamp > q.deadline) return _error(ExpiredSignature.selector, q.deadline);
         bytes32 structHash = keccak256(abi.encode(typeHash, q.member, q.nonce, q.deadline));
-        return _checkSignature(q.member, structHash, q.nonce, q.deadline, q.signature);
+        bytes memory err = _checkSigner(q.member, _hashTypedDataV4(structHash), q.r, q.vs);
+        if (err.length != 0) return err;
+        uint256 current = nonces(q.member);
+        if (q.nonce != current) return _error(InvalidAccountNonce.selector, uint160(q.member), current);
+        return "";
     }
 
-    /// @dev A relayed action consumes the signer's nonce only when it was applied.
-    function _settleRelayed(uint256 round, address signer, Action action, bytes memory err) internal {
-        if (err.length == 0) _useNonce(signer);
-        else emit ActionRejected(round, signer, action, err);
-    }
-
-    function _removeMember(address account, uint256 position) internal {
-        uint256 last = _memberList.length;
-        if (position != last) {
-            address moved = _memberList[last - 1];
-            _memberList[position - 1] = moved;
-            _members[moved].position = uint32(position);
+    /// @dev One loop for the three signed membership actions; a signer's nonce is used only when applied.
+    function _memberActions(MemberRequest[] calldata requests, Action action) private {
+        bytes32 typeHash = action == Action.RequestExit
+            ? REQUEST_EXIT_TYPEHASH
+            : action == Action.CompleteExit ? COMPLETE_EXIT_TYPEHASH : WITHDRAW_TYPEHASH;
+        for (uint256 k = 0; k < requests.length; ++k) {
+            MemberRequest calldata q = requests[k];
+            bytes memory err = _checkMemberSignature(typeHash, q);
+            if (err.length == 0) {
+                if (action == Action.RequestExit) err = _requestExit(q.member);
+                else if (action == Action.CompleteExit) err = _completeExit(q.member);
+                else err = _withdraw(q.member);
+            }
+            _settleMemberAction(q.member, action, err);
         }
-        _memberList.pop();
-        delete _members[account];
+    }
+
+    /// @dev A relayed membership action consumes the signer's nonce only when it was applied.
+    function _settleMemberAction(address signer, Action action, bytes memory err) internal {
+        if (err.length == 0) _useNonce(signer);
+        else emit ActionRejected(_header.round, signer, action, err);
+    }
+
+    function _voteCommitment(uint256 round, bytes32 candidate, uint256 bits, bytes32 salt, address voter)
+        internal
+        view
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(address(this), round, candidate, bits, salt, voter));
     }
 
     /// @dev Items judged in a round: the committed proposers (per-update) or the candidate (aggregate).
-    function _judgedMask(RoundInfo storage r) internal view returns (uint256) {
-        if (_voteMode == VoteMode.PerUpdate) return r.committedMask;
-        return r.candidate != bytes32(0) ? 1 : 0;
+    function _judgedMask(Header memory h) internal view returns (uint256) {
+        if (_voteMode == VoteMode.PerUpdate) return h.committed;
+        return h.candidateProposed ? 1 : 0;
     }
 
-    function _numItems(RoundInfo storage r) internal view returns (uint256) {
-        return _voteMode == VoteMode.PerUpdate ? r.numProposers : 1;
+    /// @dev Number of items voter `seat` judges: its assigned updates, or the one candidate.
+    function _numItems(Header memory h, uint256 seat) internal view returns (uint256) {
+        if (_voteMode == VoteMode.Aggregate) return 1;
+        return Sortition.itemCount(seat, h.numProposers, h.numVoters, h.reviewers);
+    }
+
+    function _allSeats(uint256 count) internal pure returns (uint128) {
+        return uint128((uint256(1) << count) - 1);
+    }
+
+    /// @dev The ABI encoding of a custom error with no, one or two word arguments (one routine, small code).
+    function _error(bytes4 selector) internal pure returns (bytes memory) {
+        return abi.encodePacked(selector);
+    }
+
+    function _error(bytes4 selector, uint256 a) internal pure returns (bytes memory) {
+        return abi.encodeWithSelector(selector, a);
+    }
+
+    function _error(bytes4 selector, uint256 a, uint256 b) internal pure returns (bytes memory) {
+        return abi.encodeWithSelector(selector, a, b);
     }
 
     function _revertOnError(bytes memory err) internal pure {
@@ -906,13 +1152,6 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuard {
             assembly ("memory-safe") {
                 revert(add(err, 0x20), mload(err))
             }
-        }
-    }
-
-    function _popcount(uint256 x) internal pure returns (uint256 count) {
-        while (x != 0) {
-            x &= x - 1;
-            ++count;
         }
     }
 }

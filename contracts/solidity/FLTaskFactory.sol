@@ -7,13 +7,13 @@ import {IFLTask} from "./interfaces/IFLTask.sol";
  * @title FLTaskFactory
  * @notice Creates {FLTask} contracts and lists them: the registry of a federation's tasks.
  * @dev FLTask's creation code is too large to embed in a factory (EIP-170 limits runtime code to
- * 24,576 bytes), so it lives as the runtime code of a separate {TaskCodeStore} contract, prefixed
- * with a STOP byte so that it cannot be executed. Every task created here runs exactly that code;
- * auditors compare the store's code hash with the committed artifact.
+ * 24,576 bytes), so it lives as the runtime code of {TaskCodeStore} contracts, each prefixed with a
+ * STOP byte so that it cannot be executed, split into parts that the factory joins. Every task
+ * created here runs exactly that code (with its libraries linked); auditors compare the joined
+ * parts with the committed artifact.
  */
 contract FLTaskFactory {
-    /// @notice Contract whose runtime code is 0x00 followed by FLTask's creation code.
-    address public immutable taskCode;
+    address[] private _codeParts;
 
     address[] private _tasks;
 
@@ -28,10 +28,14 @@ contract FLTaskFactory {
     /// @notice `store` holds no code, or not code this factory can use.
     error InvalidTaskCode(address store);
 
-    /// @param taskCode_ the {TaskCodeStore} holding FLTask's creation code
-    constructor(address taskCode_) {
-        if (taskCode_.code.length < 2 || taskCode_.code[0] != 0x00) revert InvalidTaskCode(taskCode_);
-        taskCode = taskCode_;
+    /// @param codeParts the {TaskCodeStore}s whose codes, joined in order, are FLTask's creation code
+    constructor(address[] memory codeParts) {
+        if (codeParts.length == 0) revert InvalidTaskCode(address(0));
+        for (uint256 i = 0; i < codeParts.length; ++i) {
+            address store = codeParts[i];
+            if (store.code.length < 2 || store.code[0] != 0x00) revert InvalidTaskCode(store);
+            _codeParts.push(store);
+        }
     }
 
     /**
@@ -54,13 +58,27 @@ contract FLTaskFactory {
         emit TaskCreated(task, msg.sender, index, cfg.strategy, msg.value);
     }
 
-    /// @notice FLTask's creation code, read from {taskCode}.
+    /// @notice The code stores holding FLTask's creation code, in order.
+    function codeParts() external view returns (address[] memory) {
+        return _codeParts;
+    }
+
+    /// @notice FLTask's creation code: the parts' codes joined, each without its STOP byte.
     function creationCode() public view returns (bytes memory code) {
-        address store = taskCode;
-        uint256 size = store.code.length - 1;
-        code = new bytes(size);
-        assembly ("memory-safe") {
-            extcodecopy(store, add(code, 0x20), 1, size)
+        uint256 total = 0;
+        uint256 parts = _codeParts.length;
+        for (uint256 i = 0; i < parts; ++i) {
+            total += _codeParts[i].code.length - 1;
+        }
+        code = new bytes(total);
+        uint256 offset = 0;
+        for (uint256 i = 0; i < parts; ++i) {
+            address store = _codeParts[i];
+            uint256 size = store.code.length - 1;
+            assembly ("memory-safe") {
+                extcodecopy(store, add(add(code, 0x20), offset), 1, size)
+            }
+            offset += size;
         }
     }
 

@@ -55,7 +55,7 @@ class GetAccountRequest(_message.Message):
     def __init__(self, address: _Optional[str] = ...) -> None: ...
 
 class AccountInfo(_message.Message):
-    __slots__ = ("address", "chain_nonce", "balance_wei", "registered", "exiting", "exit_ready_at", "stake_wei", "owed_wei", "action_nonce")
+    __slots__ = ("address", "chain_nonce", "balance_wei", "registered", "exiting", "exit_ready_at", "stake_wei", "owed_wei", "action_nonce", "member_index")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_NONCE_FIELD_NUMBER: _ClassVar[int]
     BALANCE_WEI_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class AccountInfo(_message.Message):
     STAKE_WEI_FIELD_NUMBER: _ClassVar[int]
     OWED_WEI_FIELD_NUMBER: _ClassVar[int]
     ACTION_NONCE_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_INDEX_FIELD_NUMBER: _ClassVar[int]
     address: str
     chain_nonce: int
     balance_wei: str
@@ -74,7 +75,8 @@ class AccountInfo(_message.Message):
     stake_wei: str
     owed_wei: str
     action_nonce: int
-    def __init__(self, address: _Optional[str] = ..., chain_nonce: _Optional[int] = ..., balance_wei: _Optional[str] = ..., registered: _Optional[bool] = ..., exiting: _Optional[bool] = ..., exit_ready_at: _Optional[int] = ..., stake_wei: _Optional[str] = ..., owed_wei: _Optional[str] = ..., action_nonce: _Optional[int] = ...) -> None: ...
+    member_index: int
+    def __init__(self, address: _Optional[str] = ..., chain_nonce: _Optional[int] = ..., balance_wei: _Optional[str] = ..., registered: _Optional[bool] = ..., exiting: _Optional[bool] = ..., exit_ready_at: _Optional[int] = ..., stake_wei: _Optional[str] = ..., owed_wei: _Optional[str] = ..., action_nonce: _Optional[int] = ..., member_index: _Optional[int] = ...) -> None: ...
 
 class PrepareTransactionRequest(_message.Message):
     __slots__ = ("data", "value_wei")
@@ -108,16 +110,18 @@ class SendTransactionRequest(_message.Message):
     def __init__(self, raw_transaction: _Optional[bytes] = ...) -> None: ...
 
 class TransactionResult(_message.Message):
-    __slots__ = ("transaction_hash", "block_number", "gas_used", "events")
+    __slots__ = ("transaction_hash", "block_number", "gas_used", "events", "opened")
     TRANSACTION_HASH_FIELD_NUMBER: _ClassVar[int]
     BLOCK_NUMBER_FIELD_NUMBER: _ClassVar[int]
     GAS_USED_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    OPENED_FIELD_NUMBER: _ClassVar[int]
     transaction_hash: bytes
     block_number: int
     gas_used: int
     events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, transaction_hash: _Optional[bytes] = ..., block_number: _Optional[int] = ..., gas_used: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    opened: RoundRoles
+    def __init__(self, transaction_hash: _Optional[bytes] = ..., block_number: _Optional[int] = ..., gas_used: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., opened: _Optional[_Union[RoundRoles, _Mapping]] = ...) -> None: ...
 
 class SignedAction(_message.Message):
     __slots__ = ("action", "message_json", "signature", "no_wait")
@@ -186,20 +190,22 @@ class BlobInfo(_message.Message):
     def __init__(self, hash: _Optional[bytes] = ..., size: _Optional[int] = ...) -> None: ...
 
 class RoundRoles(_message.Message):
-    __slots__ = ("round", "seed", "proposers", "voters", "deadline", "transaction_hash")
+    __slots__ = ("round", "seed", "proposers", "voters", "deadline", "transaction_hash", "reviewers")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     PROPOSERS_FIELD_NUMBER: _ClassVar[int]
     VOTERS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     TRANSACTION_HASH_FIELD_NUMBER: _ClassVar[int]
+    REVIEWERS_FIELD_NUMBER: _ClassVar[int]
     round: int
     seed: bytes
     proposers: _containers.RepeatedScalarFieldContainer[str]
     voters: _containers.RepeatedScalarFieldContainer[str]
     deadline: int
     transaction_hash: bytes
-    def __init__(self, round: _Optional[int] = ..., seed: _Optional[bytes] = ..., proposers: _Optional[_Iterable[str]] = ..., voters: _Optional[_Iterable[str]] = ..., deadline: _Optional[int] = ..., transaction_hash: _Optional[bytes] = ...) -> None: ...
+    reviewers: int
+    def __init__(self, round: _Optional[int] = ..., seed: _Optional[bytes] = ..., proposers: _Optional[_Iterable[str]] = ..., voters: _Optional[_Iterable[str]] = ..., deadline: _Optional[int] = ..., transaction_hash: _Optional[bytes] = ..., reviewers: _Optional[int] = ...) -> None: ...
 
 class ProposeModelMessage(_message.Message):
     __slots__ = ("header", "chunk")
@@ -280,19 +286,21 @@ class ProposerState(_message.Message):
     def __init__(self, address: _Optional[str] = ..., update_hash: _Optional[bytes] = ..., num_examples: _Optional[int] = ..., committed: _Optional[bool] = ..., accepted: _Optional[bool] = ..., tally: _Optional[str] = ...) -> None: ...
 
 class VoterState(_message.Message):
-    __slots__ = ("address", "commitment", "revealed", "bits")
+    __slots__ = ("address", "commitment", "revealed", "bits", "items")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     COMMITMENT_FIELD_NUMBER: _ClassVar[int]
     REVEALED_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
     address: str
     commitment: bytes
     revealed: bool
     bits: str
-    def __init__(self, address: _Optional[str] = ..., commitment: _Optional[bytes] = ..., revealed: _Optional[bool] = ..., bits: _Optional[str] = ...) -> None: ...
+    items: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, address: _Optional[str] = ..., commitment: _Optional[bytes] = ..., revealed: _Optional[bool] = ..., bits: _Optional[str] = ..., items: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RoundState(_message.Message):
-    __slots__ = ("round", "phase", "deadline", "seed", "candidate", "global_model_hash", "global_published", "outcomes", "reward_wei", "proposers", "voters", "queued_actions", "chain_time", "num_updates", "num_vote_commits", "num_reveals", "gas_used")
+    __slots__ = ("round", "phase", "deadline", "seed", "candidate", "global_model_hash", "global_published", "outcomes", "reward_wei", "proposers", "voters", "queued_actions", "chain_time", "num_updates", "num_vote_commits", "num_reveals", "gas_used", "reviewers")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +318,7 @@ class RoundState(_message.Message):
     NUM_VOTE_COMMITS_FIELD_NUMBER: _ClassVar[int]
     NUM_REVEALS_FIELD_NUMBER: _ClassVar[int]
     GAS_USED_FIELD_NUMBER: _ClassVar[int]
+    REVIEWERS_FIELD_NUMBER: _ClassVar[int]
     round: int
     phase: str
     deadline: int
@@ -327,7 +336,8 @@ class RoundState(_message.Message):
     num_vote_commits: int
     num_reveals: int
     gas_used: int
-    def __init__(self, round: _Optional[int] = ..., phase: _Optional[str] = ..., deadline: _Optional[int] = ..., seed: _Optional[bytes] = ..., candidate: _Optional[bytes] = ..., global_model_hash: _Optional[bytes] = ..., global_published: _Optional[bool] = ..., outcomes: _Optional[str] = ..., reward_wei: _Optional[str] = ..., proposers: _Optional[_Iterable[_Union[ProposerState, _Mapping]]] = ..., voters: _Optional[_Iterable[_Union[VoterState, _Mapping]]] = ..., queued_actions: _Optional[int] = ..., chain_time: _Optional[int] = ..., num_updates: _Optional[int] = ..., num_vote_commits: _Optional[int] = ..., num_reveals: _Optional[int] = ..., gas_used: _Optional[int] = ...) -> None: ...
+    reviewers: int
+    def __init__(self, round: _Optional[int] = ..., phase: _Optional[str] = ..., deadline: _Optional[int] = ..., seed: _Optional[bytes] = ..., candidate: _Optional[bytes] = ..., global_model_hash: _Optional[bytes] = ..., global_published: _Optional[bool] = ..., outcomes: _Optional[str] = ..., reward_wei: _Optional[str] = ..., proposers: _Optional[_Iterable[_Union[ProposerState, _Mapping]]] = ..., voters: _Optional[_Iterable[_Union[VoterState, _Mapping]]] = ..., queued_actions: _Optional[int] = ..., chain_time: _Optional[int] = ..., num_updates: _Optional[int] = ..., num_vote_commits: _Optional[int] = ..., num_reveals: _Optional[int] = ..., gas_used: _Optional[int] = ..., reviewers: _Optional[int] = ...) -> None: ...
 
 class GetEventsRequest(_message.Message):
     __slots__ = ("round", "participant", "names")

@@ -204,7 +204,7 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ProposeModel(self, request_iterator, context):
-        """Store a model blob, then broadcast the coordinator's signed proposeAggregate or
+        """Store a model blob, then broadcast the coordinator's signed proposeAggregate, publishAndOpen or
         publishGlobal transaction naming its hash (checked against the bytes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -38,17 +38,28 @@ def test_pinned_versions_agree_with_package_json() -> None:
     assert package["dependencies"]["@openzeppelin/contracts"].startswith("5.")
 
 
-def test_code_fits_eip170() -> None:
+@pytest.mark.parametrize("name", ["FLTask", "Registry", "Settlement", "FLTaskFactory", "TaskCodeStore"])
+def test_deployed_code_fits_eip170(name: str) -> None:
+    assert (len(load_artifact(name).deployed_bytecode) - 2) // 2 < EIP170_LIMIT
+
+
+def test_task_code_needs_its_libraries_and_fits_the_code_stores() -> None:
+    from fedledger.deploy.deployer import CODE_PART_BYTES
+
     task = load_artifact("FLTask")
-    assert (len(task.deployed_bytecode) - 2) // 2 < EIP170_LIMIT
-    # The code store holds a STOP byte plus FLTask's whole creation code as runtime code.
-    assert 1 + (len(task.bytecode) - 2) // 2 < EIP170_LIMIT
+    assert task.libraries == ["Registry", "Settlement"]
+    with pytest.raises(ValueError, match="needs library"):
+        task.linked_bytecode({"Registry": "0x" + "11" * 20})
+    linked = task.linked_bytecode({"Registry": "0x" + "11" * 20, "Settlement": "0x" + "22" * 20})
+    assert "__$" not in linked and "1111111111111111111111111111111111111111" in linked
+    # Each code store holds a STOP byte plus one part of the creation code as runtime code.
+    assert 1 + CODE_PART_BYTES < EIP170_LIMIT
 
 
 def test_sources_include_every_openzeppelin_import() -> None:
     sources = compiler.collect_sources()
     assert "@openzeppelin/contracts/utils/cryptography/EIP712.sol" in sources
-    assert "@openzeppelin/contracts/utils/ReentrancyGuard.sol" in sources
+    assert "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol" in sources
     assert "interfaces/IFLTask.sol" in sources and "libraries/Sortition.sol" in sources
 
 

@@ -28,9 +28,10 @@ class TaskMachine(RuleBasedStateMachine):
     @initialize(
         mode=st.sampled_from(["per_update", "aggregate"]),
         stake_weighted=st.booleans(),
+        reviewers=st.integers(0, 2),
         stakes=st.lists(st.integers(10, 30), min_size=2, max_size=6),
     )
-    def deploy_and_register(self, mode: str, stake_weighted: bool, stakes: list[int]) -> None:
+    def deploy_and_register(self, mode: str, stake_weighted: bool, reviewers: int, stakes: list[int]) -> None:
         self.h = make_harness(
             embedded_web3(num_accounts=PARTICIPANTS + 2),
             pool=10 * ETH,
@@ -39,6 +40,7 @@ class TaskMachine(RuleBasedStateMachine):
             total_rounds=4,
             vote_mode=mode,
             stake_weighted=stake_weighted,
+            reviewers_per_update=reviewers,
         )
         self.h.register(len(stakes), stake=[s * ETH // 10 for s in stakes])
         self.current_phase = Phase.NONE
@@ -48,8 +50,7 @@ class TaskMachine(RuleBasedStateMachine):
         return self.current_phase
 
     def refresh_phase(self) -> None:
-        r = self.round()
-        self.current_phase = self.h.task.round_info(r).phase if r else Phase.NONE
+        self.current_phase = self.h.task.round_info().phase
 
     def in_phase(*phases: Phase):  # type: ignore[no-untyped-def]
         """Precondition: the current round is in one of ``phases`` (keeps random runs deep)."""
@@ -70,7 +71,7 @@ class TaskMachine(RuleBasedStateMachine):
     def pick(self, role: Role, i: int, valid: bool) -> str:
         """A holder of ``role`` in the current round (index ``i`` modulo), or any participant."""
         if valid and self.round():
-            proposers, voters = self.h.task.committee(self.round())
+            proposers, voters = self.h.task.committee()
             holders = proposers if role is Role.PROPOSER else voters
             if holders:
                 return holders[i % len(holders)]
@@ -111,25 +112,34 @@ class TaskMachine(RuleBasedStateMachine):
         self.attempt(lambda: self.h.open())
 
     @in_phase(Phase.TRAINING)
-    @rule(i=idx, examples=st.integers(0, 3), valid=st.booleans())
-    def commit_update(self, i: int, examples: int, valid: bool) -> None:
+    @rule(i=idx, examples=st.integers(0, 3), valid=st.booleans(), relayed=st.booleans())
+    def commit_update(self, i: int, examples: int, valid: bool, relayed: bool) -> None:
         r, proposer = self.round(), self.pick(Role.PROPOSER, i, valid)
-        self.attempt(lambda: self.h.task.commit_update(proposer, r, model_hash(f"{r}-{i}"), examples))
+        if relayed:  # the batch form: a bad entry is skipped, never reverting
+            msg = td.commit_update_message(proposer, r, model_hash(f"{r}-{i}"), examples)
+            self.attempt(lambda: self.h.task.relay(self.h.relayer, [self.h.sign(td.COMMIT_UPDATE, msg)]))
+        else:
+            self.attempt(lambda: self.h.task.commit_update(proposer, r, model_hash(f"{r}-{i}"), examples))
 
     @precondition(lambda self: self.h.config.vote_mode.label == "aggregate" and self.phase() is Phase.TRAINING)
-    @rule()
-    def propose_aggregate(self) -> None:
+    @rule(open_next=st.booleans())
+    def propose_aggregate(self, open_next: bool) -> None:
+        self._propose(open_next)
+
+    def _propose(self, open_next: bool) -> None:
         r = self.round()
-        self.attempt(lambda: self.h.task.propose_aggregate(self.h.coordinator, r, model_hash(f"agg-{r}")))
+        self.attempt(
+            lambda: self.h.task.propose_aggregate(self.h.coordinator, r, model_hash(f"agg-{r}"), open_next=open_next)
+        )
 
     @in_phase(Phase.VOTING)
-    @rule(i=idx, bits=st.integers(0, 15), valid=st.booleans())
+    @rule(i=idx, bits=st.integers(0, 3), valid=st.booleans())
     def commit_vote(self, i: int, bits: int, valid: bool) -> None:
         voter = self.pick(Role.VOTER, i, valid)
         self.attempt(lambda: self.h.commit_vote(voter, bits))
 
     @in_phase(Phase.REVEALING)
-    @rule(i=idx, bits=st.integers(0, 15), honest=st.booleans())
+    @rule(i=idx, bits=st.integers(0, 3), honest=st.booleans())
     def reveal_vote(self, i: int, bits: int, honest: bool) -> None:
         voter, r = self.pick(Role.VOTER, i, True), self.round()
         if honest and (r, voter) in self.h.salts:
@@ -154,19 +164,22 @@ class TaskMachine(RuleBasedStateMachine):
         for i, p in enumerate(opened.proposers):
             if commit_mask >> i & 1:
                 self.attempt(lambda p=p: self.h.commit_update(p))
-        self.propose_aggregate() if self.h.config.vote_mode.label == "aggregate" else None
+        if self.h.config.vote_mode.label == "aggregate":
+            self._propose(False)
         if self.phase() is Phase.TRAINING:
             self.advance(700)
-        for v, b in zip(opened.voters, bits, strict=False):
-            self.attempt(lambda v=v, b=b: self.h.commit_vote(v, b % (1 << len(opened.proposers))))
+        items = [len(self.h.task.items_of(j)) for j in range(len(opened.voters))]
+        for j, (v, b) in enumerate(zip(opened.voters, bits, strict=False)):
+            self.attempt(lambda v=v, b=b, j=j: self.h.commit_vote(v, b % (1 << items[j])))
         if self.phase() is Phase.VOTING:
             self.advance(700)
         for j, v in enumerate(opened.voters):
-            if reveal_mask >> j & 1 and (r, v) in self.h.salts:
-                self.attempt(lambda v=v, j=j: self.h.reveal_vote(v, bits[j] % (1 << len(opened.proposers))))
+            if reveal_mask >> j & 1 and (r, v) in self.h.salts and j < len(bits):
+                self.attempt(lambda v=v, j=j: self.h.reveal_vote(v, bits[j] % (1 << items[j])))
         self.h.advance(400)
         self.refresh_phase()
-        self.finalize()
+        if self.phase() is Phase.REVEALING:
+            self.finalize()
         self.publish()
 
     @in_phase(Phase.TRAINING, Phase.VOTING, Phase.REVEALING)
@@ -187,6 +200,12 @@ class TaskMachine(RuleBasedStateMachine):
         r = self.round()
         self.attempt(lambda: self.h.task.publish_global(self.h.coordinator, r, model_hash(f"global-{r}")))
 
+    @in_phase(Phase.FINALIZED)
+    @rule()
+    def publish_and_open(self) -> None:
+        r = self.round()
+        self.attempt(lambda: self.h.task.publish_and_open(self.h.coordinator, r, model_hash(f"global-{r}")))
+
     @invariant()
     def balance_is_fully_accounted(self) -> None:
         h = self.h
@@ -195,16 +214,24 @@ class TaskMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.phase() is not Phase.NONE)
     @invariant()
     def round_counters_are_consistent(self) -> None:
-        info = self.h.task.round_info(self.round())
+        info = self.h.task.round_info()
         assert info.num_updates <= info.num_proposers and info.num_reveals <= info.num_vote_commits <= info.num_voters
         assert info.num_updates == info.committed_mask.bit_count()
-        if info.phase is Phase.FINALIZED:
-            assert info.outcomes & ~info.committed_mask == 0 or self.h.config.vote_mode.label == "aggregate"
+        assert info.revealed_mask & ~info.vote_committed_mask == 0
+        assert info.num_vote_commits == info.vote_committed_mask.bit_count()
+
+    @invariant()
+    def eligibility_follows_the_members(self) -> None:
+        h = self.h
+        eligible = {
+            a for a in h.task.members() if not (m := h.task.member(a)).exiting and m.stake >= h.config.min_stake
+        }
+        assert set(h.task.eligible_members()) == eligible
 
 
 @pytest.mark.slow
 def test_balance_invariant_under_random_actions() -> None:
     TaskMachine.TestCase.settings = settings(
-        max_examples=3, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
+        max_examples=4, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
     )
     TaskMachine.TestCase().runTest()

@@ -1,4 +1,4 @@
-"""Sortition: deterministic, duplicate-free, bounded, and limited to eligible members."""
+"""Sortition and reviewer assignment: deterministic, duplicate-free, balanced, limited to eligible members."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from fedledger.contracts import sortition
 from tests.conftest import ETH, Harness
 
 
+def _accounts(h: Harness, indices: list[int]) -> list[str]:
+    return [h.task.member_at(i) or "" for i in indices]
+
+
 def test_open_round_draws_what_the_reference_draws(h: Harness) -> None:
     members = h.register(8)
     opened = h.open()
@@ -19,7 +23,11 @@ def test_open_round_draws_what_the_reference_draws(h: Harness) -> None:
     # so the seed here mixes in 0 (the anvil test checks the mixHash path).
     seed = sortition.round_seed(0, 1, h.config.initial_model_hash, h.task.address)
     assert opened.seed == seed
-    assert (opened.proposers, opened.voters) == sortition.draw_committee(members, seed, 10, 5_000)
+    assert opened.eligible == sortition.bitmap_words(range(8), 1)
+    drawn, num_proposers = sortition.draw_committee(list(range(8)), seed, 10, 5_000)
+    assert opened.committee == drawn and num_proposers == len(opened.proposers) == 4
+    assert opened.proposers + opened.voters == _accounts(h, drawn)
+    assert set(opened.proposers + opened.voters) == set(members)
     assert (opened.proposers, opened.voters) == h.task.preview_sortition(seed)
 
 
@@ -47,6 +55,7 @@ def test_under_staked_and_exiting_members_are_not_drawn(deploy: Any) -> None:
     assert h.task.eligible_members() == [members[0], *members[2:]]
     # A member slashed below the minimum stake drops out of the eligible set.
     opened = h.open()
+    assert members[1] not in opened.proposers + opened.voters
     h.advance(601)
     h.task.advance_phase(h.coordinator, 1)  # no commitments: voting is skipped
     h.task.finalize_round(h.coordinator, 1)  # every proposer is slashed 60% for a missing update
@@ -56,28 +65,69 @@ def test_under_staked_and_exiting_members_are_not_drawn(deploy: Any) -> None:
     assert eligible == set(members) - {members[1]} - set(opened.proposers)
     opened2 = h.open()
     assert set(opened2.proposers + opened2.voters) <= eligible
+    assert sortition.bitmap_indices(opened2.eligible) == sorted(h.task.member(a).index for a in eligible)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None)
 @given(
-    n=st.integers(min_value=2, max_value=20),
-    max_committee=st.integers(min_value=2, max_value=128),
+    eligible=st.sets(st.integers(0, 1023), min_size=2, max_size=300),
+    max_committee=st.integers(min_value=2, max_value=120),
     share=st.integers(min_value=1, max_value=9_999),
     seed=st.binary(min_size=32, max_size=32),
 )
-def test_reference_properties(n: int, max_committee: int, share: int, seed: bytes) -> None:
-    eligible = [f"0x{i:040x}" for i in range(1, n + 1)]
-    proposers, voters = sortition.draw_committee(eligible, seed, max_committee, share)
-    drawn = proposers + voters
-    assert len(drawn) == min(n, max_committee) == len(set(drawn))
-    assert len(proposers) >= 1 and len(voters) >= 1
-    assert sortition.draw_committee(eligible, seed, max_committee, share) == (proposers, voters)
+def test_reference_draw_properties(eligible: set[int], max_committee: int, share: int, seed: bytes) -> None:
+    indices = sorted(eligible)
+    drawn, num_proposers = sortition.draw_committee(indices, seed, max_committee, share)
+    assert len(drawn) == min(len(indices), max_committee) == len(set(drawn)) and set(drawn) <= eligible
+    assert 1 <= num_proposers < len(drawn)
+    assert sortition.draw_committee(indices, seed, max_committee, share) == (drawn, num_proposers)
+    assert sortition.unpack(sortition.pack(drawn), len(drawn)) == drawn
+    assert sortition.bitmap_indices(sortition.bitmap_words(indices, 4)) == indices
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.binary(min_size=32, max_size=32))
-def test_contract_matches_reference_for_random_seeds(h: Harness, seed: bytes) -> None:
-    if not h.task.members():
-        h.register(15)
-    members = h.task.eligible_members()
-    assert h.task.preview_sortition(seed) == sortition.draw_committee(members, seed, 10, 5_000)
+@settings(max_examples=80, deadline=None)
+@given(
+    proposers=st.integers(1, 119),
+    voters=st.integers(1, 119),
+    k=st.integers(0, 119),
+)
+def test_reviewer_assignment_is_balanced_and_distinct(proposers: int, voters: int, k: int) -> None:
+    reviewers = sortition.effective_reviewers(k, proposers, voters)
+    assert reviewers == voters if k == 0 or k >= voters else max(k, -(-voters // proposers)) <= voters
+    items = [sortition.items_of(j, proposers, voters, reviewers) for j in range(voters)]
+    loads = [len(i) for i in items]
+    # every voter has work, and no voter more than ceil(P k / V)
+    assert min(loads) >= 1 and max(loads) == -(-proposers * reviewers // voters) and min(loads) >= max(loads) - 1
+    for i in range(proposers):
+        judges = sortition.reviewers_of(i, proposers, voters, reviewers)
+        assert len(judges) == len(set(judges)) == reviewers
+        assert judges == sorted(j for j in range(voters) if i in items[j])
+    for own in items:
+        assert own == sorted(set(own))  # distinct updates, in ascending bit order
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.binary(min_size=32, max_size=32), gone=st.sets(st.integers(0, 19), max_size=8))
+def test_contract_matches_reference_for_random_seeds_and_holes(deploy: Any, seed: bytes, gone: set[int]) -> None:
+    h: Harness = deploy(exit_delay=0)
+    members = h.register(20)
+    for i in gone:  # exits leave holes in the eligibility bitmap
+        h.task.request_exit(members[i])
+    eligible = sortition.bitmap_indices(h.task.eligibility())
+    assert eligible == sorted(set(range(20)) - gone)
+    if len(eligible) < 2:
+        return
+    drawn, num_proposers = sortition.draw_committee(eligible, seed, 10, 5_000)
+    accounts = _accounts(h, drawn)
+    assert h.task.preview_sortition(seed) == (accounts[:num_proposers], accounts[num_proposers:])
+
+
+def test_contract_items_match_the_reference(deploy: Any) -> None:
+    h: Harness = deploy(max_committee=11, reviewers_per_update=3)
+    h.register(11)
+    opened = h.open()
+    p, v = len(opened.proposers), len(opened.voters)
+    assert opened.reviewers == sortition.effective_reviewers(3, p, v) == 3
+    for j in range(v):
+        assert h.task.items_of(j) == sortition.items_of(j, p, v, 3)
+    assert h.task.items_of(v) == []

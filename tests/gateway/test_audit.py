@@ -17,6 +17,7 @@ from fedledger.aggregation.registry import get_strategy
 from fedledger.audit.replay import replay
 from fedledger.audit.report import verify
 from fedledger.audit.source import GatewaySource
+from fedledger.contracts import sortition
 from fedledger.server.proto import gateway_pb2 as pb
 from tests.gateway.conftest import Gateway, start_gateway
 
@@ -37,8 +38,7 @@ def play(gw: Gateway) -> pb.RoundRoles:
     for p, arrays in updates.items():
         gw.client.submit_update(gw.key(p), 1, codec.encode(arrays), 10 + len(p) % 7)
     gw.vote_all(roles, 0b011)
-    gw.reveal_all(roles, 0b011)
-    gw.client.finalize_round(gw.coordinator, 1)
+    gw.reveal_all(roles, 0b011)  # the last reveal finalizes the round
     state = gw.client.round(1)
     accepted = sorted((p.address, p.num_examples) for p in state.proposers if p.accepted)
     aggregate = get_strategy("fedavg").aggregate_offline(None, [(updates[a], n) for a, n in accepted])
@@ -113,13 +113,20 @@ def test_verify_recomputes_payouts_from_events(played: tuple[Gateway, pb.RoundRo
     assert any("rewards" in d for d in state.disagreements)
     dropped_vote = [e for e in events if not (e.name == "VoteRevealed" and e.args["voter"] == roles.voters[0])]
     assert any("tallies" in d for d in replay(dropped_vote, source.config).disagreements)
-    shuffled_roles = [
-        dataclasses.replace(e, args={**e.args, "proposers": e.args["voters"], "voters": e.args["proposers"]})
+
+    def swap_roles(args: dict) -> dict:  # the voters' member indices first: proposers and voters trade places
+        seats = sortition.unpack(args["committee"], args["numProposers"] + args["numVoters"])
+        return {**args, "committee": sortition.pack(seats[args["numProposers"] :] + seats[: args["numProposers"]])}
+
+    shuffled_roles = [dataclasses.replace(e, args=swap_roles(e.args)) if e.name == "RoundOpened" else e for e in events]
+    assert any("roles differ" in d for d in replay(shuffled_roles, source.config).disagreements)
+    wider = [
+        dataclasses.replace(e, args={**e.args, "eligible": [e.args["eligible"][0] | 1 << 200]})
         if e.name == "RoundOpened"
         else e
         for e in events
     ]
-    assert any("roles differ" in d for d in replay(shuffled_roles, source.config).disagreements)
+    assert any("eligible ones were" in d for d in replay(wider, source.config).disagreements)
 
 
 def test_verify_recomputes_the_published_global_model(played: tuple[Gateway, pb.RoundRoles]) -> None:

@@ -101,7 +101,7 @@ def test_serve_embedded_node_init_and_status(embedded_gateway: GatewayProcess, t
     )
     assert json.loads(member.stdout)["stake_wei"] == 3 * ETH
     table = fedledger("node", "status", "--gateway", embedded_gateway.address, "--address", dev_key(1).address)
-    assert "3.000000 ETH" in table.stdout
+    assert "3 ETH" in table.stdout
     assert embedded_gateway.stop() == 0  # SIGTERM: a clean stop
 
 

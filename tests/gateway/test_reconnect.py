@@ -74,8 +74,15 @@ class FlakyGateway:
     def task_info(self) -> SimpleNamespace:
         return SimpleNamespace(current_round=self.current)
 
-    def round(self, round_: int) -> SimpleNamespace:
-        return SimpleNamespace(proposers=[SimpleNamespace(address="0xP")], voters=[SimpleNamespace(address="0xV")])
+    def round(self, round_: int = 0) -> SimpleNamespace:
+        return SimpleNamespace(
+            round=round_ or self.current,
+            seed=b"",
+            deadline=0,
+            reviewers=1,
+            proposers=[SimpleNamespace(address="0xP")],
+            voters=[SimpleNamespace(address="0xV")],
+        )
 
 
 class _Cancelled(grpc.RpcError):

@@ -35,11 +35,11 @@ def test_a_full_round_through_the_gateway(gw: Gateway) -> None:
         assert c.fetch_blob(p.update_hash) == updates[p.address]
     gw.vote_all(roles, 0b011)
     assert c.round(1).phase == "REVEALING"
-    gw.reveal_all(roles, 0b011)
-    final = c.finalize_round(gw.coordinator, 1)
-    assert "RoundFinalized" in [e.name for e in final.events]
+    gw.reveal_all(roles, 0b011)  # the batch that brings the last reveal finalizes the round
     state = c.round(1)
-    assert state.phase == "FINALIZED" and state.outcomes == "3"
+    assert state.phase == "FINALIZED" and state.outcomes == "3" and state.reviewers == 3
+    assert [list(v.items) for v in state.voters] == [[0, 1, 2]] * 3 and state.proposers[0].tally == "3"
+    assert [e.name for e in c.events(round_=1, names=("RoundFinalized",))] == ["RoundFinalized"]
     published = c.propose_model(gw.coordinator, "publishGlobal", 1, b"aggregate of accepted updates")
     assert [e.name for e in published.events] == ["GlobalPublished"]
     assert c.fetch_blob(keccak256(b"aggregate of accepted updates")) == b"aggregate of accepted updates"
@@ -69,13 +69,16 @@ def test_aggregate_mode_candidate_through_the_gateway(tmp_path: Any) -> None:
         gw.submit_all(roles)
         assert gw.client.round(1).phase == "TRAINING"
         candidate = b"aggregated candidate"
-        gw.client.propose_model(gw.coordinator, "proposeAggregate", 1, candidate)
+        gw.client.propose_model(gw.coordinator, "proposeAggregate", 1, candidate, True)  # openNext
         state = gw.client.round(1)
         assert state.phase == "VOTING" and state.candidate == keccak256(candidate)
         gw.vote_all(roles, 1)
         gw.reveal_all(roles, 1)
-        gw.client.finalize_round(gw.coordinator, 1)
+        assert gw.client.round(1).phase == "FINALIZED"
         assert gw.client.task_info().global_model_hash == keccak256(candidate)
+        # The finalizing reveal batch opened round 2, as proposeAggregate asked.
+        second = gw.client.round()
+        assert second.round == 2 and second.phase == "TRAINING" and len(second.proposers) == 3
     finally:
         gw.server.stop(grace=1)
 
@@ -111,12 +114,9 @@ def header_stream(header: pb.SubmitUpdateHeader, chunks: list[bytes]) -> Iterato
 
 
 def commitment(gw: Gateway, proposer: Any, data: bytes, **changes: Any) -> tuple[dict[str, Any], pb.SignedAction]:
-    c = gw.client
-    message = td.commit_update_message(
-        proposer.address, 1, keccak256(data), 10, c.account(proposer.address).action_nonce, c._deadline()
-    )
+    message = td.commit_update_message(proposer.address, 1, keccak256(data), 10)
     message.update(changes)
-    return message, c.sign(proposer, td.COMMIT_UPDATE, message)
+    return message, gw.client.sign(proposer, td.COMMIT_UPDATE, message)
 
 
 @pytest.fixture
@@ -137,7 +137,16 @@ def test_signature_problems(gw: Gateway, opened: pb.RoundRoles) -> None:
         lambda: stub.SubmitUpdate(header_stream(pb.SubmitUpdateHeader(commitment=short, size=len(data)), [data])),
         "65 bytes",
     )
-    garbage = pb.SignedAction(action=signed.action, message_json=signed.message_json, signature=b"\xff" * 65)
+    odd_v = pb.SignedAction(
+        action=signed.action, message_json=signed.message_json, signature=signed.signature[:64] + b"\x01"
+    )
+    expect_status(
+        gw,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: stub.SubmitUpdate(header_stream(pb.SubmitUpdateHeader(commitment=odd_v, size=len(data)), [data])),
+        "v must be 27 or 28",
+    )
+    garbage = pb.SignedAction(action=signed.action, message_json=signed.message_json, signature=b"\xff" * 64 + b"\x1b")
     expect_status(
         gw,
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -167,37 +176,43 @@ def test_signature_problems(gw: Gateway, opened: pb.RoundRoles) -> None:
     expect_status(gw, grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.CommitVote(signed), "not accepted here")
 
 
-def test_expired_deadline_and_nonces(gw: Gateway, opened: pb.RoundRoles) -> None:
-    proposer = gw.key(opened.proposers[0])
-    data = b"update"
-    _, expired = commitment(gw, proposer, data, deadline=1)
-    stub = gw.client.stub
+def test_member_action_deadlines_and_nonces(gw: Gateway, opened: pb.RoundRoles) -> None:
+    member = gw.key(opened.voters[0])
+    c, stub = gw.client, gw.client.stub
+
+    def signed(nonce: int, deadline: int) -> pb.SignedAction:
+        return c.sign(member, td.REQUEST_EXIT, td.member_message(member.address, nonce, deadline))
+
+    expect_status(gw, grpc.StatusCode.FAILED_PRECONDITION, lambda: stub.RelayMemberAction(signed(0, 1)), "expired")
     expect_status(
-        gw,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        lambda: stub.SubmitUpdate(header_stream(pb.SubmitUpdateHeader(commitment=expired, size=len(data)), [data])),
-        "expired",
+        gw, grpc.StatusCode.FAILED_PRECONDITION, lambda: stub.RelayMemberAction(signed(7, c._deadline())), "ahead"
     )
-    _, ahead = commitment(gw, proposer, data, nonce=7)
-    expect_status(
-        gw,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        lambda: stub.SubmitUpdate(header_stream(pb.SubmitUpdateHeader(commitment=ahead, size=len(data)), [data])),
-        "ahead",
-    )
-    # A replayed nonce: the voter's commit used nonce 0; a reveal signed with nonce 0 again.
-    gw.submit_all(opened)
-    voter = gw.key(opened.voters[0])
-    salt = secrets.token_bytes(32)
-    assert gw.client.commit_vote(voter, 1, 0b1, salt).status == pb.INCLUDED
-    for v in opened.voters[1:]:
-        gw.client.commit_vote(gw.key(v), 1, 0b1, secrets.token_bytes(32))
-    replay = td.reveal_vote_message(voter.address, 1, 0b1, salt, 0, gw.client._deadline())
+    assert c.member_action(member, td.REQUEST_EXIT).status == pb.INCLUDED
     expect_status(
         gw,
         grpc.StatusCode.ALREADY_EXISTS,
-        lambda: stub.RevealVote(gw.client.sign(voter, td.REVEAL_VOTE, replay)),
+        lambda: stub.RelayMemberAction(signed(0, c._deadline())),
         "already used",
+    )
+
+
+def test_a_replayed_round_action_is_refused(gw: Gateway, opened: pb.RoundRoles) -> None:
+    proposer = gw.key(opened.proposers[0])
+    data = b"update"
+    _, signed = commitment(gw, proposer, data)
+    stub = gw.client.stub
+    assert stub.SubmitUpdate(
+        header_stream(pb.SubmitUpdateHeader(commitment=signed, size=len(data)), [data])
+    ).status in (
+        pb.INCLUDED,
+        pb.QUEUED,
+    )
+    gw.client.flush(gw.coordinator)
+    expect_status(
+        gw,
+        grpc.StatusCode.ALREADY_EXISTS,
+        lambda: stub.SubmitUpdate(header_stream(pb.SubmitUpdateHeader(commitment=signed, size=len(data)), [data])),
+        "already committed",
     )
 
 

@@ -157,3 +157,42 @@ def test_the_coordinator_continues_after_settled_rounds_from_the_chains_model_bu
     gw.open()  # round 2 starts, and the coordinator stops before it is settled
     with pytest.raises(CoordinatorError, match="round 2 was cut off in phase TRAINING"):
         Coordinator(options)._settings(PASSWORD)
+
+
+@pytest.mark.anvil
+def test_the_lifecycle_commands_go_straight_to_a_json_rpc_node(anvil_url: str, tmp_path: Path) -> None:
+    """``node stake`` / ``status`` / ``exit`` and ``task fund`` with ``--rpc-url`` (no gateway), on anvil."""
+    from fedledger.client.lifecycle import RpcBackend, exit_task
+    from fedledger.contracts.types import TaskConfig
+    from fedledger.deploy.chain import connect, dev_accounts
+    from fedledger.deploy.deployer import deploy_task
+    from fedledger.keys import create_keystore
+
+    w3 = connect(anvil_url)
+    keys = dev_accounts(w3, 4)
+    config = TaskConfig(initial_model_hash=b"\1" * 32, coordinator=keys[0].address, exit_delay=0)
+    manifest, task = deploy_task(w3, keys[0].address, config, pool_wei=ETH, rpc_url=anvil_url)
+    deployment = tmp_path / "deployment.json"
+    manifest.save(deployment)
+    keystore = tmp_path / "member.json"
+    member = create_keystore(keystore, PASSWORD)
+    w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_transaction({"from": keys[1].address, "to": member.address, "value": 10 * ETH})
+    )
+    where = ["--rpc-url", anvil_url, "--deployment", str(deployment), "--keystore", str(keystore)]
+    env = {"FEDLEDGER_KEY_PASSWORD": PASSWORD}
+    refused = fedledger("node", "stake", "--add", "1", *where, env=env)
+    assert refused.returncode == 1 and "is not a member" in refused.stderr
+    backend = RpcBackend(anvil_url, deployment, member)
+    backend.task.register(member.address, 2 * ETH)
+    staked = fedledger("node", "stake", "--add", "1.5", *where, env=env)
+    assert staked.returncode == 0, staked.stderr
+    assert task.member(member.address).stake == 35 * ETH // 10
+    funded = fedledger("task", "fund", "--pool", "2", *where, env=env)
+    assert funded.returncode == 0 and task.reward_pool() == 3 * ETH
+    status = fedledger("node", "status", "--rpc-url", anvil_url, "--deployment", str(deployment),
+                       "--keystore", str(keystore), "--json")  # fmt: skip
+    assert json.loads(status.stdout)["stake_wei"] == 35 * ETH // 10
+    assert "exit requested" in exit_task(backend)
+    assert "withdrew 3.5 ETH" in exit_task(backend)  # no exit delay in this task
+    assert not task.member(member.address).registered and task.member(member.address).owed == 0

@@ -48,6 +48,8 @@ def test_default_run_learns_accepts_every_round_and_audits_clean(tmp_path: Path)
     assert report.final["accuracy"] >= 0.93
     assert all(r.accepted for r in report.rounds)
     assert all(r.gas_used > 0 and r.bytes_up > 0 and r.bytes_down > 0 for r in report.rounds)
+    # 5 proposers, 5 voters: the default 10 reviewers per update means every voter judges every update.
+    assert all(r.reviewers == 5 and r.evaluations == 25 for r in report.rounds)
     assert Report.model_validate_json((tmp_path / "run" / "report.json").read_text()) == report
     for plot in ("accuracy.png", "balance.png", "votes.png"):
         assert (tmp_path / "run" / plot).stat().st_size > 1000
@@ -73,6 +75,7 @@ def replay_in_process(report: Report, **scenario: object) -> None:
     from fedledger.simulation.inprocess import InProcessRun, Scenario
 
     committees = [(r.proposers, r.voters) for r in report.rounds]
+    scenario = {k: v for k, v in scenario.items() if k != "rounds"}
     result = InProcessRun(Scenario(seed=report.seed, rounds=len(report.rounds), **scenario), committees).run()  # type: ignore[arg-type]
     for chain_round, played in zip(report.rounds, result.rounds, strict=True):
         assert played.accuracy == pytest.approx(chain_round.metrics["accuracy"], abs=1e-9), chain_round.round
@@ -81,6 +84,20 @@ def replay_in_process(report: Report, **scenario: object) -> None:
     for p in report.participants:
         assert (money[p.address].stake_end_wei, money[p.address].rewarded_wei) == (p.stake_end_wei, p.rewarded_wei)
         assert money[p.address].net_wei == p.net_wei
+
+
+def test_two_reviewers_per_update_judge_each_update_and_the_chain_agrees(tmp_path: Path) -> None:
+    """k = 2 of 4 voters: each voter is sent two updates, the contract tallies them, the study's engine agrees."""
+    from fedledger.simulation.inprocess import Incentives
+
+    options = {"clients": 8, "rounds": 2, "attackers": 2, "attack": "sign_flip"}
+    report, _ = simulate(tmp_path / "run", seed=2, reviewers_per_update=2, **options)
+    assert all(r.reviewers == 2 and len(r.proposers) == 4 and len(r.voters) == 4 for r in report.rounds)
+    assert all(r.evaluations == 8 for r in report.rounds)  # P x k, not P x V = 16
+    clean = audit("--run", str(tmp_path / "run"), "--json", "verify")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert json.loads(clean.stdout)["disagreements"] == []
+    replay_in_process(report, incentives=Incentives(reviewers_per_update=2), **options)
 
 
 def test_scaled_attackers_are_rejected_one_by_one(tmp_path: Path) -> None:

@@ -3,11 +3,16 @@ pragma solidity ^0.8.24;
 
 /**
  * @title IFLTask
- * @notice Types, events and errors of one governed federated-learning task.
+ * @notice Types, events and errors of one governed federated-learning task (FLTask v2).
  * @dev The round protocol follows arXiv:2307.00543 (FLock): proposers train, voters
  * judge, +1/-1 votes are summed and a tally >= 0 accepts. Two vote modes exist:
- * `PerUpdate` (one tally per proposer, a vote is a bitmap over the round's
- * proposers) and `Aggregate` (the paper: one tally on the aggregated candidate).
+ * `PerUpdate` (one tally per proposer; each update is judged by its assigned reviewers and a
+ * vote is a bitmap over the voter's assigned updates) and `Aggregate` (the paper: one tally on
+ * the aggregated candidate).
+ *
+ * v2 keeps one round's state in storage (slots reused round after round) and everything else
+ * in events: the audit needs nothing but logs and views. Members have a compact index (0-1023);
+ * a round's committee is a list of member indices, packed ten bits each, in draw order.
  */
 interface IFLTask {
     // ------------------------------------------------------------------ types
@@ -18,7 +23,7 @@ interface IFLTask {
         Aggregate
     }
 
-    /// @notice Life cycle of a round. `None` means the round was never opened.
+    /// @notice Life cycle of a round. `None` means no round was opened yet.
     enum Phase {
         None,
         Training,
@@ -67,10 +72,11 @@ interface IFLTask {
      * @param voterRewardBps share of each round reward paid to the good voters (the rest to the good proposers)
      * @param voteMode what voters judge, see {VoteMode}
      * @param stakeWeighted weigh votes by stake (true) or count one member one vote (false, the paper)
+     * @param reviewersPerUpdate k: voters assigned to each update (per-update mode); 0: every voter judges every update
      * @param trainingDuration seconds proposers have to commit before anyone may advance
      * @param votingDuration seconds voters have to commit votes before anyone may advance
      * @param revealDuration seconds voters have to reveal before anyone may finalize
-     * @param exitDelay seconds between an exit request and the stake withdrawal
+     * @param exitDelay seconds between an exit request and its completion
      * @param coordinator account allowed to open rounds, propose candidates and publish global models
      */
     struct TaskConfig {
@@ -87,6 +93,7 @@ interface IFLTask {
         uint16 voterRewardBps;
         VoteMode voteMode;
         bool stakeWeighted;
+        uint16 reviewersPerUpdate;
         uint64 trainingDuration;
         uint64 votingDuration;
         uint64 revealDuration;
@@ -94,40 +101,30 @@ interface IFLTask {
         address coordinator;
     }
 
-    /// @notice Public state of a round, see {getRound}.
+    /**
+     * @notice Public state of the current round, see {getRound} (outcomes and tallies: {RoundFinalized}).
+     * @param reviewers reviewers per update in effect (per-update mode; the number of voters when every voter judges all)
+     * @param committedMask bit i: proposer i committed its update
+     * @param voteCommittedMask bit j: voter j committed a vote
+     * @param revealedMask bit j: voter j revealed its vote
+     * @param voteDigest rolling digest of the round's vote commitments, see {voteDigest}
+     */
     struct RoundInfo {
+        uint256 round;
         Phase phase;
         uint64 deadline;
         uint16 numProposers;
         uint16 numVoters;
+        uint16 reviewers;
         uint16 numUpdates;
         uint16 numVoteCommits;
         uint16 numReveals;
         bool globalPublished;
         uint128 committedMask;
-        uint128 outcomes;
-        bytes32 seed;
+        uint128 voteCommittedMask;
+        uint128 revealedMask;
         bytes32 candidate;
-        bytes32 globalModelHash;
-        uint256 reward;
-    }
-
-    /// @notice A proposer's commitment in a round, see {getUpdate}.
-    struct UpdateInfo {
-        address proposer;
-        bytes32 updateHash;
-        uint64 numExamples;
-        bool committed;
-        bool accepted;
-        int128 tally;
-    }
-
-    /// @notice A voter's commit-reveal state in a round, see {getVote}.
-    struct VoteInfo {
-        address voter;
-        bytes32 commitment;
-        uint128 bits;
-        bool revealed;
+        bytes32 voteDigest;
     }
 
     /// @notice A member's stake and exit state, see {getMember}.
@@ -138,38 +135,50 @@ interface IFLTask {
         uint256 stake;
         uint256 owed;
         uint256 nonce;
+        uint256 index;
     }
 
-    /// @notice EIP-712 signed update commitment relayed by {commitUpdatesBySig}.
+    /**
+     * @notice EIP-712 signed update commitment relayed by {commitUpdatesBySig}.
+     * @dev Signed: CommitUpdate(proposer, round, updateHash, numExamples). `seat` (the proposer's
+     * position among the round's proposers) is an unsigned hint checked against the committee;
+     * `r`/`vs` is the compact (EIP-2098) signature.
+     */
     struct CommitUpdateRequest {
         address proposer;
         uint256 round;
         bytes32 updateHash;
         uint256 numExamples;
-        uint256 nonce;
-        uint256 deadline;
-        bytes signature;
+        uint256 seat;
+        bytes32 r;
+        bytes32 vs;
     }
 
-    /// @notice EIP-712 signed vote commitment relayed by {commitVotesBySig}.
+    /// @notice EIP-712 signed vote commitment relayed by {commitVotesBySig}; `seat` is the voter's position.
     struct CommitVoteRequest {
         address voter;
         uint256 round;
         bytes32 commitment;
-        uint256 nonce;
-        uint256 deadline;
-        bytes signature;
+        uint256 seat;
+        bytes32 r;
+        bytes32 vs;
     }
 
-    /// @notice EIP-712 signed vote reveal relayed by {revealVotesBySig}.
+    /// @notice EIP-712 signed vote reveal relayed by {revealVotesBySig}; `seat` is the voter's position.
     struct RevealVoteRequest {
         address voter;
         uint256 round;
         uint256 bits;
         bytes32 salt;
-        uint256 nonce;
-        uint256 deadline;
-        bytes signature;
+        uint256 seat;
+        bytes32 r;
+        bytes32 vs;
+    }
+
+    /// @notice A committed vote in commit order, as {VoteCommitted} announced it (the seat from the committee) (checked against {voteDigest}).
+    struct CommittedVote {
+        uint256 seat;
+        bytes32 commitment;
     }
 
     /// @notice EIP-712 signed membership action (exit, withdraw) relayed by the member batch forms.
@@ -177,34 +186,48 @@ interface IFLTask {
         address member;
         uint256 nonce;
         uint256 deadline;
-        bytes signature;
+        bytes32 r;
+        bytes32 vs;
     }
 
     // ----------------------------------------------------------------- events
 
-    /// @notice `account` joined the task with `stake` wei.
-    event Registered(address indexed account, uint256 stake);
-    /// @notice The stake of `account` went from `oldStake` to `newStake`.
+    /// @notice `account` joined the task as member number `index` with `stake` wei.
+    event Registered(address indexed account, uint256 index, uint256 stake);
+    /// @notice The stake of `account` went from `oldStake` to `newStake` (added stake; slashes emit {Slashed}).
     event StakeChanged(address indexed account, uint256 oldStake, uint256 newStake);
-    /// @notice `account` asked to leave; its stake can be withdrawn from `readyAt`.
+    /// @notice `account` asked to leave; it can complete the exit from `readyAt`.
     event ExitRequested(address indexed account, uint256 readyAt);
-    /// @notice `account` left and received its `stake`.
+    /// @notice `account` left; its `stake` was credited to it, payable by {withdraw}, and its index freed.
     event Exited(address indexed account, uint256 stake);
     /// @notice `from` added `amount` to the reward pool.
     event PoolFunded(address indexed from, uint256 amount);
-    /// @notice Round `round` opened with the drawn roles; proposers train until `deadline`.
-    event RoundOpened(uint256 indexed round, bytes32 seed, address[] proposers, address[] voters, uint256 deadline);
+    /**
+     * @notice Round `round` opened; proposers train until `deadline`.
+     * @param committee the drawn member indices in draw order, ten bits each, 25 per word (lowest bits first):
+     * the first `numProposers` are the proposers, the next `numVoters` the voters
+     * @param eligible the eligibility bitmap the draw was made from (bit i of word w: member index 256 w + i)
+     * @param reviewers reviewers per update in effect, see {reviewersOf}
+     */
+    event RoundOpened(
+        uint256 indexed round,
+        bytes32 seed,
+        uint256 numProposers,
+        uint256 numVoters,
+        uint256 reviewers,
+        uint256[] committee,
+        uint256[] eligible,
+        uint256 deadline
+    );
     /// @notice Round `round` entered `phase`, which lasts until `deadline`.
     event PhaseAdvanced(uint256 indexed round, Phase phase, uint256 deadline);
-    /// @notice `proposer` (position `index` in the round) committed to an update.
-    event UpdateCommitted(
-        uint256 indexed round, address indexed proposer, uint256 index, bytes32 updateHash, uint256 numExamples
-    );
+    /// @notice `proposer` committed to an update (its seat follows from the committee).
+    event UpdateCommitted(uint256 indexed round, address indexed proposer, bytes32 updateHash, uint256 numExamples);
     /// @notice The coordinator proposed the aggregated candidate of `round` (aggregate mode).
     event AggregateProposed(uint256 indexed round, bytes32 candidateHash);
-    /// @notice `voter` committed to a hidden vote.
+    /// @notice `voter` committed to a hidden vote (its seat follows from the committee).
     event VoteCommitted(uint256 indexed round, address indexed voter, bytes32 commitment);
-    /// @notice `voter` revealed its vote bitmap `bits` (bit i: accept proposer i, or bit 0: accept the candidate).
+    /// @notice `voter` revealed `bits` (bit a: accept its a-th assigned update, or bit 0: accept the candidate).
     event VoteRevealed(uint256 indexed round, address indexed voter, uint256 bits, bytes32 salt);
     /// @notice Round `round` was tallied: bit i of `outcomes` accepts item i; `tallies[i]` is its vote sum.
     event RoundFinalized(
@@ -216,7 +239,7 @@ interface IFLTask {
     event Rewarded(uint256 indexed round, address indexed account, uint256 amount);
     /// @notice `account` lost `amount` wei of stake in round `round`, back into the pool.
     event Slashed(uint256 indexed round, address indexed account, uint256 amount, SlashReason reason);
-    /// @notice `account` withdrew `amount` wei of credited rewards.
+    /// @notice `account` withdrew `amount` wei of credited rewards and released stake.
     event Withdrawn(address indexed account, uint256 amount);
     /// @notice A relayed `action` signed by `signer` was skipped; `reason` is the ABI-encoded custom error.
     event ActionRejected(uint256 indexed round, address indexed signer, Action action, bytes reason);
@@ -235,7 +258,7 @@ interface IFLTask {
     error InsufficientStake(uint256 amount, uint256 minimum);
     /// @notice A payment of zero wei was sent where value is required.
     error ZeroAmount();
-    /// @notice The member list holds `maxMembers` accounts already.
+    /// @notice The task holds `maxMembers` members already.
     error TaskFull(uint256 maxMembers);
     /// @notice `account` has asked to exit and cannot do this any more.
     error ExitPending(address account);
@@ -251,9 +274,9 @@ interface IFLTask {
     error WrongPhase(Phase expected, Phase actual);
     /// @notice The action needs the other vote mode.
     error WrongVoteMode(VoteMode mode);
-    /// @notice `account` is not a proposer of `round`.
+    /// @notice `account` is not a proposer of `round` (or not at the seat it names).
     error NotProposer(uint256 round, address account);
-    /// @notice `account` is not a voter of `round`.
+    /// @notice `account` is not a voter of `round` (or not at the seat it names).
     error NotVoter(uint256 round, address account);
     /// @notice `account` already acted in this role and phase of `round`.
     error AlreadyActed(uint256 round, address account);
@@ -261,8 +284,10 @@ interface IFLTask {
     error NoVoteCommitted(uint256 round, address account);
     /// @notice The revealed vote does not hash to the commitment.
     error CommitmentMismatch(bytes32 expected, bytes32 actual);
-    /// @notice `bits` has a bit set beyond the `numItems` judged items.
+    /// @notice `bits` has a bit set beyond the voter's `numItems` assigned items.
     error InvalidVoteBits(uint256 bits, uint256 numItems);
+    /// @notice The committed votes brought with a reveal do not hash to the round's {voteDigest}.
+    error VoteDigestMismatch(bytes32 expected, bytes32 actual);
     /// @notice A hash argument is zero.
     error ZeroHash();
     /// @notice An update claims zero (or more than 2^64-1) training examples.
@@ -287,6 +312,6 @@ interface IFLTask {
     error NothingToWithdraw(address account);
     /// @notice Sending `amount` wei to `to` failed.
     error TransferFailed(address to, uint256 amount);
-    /// @notice An amount does not fit the 128-bit stake accounting.
+    /// @notice An amount does not fit the 96-bit stake accounting.
     error AmountTooLarge(uint256 amount);
 }

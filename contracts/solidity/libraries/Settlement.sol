@@ -1,0 +1,380 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+
+import {IFLTask} from "../interfaces/IFLTask.sol";
+import {Members} from "./Members.sol";
+import {Registry} from "./Registry.sol";
+import {Sortition} from "./Sortition.sol";
+
+/**
+ * @title Settlement
+ * @notice Round settlement of arXiv:2307.00543 (FLock), per update or on the aggregate: tally the
+ * revealed votes of each item's reviewers (+w / -w, accept at tally >= 0), classify every seat,
+ * pay the round reward to the good in proportion to stake and slash the bad.
+ * @dev Deployed once and linked (DELEGATECALL in the task's storage): it runs once per round and
+ * keeps FLTask under the EIP-170 limit. Python's contracts/settlement.py is its reference; the
+ * rules are in docs/protocol.md.
+ */
+library Settlement {
+    using Members for uint256;
+    using Registry for Registry.Book;
+
+    uint256 private constant BPS = 10_000;
+    uint256 private constant BITS_SENTINEL = uint256(1) << 255;
+    uint256 private constant BYTE_ONES = 0x0101010101010101010101010101010101010101010101010101010101010101;
+    /// @dev Transient slots of the reveals of the running transaction: bits at +seat, voter at +128+seat,
+    /// claimed proposers at +256+seat (keccak256("fedledger.FLTask.settlement")).
+    uint256 private constant STASH = 0x38c3199e14758c0c2eff478ed383062e8756e8ac8f77c89e1eb9c2fc51155a71;
+
+    /// @notice The task's settlement parameters.
+    struct Rules {
+        IFLTask.VoteMode voteMode;
+        bool stakeWeighted;
+        uint256 slashRateBps;
+        uint256 voterRewardBps;
+        uint256 minStake;
+        uint256 totalRounds;
+    }
+
+    /**
+     * @notice What a round brings to its settlement.
+     * @param judged items judged: committed proposers (per-update) or bit 0 for a proposed candidate
+     * @param committed proposers that committed
+     * @param voteCommitted voters that committed a vote
+     * @param revealed voters that revealed
+     * @param revealedNow voters whose reveal came with this transaction (see {stashReveal})
+     * @param claimedProposers how many proposer accounts the relayer claimed (see {stashProposer})
+     */
+    struct RoundData {
+        uint256 round;
+        uint256 numProposers;
+        uint256 numVoters;
+        uint256 reviewers;
+        uint256 judged;
+        uint256 committed;
+        uint256 voteCommitted;
+        uint256 revealed;
+        uint256 revealedNow;
+        uint256 claimedProposers;
+    }
+
+    /// @dev The seats being settled: accounts, member words, votes and verdict bitmaps.
+    struct Seats {
+        address[] accounts; // by committee position (proposers first), zero for neutral voters
+        uint256[] words; // member words, updated in memory and written once
+        uint256[] bits; // each revealed vote (bit a: its a-th item), by voter seat
+        uint256[] expanded; // each vote by update position (bit i: accepts item i), judged items only
+        uint256[] assigned; // each voter's judged items by update position
+        uint256 outcomes;
+        uint256 ties;
+        uint256 good; // bitmap over committee positions
+        uint256 bad;
+        uint256 reasons; // SlashReason of position s in bits 2s..2s+1
+    }
+
+    /**
+     * @notice Settles a round: emits {IFLTask.Rewarded} / {IFLTask.Slashed} per seat and
+     * {IFLTask.RoundFinalized}, writes every touched member word once.
+     * @param voteBits votes stored by reveal batches that did not finalize, by voter seat
+     * @param committee the packed member indices of the round
+     * @param pool the reward pool before the round
+     * @return outcomes bit i accepts item i
+     * @return newPool the pool after paying rewards and taking slashes
+     */
+    function settle(
+        Registry.Book storage b,
+        uint256[120] storage voteBits,
+        uint256[5] storage committee,
+        Rules memory rules,
+        RoundData memory d,
+        uint256 pool
+    ) external returns (uint256 outcomes, uint256 newPool) {
+        Seats memory st = _loadSeats(b, voteBits, committee, d);
+        int256[] memory tallies = _tally(rules, d, st);
+        _judge(rules, d, st);
+        uint256 roundReward = pool / (rules.totalRounds - d.round + 1);
+        uint256 paid = _reward(rules, d, st, roundReward);
+        uint256 slashed = _slash(b, rules, d, st);
+        uint256 touched = st.good | st.bad;
+        for (uint256 s = 0; s < st.words.length; ++s) {
+            if ((touched >> s) & 1 == 1) b.members[_at(st.accounts, s)] = _at(st.words, s);
+        }
+        emit IFLTask.RoundFinalized(d.round, st.outcomes, tallies, roundReward, paid, slashed);
+        return (st.outcomes, pool - paid + slashed);
+    }
+
+    /**
+     * @dev The account and member word of every proposer and committed voter (this transaction's
+     * revealers are known already), and every revealed vote (this transaction's, else as stored).
+     */
+    function _loadSeats(
+        Registry.Book storage b,
+        uint256[120] storage voteBits,
+        uint256[5] storage committee,
+        RoundData memory d
+    ) private view returns (Seats memory st) {
+        uint256 numProposers = d.numProposers;
+        uint256 seats = numProposers + d.numVoters;
+        uint256[] memory packed = new uint256[]((seats + Sortition.PER_WORD - 1) / Sortition.PER_WORD);
+        for (uint256 w = 0; w < packed.length; ++w) {
+            packed[w] = committee[w];
+        }
+        st.accounts = new address[](seats);
+        st.words = new uint256[](seats);
+        st.bits = new uint256[](d.numVoters);
+        for (uint256 s = 0; s < seats; ++s) {
+            address account;
+            uint256 index = Sortition.at(packed, s);
+            if (s < numProposers) {
+                // A claimed account whose member word carries this seat's index is that member
+                // (registered members and indices correspond one to one); else read the index's owner.
+                if (s < d.claimedProposers) {
+                    account = address(uint160(_stashed(256 + s)));
+                    uint256 word = b.members[account];
+                    if (word.registered() && word.index() == index) {
+                        st.accounts[s] = account;
+                        st.words[s] = word;
+                        continue;
+                    }
+                }
+                account = b.accountAt[index];
+            } else {
+                uint256 j = s - numProposers;
+                if ((d.voteCommitted >> j) & 1 == 0) continue; // never voted: neither paid nor slashed
+                if ((d.revealedNow >> j) & 1 == 1) {
+                    account = address(uint160(_stashed(128 + j)));
+                    st.bits[j] = _stashed(j);
+                } else {
+                    account = b.accountAt[index];
+                    if ((d.revealed >> j) & 1 == 1) st.bits[j] = voteBits[j] & ~BITS_SENTINEL;
+                }
+            }
+            st.accounts[s] = account;
+            st.words[s] = b.members[account];
+        }
+    }
+
+    /**
+     * @dev Sums +w / -w per judged item over the revealed votes of each item's reviewers. Each vote
+     * is first spread onto update positions (`expanded`: accepted items, `assigned`: judged items),
+     * so that agreement with the outcomes is a popcount. One member one vote counts bit-sliced:
+     * byte lane l of word o of `accepts` counts the acceptances of item 8 l + o (at most 119 < 256).
+     */
+    function _tally(Rules memory rules, RoundData memory d, Seats memory st)
+        private
+        pure
+        returns (int256[] memory tallies)
+    {
+        uint256 numVoters = d.numVoters;
+        uint256 judged = d.judged;
+        bool perUpdate = rules.voteMode == IFLTask.VoteMode.PerUpdate;
+        tallies = new int256[](perUpdate ? d.numProposers : 1);
+        st.expanded = new uint256[](numVoters);
+        st.assigned = new uint256[](numVoters);
+        if (judged == 0) return tallies;
+        bool bitIsItem = !perUpdate || d.reviewers == numVoters; // vote bit a judges item a
+        uint256[8] memory accepts;
+        uint256[8] memory reviews;
+        uint256 lanes = tallies.length < 8 ? tallies.length : 8; // offsets in use
+        for (uint256 j = 0; j < numVoters; ++j) {
+            if ((d.revealed >> j) & 1 == 0) continue;
+            uint256 vote = st.bits[j];
+            (uint256 expanded, uint256 assigned) = bitIsItem
+                ? (vote & judged, judged)
+                : _spread(
+                    vote, judged, j, Sortition.itemCount(j, d.numProposers, numVoters, d.reviewers), numVoters, d.reviewers
+                );
+            _put(st.expanded, j, expanded);
+            _put(st.assigned, j, assigned);
+            if (rules.stakeWeighted) {
+                int256 w = int256(_at(st.words, d.numProposers + j).stake());
+                for (uint256 rest = assigned; rest != 0; rest &= rest - 1) {
+                    uint256 item = Sortition.popcount((rest & (~rest + 1)) - 1);
+                    tallies[item] += (expanded >> item) & 1 == 1 ? w : -w;
+                }
+            } else {
+                // Eight fixed words each; a lane counts at most 119 votes, so no carry crosses lanes.
+                assembly ("memory-safe") {
+                    for { let o := 0 } lt(o, lanes) { o := add(o, 1) } {
+                        let pa := add(accepts, shl(5, o))
+                        mstore(pa, add(mload(pa), and(shr(o, expanded), BYTE_ONES)))
+                        let pr := add(reviews, shl(5, o))
+                        mstore(pr, add(mload(pr), and(shr(o, assigned), BYTE_ONES)))
+                    }
+                }
+            }
+        }
+        for (uint256 i = 0; i < tallies.length; ++i) {
+            if ((judged >> i) & 1 == 0) continue;
+            if (!rules.stakeWeighted) {
+                uint256 shift = 8 * (i >> 3);
+                uint256 yes = (accepts[i & 7] >> shift) & 0xff;
+                tallies[i] = int256(2 * yes) - int256((reviews[i & 7] >> shift) & 0xff);
+            }
+            if (tallies[i] >= 0) st.outcomes |= 1 << i;
+            if (tallies[i] == 0) st.ties |= 1 << i;
+        }
+    }
+
+    /// @dev Voter `j`'s vote on its `n` assigned items (bit a: item (j + a V) / k) by update position.
+    function _spread(uint256 vote, uint256 judged, uint256 j, uint256 n, uint256 numVoters, uint256 k)
+        private
+        pure
+        returns (uint256 expanded, uint256 assigned)
+    {
+        // n < 120 and every item index < 120: the shifts and the arithmetic stay in range.
+        assembly ("memory-safe") {
+            for { let a := 0 } lt(a, n) { a := add(a, 1) } {
+                let item := div(add(j, mul(a, numVoters)), k)
+                if and(shr(item, judged), 1) {
+                    expanded := or(expanded, shl(item, and(shr(a, vote), 1)))
+                    assigned := or(assigned, shl(item, 1))
+                }
+            }
+        }
+    }
+
+    /// @dev Good: accepted proposers, voters agreeing with most of their judged items. Bad: see {IFLTask.SlashReason}.
+    function _judge(Rules memory rules, RoundData memory d, Seats memory st) private pure {
+        bool perUpdate = rules.voteMode == IFLTask.VoteMode.PerUpdate;
+        uint256 numProposers = d.numProposers;
+        uint256 good;
+        uint256 bad;
+        uint256 reasons;
+        for (uint256 i = 0; i < numProposers; ++i) {
+            if ((d.committed >> i) & 1 == 0) {
+                bad |= 1 << i;
+                reasons |= uint256(IFLTask.SlashReason.MissingUpdate) << (2 * i);
+            } else if (d.judged != 0) {
+                if ((st.outcomes >> (perUpdate ? i : 0)) & 1 == 1) good |= 1 << i;
+                else bad |= 1 << i; // SlashReason.RejectedUpdate is 0
+            }
+        }
+        for (uint256 j = 0; j < d.numVoters; ++j) {
+            uint256 s = numProposers + j;
+            if ((d.voteCommitted >> j) & 1 == 0) continue;
+            if ((d.revealed >> j) & 1 == 0) {
+                bad |= 1 << s;
+                reasons |= uint256(IFLTask.SlashReason.UnrevealedVote) << (2 * s);
+                continue;
+            }
+            uint256 assigned = _at(st.assigned, j);
+            if (assigned == 0) continue; // nothing it judged was on chain: neither paid nor slashed
+            // A bit agrees when it matches the outcome; a tie agrees with both sides (vote * tally >= 0).
+            uint256 agree = Sortition.popcount((~(_at(st.expanded, j) ^ st.outcomes) | st.ties) & assigned);
+            if (2 * agree >= Sortition.popcount(assigned)) {
+                good |= 1 << s;
+            } else {
+                bad |= 1 << s;
+                reasons |= uint256(IFLTask.SlashReason.LosingVote) << (2 * s);
+            }
+        }
+        (st.good, st.bad, st.reasons) = (good, bad, reasons);
+    }
+
+    /**
+     * @dev Pays `roundReward`: `voterRewardBps` of it to the good voters, the rest to the good
+     * proposers, each part shared in proportion to stake; returns what was credited. A part with
+     * no good seat stays in the pool.
+     */
+    function _reward(Rules memory rules, RoundData memory d, Seats memory st, uint256 roundReward)
+        private
+        returns (uint256 paid)
+    {
+        uint256 numProposers = d.numProposers;
+        uint256 good = st.good;
+        uint256[] memory words = st.words;
+        uint256 voterPart = (roundReward * rules.voterRewardBps) / BPS;
+        uint256 proposerPart = roundReward - voterPart;
+        uint256 proposerStake;
+        uint256 voterStake;
+        for (uint256 s = 0; s < words.length; ++s) {
+            if ((good >> s) & 1 == 0) continue;
+            if (s < numProposers) proposerStake += _at(words, s).stake();
+            else voterStake += _at(words, s).stake();
+        }
+        for (uint256 s = 0; s < words.length; ++s) {
+            if ((good >> s) & 1 == 0) continue;
+            uint256 w = _at(words, s);
+            uint256 amount =
+                s < numProposers ? (proposerPart * w.stake()) / proposerStake : (voterPart * w.stake()) / voterStake;
+            _put(words, s, w.withOwed(SafeCast.toUint96(w.owed() + amount)));
+            paid += amount;
+            emit IFLTask.Rewarded(d.round, _at(st.accounts, s), amount);
+        }
+    }
+
+    /// @dev Takes `slashRate` of the stake of every bad seat (ejecting it below the minimum); returns the total.
+    function _slash(Registry.Book storage b, Rules memory rules, RoundData memory d, Seats memory st)
+        private
+        returns (uint256 slashed)
+    {
+        for (uint256 s = 0; s < st.words.length; ++s) {
+            if ((st.bad >> s) & 1 == 0) continue;
+            uint256 w = _at(st.words, s);
+            uint256 stake = w.stake();
+            uint256 amount = (stake * rules.slashRateBps) / BPS;
+            _put(st.words, s, w.withStake(stake - amount));
+            if (stake - amount < rules.minStake) b.setEligible(w.index(), false);
+            slashed += amount;
+            emit IFLTask.Slashed(
+                d.round, _at(st.accounts, s), amount, IFLTask.SlashReason((st.reasons >> (2 * s)) & 3)
+            );
+        }
+    }
+
+    /**
+     * @notice Keeps voter `seat`'s revealed `bits` and account for this transaction's settlement
+     * (transient storage: cleared when the transaction ends; a seat reveals once per round, so a
+     * value is only ever read by the transaction that wrote it).
+     */
+    function stashReveal(uint256 seat, uint256 bits, address voter) internal {
+        _stash(seat, bits);
+        _stash(128 + seat, uint160(voter));
+    }
+
+    /// @notice The bits {stashReveal} kept for voter `seat`.
+    function stashedBits(uint256 seat) internal view returns (uint256) {
+        return _stashed(seat);
+    }
+
+    /// @notice Keeps the relayer's claim that `account` is the proposer at `seat` (checked when settling).
+    function stashProposer(uint256 seat, address account) internal {
+        _stash(256 + seat, uint160(account));
+    }
+
+    function _stash(uint256 key, uint256 value) private {
+        assembly ("memory-safe") {
+            tstore(add(STASH, key), value)
+        }
+    }
+
+    function _stashed(uint256 key) private view returns (uint256 value) {
+        assembly ("memory-safe") {
+            value := tload(add(STASH, key))
+        }
+    }
+
+    /// @dev `a[i]` without the bounds check, for loops whose index is bounded by the array's length.
+    function _at(uint256[] memory a, uint256 i) private pure returns (uint256 v) {
+        assembly ("memory-safe") {
+            v := mload(add(a, shl(5, add(i, 1))))
+        }
+    }
+
+    /// @dev `a[i]` without the bounds check, for loops whose index is bounded by the array's length.
+    function _at(address[] memory a, uint256 i) private pure returns (address v) {
+        assembly ("memory-safe") {
+            v := mload(add(a, shl(5, add(i, 1))))
+        }
+    }
+
+    /// @dev `a[i] = v` without the bounds check, for loops whose index is bounded by the array's length.
+    function _put(uint256[] memory a, uint256 i, uint256 v) private pure {
+        assembly ("memory-safe") {
+            mstore(add(a, shl(5, add(i, 1))), v)
+        }
+    }
+}
