@@ -22,6 +22,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
+from fedledger.contracts.sortition import items_of
 from fedledger.server.client import GatewayClient
 from fedledger.server.gateway import GatewayServer, GatewaySettings
 from fedledger.server.ledger import open_embedded
@@ -65,7 +66,8 @@ def run(clients: int = 50, window: float = 2.0, data_dir: Path | None = None) ->
             if key.address not in voters:
                 return
             salt = secrets.token_bytes(32)
-            bits = (1 << len(roles.proposers)) - 1
+            seat = list(roles.voters).index(key.address)
+            bits = (1 << len(items_of(seat, len(roles.proposers), len(roles.voters), roles.reviewers))) - 1
             client.wait_for_phase(1, "VOTING")
             commit = client.commit_vote(key, 1, bits, salt)
             client.wait_for_phase(1, "REVEALING")
