@@ -321,7 +321,7 @@ class FedKSeedStrategy(FedledgerStrategy):
 
     def _base_hash(self, task: Task, seed: int) -> bytes:
         """keccak256 of theta0's canonical bytes, once per task and seed (the model is large)."""
-        from fedledger.server.blobstore import keccak256
+        from fedledger.server.gateway.blobstore import keccak256
 
         key = (task.name, seed)
         if key not in self._base_hashes:

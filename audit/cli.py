@@ -54,7 +54,7 @@ def _source(args: argparse.Namespace) -> AuditSource:
         if args.deployment is None:
             raise CommandError("--rpc-url needs --deployment FILE")
         return ChainSource(args.rpc_url, args.deployment, args.blob_dir)
-    from fedledger.server.client import GatewayClient
+    from fedledger.server.gateway.client import GatewayClient
 
     root = args.tls_ca.read_bytes() if args.tls_ca else None
     return GatewaySource(GatewayClient(args.gateway, root_certificates=root, timeout=60.0))

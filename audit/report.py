@@ -254,7 +254,7 @@ def _check_published_models(state: Replay, source: AuditSource) -> list[str]:
     """Per-update rounds: recompute the aggregate of the accepted updates and compare its hash."""
     from fedledger import codec
     from fedledger.aggregation.registry import get_strategy
-    from fedledger.server.blobstore import keccak256
+    from fedledger.server.gateway.blobstore import keccak256
 
     if state.config.vote_mode is not VoteMode.PER_UPDATE:
         return []

@@ -15,9 +15,9 @@ from fedledger.contracts.bindings import Event, FLTaskContract
 from fedledger.contracts.types import MemberInfo, TaskConfig
 from fedledger.deploy.chain import connect
 from fedledger.deploy.manifest import DeploymentManifest
-from fedledger.server.blobstore import BlobCorrupted, BlobNotFound, LocalBlobStore, keccak256
-from fedledger.server.client import BlobVerificationError, GatewayClient
-from fedledger.server.proto import gateway_pb2 as pb
+from fedledger.server.gateway.blobstore import BlobCorrupted, BlobNotFound, LocalBlobStore, keccak256
+from fedledger.server.gateway.client import BlobVerificationError, GatewayClient
+from fedledger.server.gateway.proto import gateway_pb2 as pb
 
 
 class BlobStatus(Enum):

@@ -23,10 +23,10 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 
 from fedledger.contracts.sortition import items_of
-from fedledger.server.client import GatewayClient
-from fedledger.server.gateway import GatewayServer, GatewaySettings
-from fedledger.server.ledger import open_embedded
-from fedledger.server.proto import gateway_pb2 as pb
+from fedledger.server.gateway.client import GatewayClient
+from fedledger.server.gateway.ledger import open_embedded
+from fedledger.server.gateway.proto import gateway_pb2 as pb
+from fedledger.server.gateway.server import GatewayServer, GatewaySettings
 
 ETH = 10**18
 

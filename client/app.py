@@ -20,9 +20,9 @@ from fedledger.aggregation import sync
 from fedledger.aggregation.base import from_record, to_record
 from fedledger.config import RunSettings
 from fedledger.contracts.types import VoteMode
-from fedledger.server.blobstore import keccak256
-from fedledger.server.proto import gateway_pb2 as pb
-from fedledger.server.traffic import Bytes
+from fedledger.server.gateway.blobstore import keccak256
+from fedledger.server.gateway.proto import gateway_pb2 as pb
+from fedledger.server.gateway.traffic import Bytes
 
 from .participant import Participant, live_participant, participant
 

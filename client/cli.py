@@ -20,7 +20,7 @@ from fedledger.errors import CommandError
 if TYPE_CHECKING:  # grpc and the proto stubs load only when a command talks to a gateway
     from eth_account.signers.local import LocalAccount
 
-    from fedledger.server.client import GatewayClient
+    from fedledger.server.gateway.client import GatewayClient
 
     from .lifecycle import Backend
 
@@ -45,8 +45,8 @@ def add_chain_options(cmd: argparse.ArgumentParser) -> None:
 
 
 def gateway_client(args: argparse.Namespace, timeout: float = 30.0, reconnect: bool = False) -> GatewayClient:
-    """A connected :class:`~fedledger.server.client.GatewayClient` from the gateway options."""
-    from fedledger.server.client import GatewayClient
+    """A connected :class:`~fedledger.server.gateway.client.GatewayClient` from the gateway options."""
+    from fedledger.server.gateway.client import GatewayClient
 
     root = args.tls_ca.read_bytes() if args.tls_ca is not None else None
     return GatewayClient(args.gateway, root_certificates=root, timeout=timeout, reconnect=reconnect)

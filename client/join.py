@@ -24,8 +24,8 @@ from fedledger.deploy.anvil import free_port
 from fedledger.errors import CommandError
 from fedledger.keys import PASSWORD_ENV
 from fedledger.processes import MARKER_ENV, kill_marked, new_marker, stop_group
-from fedledger.server.client import GatewayClient
-from fedledger.server.flower import flower_bin, toml_value
+from fedledger.server.coordinator.flower import flower_bin, toml_value
+from fedledger.server.gateway.client import GatewayClient
 
 from .data import DataSpec
 

@@ -87,11 +87,11 @@ class GatewayBackend:
     """Actions through a gateway, signed with the node's key."""
 
     def __init__(self, client: object, key: LocalAccount | None, address: str | None = None) -> None:
-        """Act as ``key`` through ``client`` (a :class:`~fedledger.server.client.GatewayClient`).
+        """Act as ``key`` through ``client`` (a :class:`~fedledger.server.gateway.client.GatewayClient`).
 
         Without a key (``address`` only) it can read, not act.
         """
-        from fedledger.server.client import GatewayClient
+        from fedledger.server.gateway.client import GatewayClient
 
         if not isinstance(client, GatewayClient):
             raise TypeError("GatewayBackend needs a GatewayClient")
@@ -150,7 +150,7 @@ class GatewayBackend:
 
     def member_action(self, action: td.ActionType) -> str:
         """An EIP-712 signed exit or withdrawal, relayed by the gateway."""
-        from fedledger.server.proto import gateway_pb2 as pb
+        from fedledger.server.gateway.proto import gateway_pb2 as pb
 
         result = self.client.member_action(self.key, action)
         if result.status == pb.REJECTED:

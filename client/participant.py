@@ -24,8 +24,8 @@ from fedledger.aggregation.registry import get_strategy
 from fedledger.config import RunSettings
 from fedledger.contracts import typed_data as td
 from fedledger.keys import load_key
-from fedledger.server.client import BlobVerificationError, GatewayClient
-from fedledger.server.proto import gateway_pb2 as pb
+from fedledger.server.gateway.client import BlobVerificationError, GatewayClient
+from fedledger.server.gateway.proto import gateway_pb2 as pb
 from fedledger.simulation.attacks import Attack, PoisonContext, VoterAttack, parse_attack, parse_voter_attack
 from fedledger.simulation.tasks import TrainSettings, get_task
 from fedledger.simulation.tasks.base import ClientData, derived_seed

@@ -176,7 +176,7 @@ def _task_model_hash(spec: str, strategy: str = "fedavg", options: str = "") -> 
     """keccak256 of the canonical bytes of the strategy's initial state for task TASK and SEED."""
     from fedledger import codec
     from fedledger.aggregation.registry import get_strategy
-    from fedledger.server.blobstore import keccak256
+    from fedledger.server.gateway.blobstore import keccak256
     from fedledger.simulation.tasks import get_task
 
     name, _, seed = spec.partition(":")

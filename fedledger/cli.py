@@ -30,8 +30,8 @@ def _registrars() -> list[Register]:
     from fedledger.contracts.cli import register as contracts
     from fedledger.deploy.chain_cli import register as chain
     from fedledger.deploy.cli import register as deploy
-    from fedledger.server.cli import register as gateway
-    from fedledger.server.coordinate_cli import register as coordinate
+    from fedledger.server.coordinator.cli import register as coordinate
+    from fedledger.server.gateway.cli import register as gateway
     from fedledger.simulation.cli import register as simulate
 
     return [simulate, strategies, contracts, chain, deploy, gateway, coordinate, node, task, audit]

@@ -1,1 +1,1 @@
-"""Coordinator ServerApp and gRPC gateway (relayer, blob store, queries); see DESIGN §4-5."""
+"""Two products side by side: the gRPC gateway (``server/gateway/``) and the coordinator (``server/coordinator/``)."""

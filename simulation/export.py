@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedledger.server.client import GatewayClient, event_args
+from fedledger.server.gateway.client import GatewayClient, event_args
 
 
 def export_chain(client: GatewayClient, out: Path) -> dict[str, tuple[int, int, int, int]]:

@@ -7,7 +7,7 @@ hundreds of runs, so it plays them here, with the same pieces:
 - clients are :class:`~fedledger.client.participant.Participant` objects: the same training,
   attacks (simulation/attacks.py), vote rules (client/voting.py) and voter attacks;
 - the coordinator aggregates with the strategy plug-in (Flower's strategies), in proposer
-  address order as :class:`~fedledger.server.governed.GovernedStrategy` does;
+  address order as :class:`~fedledger.server.coordinator.governed.GovernedStrategy` does;
 - the contract is replaced by its Python reference implementations, which the contract tests
   hold it to: the sortition (contracts/sortition.py) and the settlement (contracts/settlement.py),
   over stakes, balances and the reward pool kept here as the contract keeps them.

@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 
-from fedledger.server.results import RoundResult
+from fedledger.server.coordinator.results import RoundResult
 
 from .report import Report
 

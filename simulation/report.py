@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, computed_field
 
-from fedledger.server.results import ClientTraffic, RoundResult, RunSummary
+from fedledger.server.coordinator.results import ClientTraffic, RoundResult, RunSummary
 
 
 class AttackersInfo(BaseModel):

@@ -29,8 +29,7 @@ from fedledger.deploy.anvil import free_port
 from fedledger.deploy.chain import dev_key
 from fedledger.errors import CommandError
 from fedledger.processes import ManagedProcess, kill_marked, new_marker
-from fedledger.server.blobstore import keccak256
-from fedledger.server.flower import (
+from fedledger.server.coordinator.flower import (
     failure_cause,
     flower_env,
     flwr_run_command,
@@ -39,7 +38,8 @@ from fedledger.server.flower import (
     wait_until,
     write_app,
 )
-from fedledger.server.results import RoundResult, RunSummary, read_rounds
+from fedledger.server.coordinator.results import RoundResult, RunSummary, read_rounds
+from fedledger.server.gateway.blobstore import keccak256
 
 from .attacks import UPDATE_ATTACKS, VOTER_ATTACKS, AttackSpec, VoterAttackSpec, choose_attackers, parse_attack
 from .partition import PartitionSpec
@@ -366,7 +366,7 @@ class Simulation:
 
     def _export_chain(self, settings: RunSettings) -> dict[str, tuple[int, int, int, int]]:
         """Save the chain's events and balances for `fedledger audit --run`; return each participant's money."""
-        from fedledger.server.client import GatewayClient
+        from fedledger.server.gateway.client import GatewayClient
 
         from .export import export_chain
 

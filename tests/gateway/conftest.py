@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from fedledger.server.client import GatewayClient
-from fedledger.server.gateway import GatewayServer, GatewaySettings
-from fedledger.server.ledger import Ledger, open_embedded
-from fedledger.server.proto import gateway_pb2 as pb
+from fedledger.server.gateway.client import GatewayClient
+from fedledger.server.gateway.ledger import Ledger, open_embedded
+from fedledger.server.gateway.proto import gateway_pb2 as pb
+from fedledger.server.gateway.server import GatewayServer, GatewaySettings
 
 ETH = 10**18
 

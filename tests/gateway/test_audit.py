@@ -18,7 +18,7 @@ from fedledger.audit.replay import replay
 from fedledger.audit.report import verify
 from fedledger.audit.source import GatewaySource
 from fedledger.contracts import sortition
-from fedledger.server.proto import gateway_pb2 as pb
+from fedledger.server.gateway.proto import gateway_pb2 as pb
 from tests.gateway.conftest import Gateway, start_gateway
 
 

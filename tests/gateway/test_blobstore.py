@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fedledger.server.blobstore import (
+from fedledger.server.gateway.blobstore import (
     BlobCorrupted,
     BlobHashMismatch,
     BlobNotFound,

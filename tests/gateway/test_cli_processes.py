@@ -17,7 +17,7 @@ from eth_account import Account
 
 from fedledger.deploy.anvil import AnvilNode, find_anvil
 from fedledger.deploy.chain import dev_key
-from fedledger.server.client import GatewayClient
+from fedledger.server.gateway.client import GatewayClient
 
 from ..conftest import fedledger
 

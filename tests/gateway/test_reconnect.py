@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from fedledger.server.client import GatewayClient
-from fedledger.server.gateway import GatewayServer, GatewaySettings
-from fedledger.server.governed import GovernedStrategy
-from fedledger.server.proto import gateway_pb2 as pb
+from fedledger.server.coordinator.governed import GovernedStrategy
+from fedledger.server.gateway.client import GatewayClient
+from fedledger.server.gateway.proto import gateway_pb2 as pb
+from fedledger.server.gateway.server import GatewayServer, GatewaySettings
 
 from .conftest import ETH, start_gateway
 

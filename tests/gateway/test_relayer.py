@@ -12,7 +12,7 @@ from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 
 from fedledger.contracts import typed_data as td
 from fedledger.contracts.bindings import Event, Sent
-from fedledger.server.relayer import DuplicateAction, Relayer, RelayFailed
+from fedledger.server.gateway.relayer import DuplicateAction, Relayer, RelayFailed
 
 WRONG_PHASE = function_signature_to_4byte_selector("WrongPhase(uint8,uint8)")
 

@@ -13,9 +13,9 @@ import pytest
 from eth_account import Account
 
 from fedledger.contracts import typed_data as td
-from fedledger.server.blobstore import keccak256
-from fedledger.server.checks import message_to_json
-from fedledger.server.proto import gateway_pb2 as pb
+from fedledger.server.gateway.blobstore import keccak256
+from fedledger.server.gateway.checks import message_to_json
+from fedledger.server.gateway.proto import gateway_pb2 as pb
 from tests.gateway.conftest import ETH, Gateway
 
 

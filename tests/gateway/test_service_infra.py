@@ -10,12 +10,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from fedledger.server.certs import make_certificates
-from fedledger.server.client import GatewayClient
-from fedledger.server.gateway import SERVICE_NAME, GatewayServer, GatewaySettings
-from fedledger.server.ledger import open_embedded
-from fedledger.server.proto import gateway_pb2 as pb
-from fedledger.server.proto import generate
+from fedledger.server.gateway.certs import make_certificates
+from fedledger.server.gateway.client import GatewayClient
+from fedledger.server.gateway.ledger import open_embedded
+from fedledger.server.gateway.proto import gateway_pb2 as pb
+from fedledger.server.gateway.proto import generate
+from fedledger.server.gateway.server import SERVICE_NAME, GatewayServer, GatewaySettings
 from tests.gateway.conftest import Gateway, start_gateway
 
 

@@ -14,7 +14,7 @@ from fedledger.client.data import DataSpecError, parse_data_spec
 from fedledger.client.join import ensure_member
 from fedledger.deploy.anvil import free_port
 from fedledger.errors import CommandError
-from fedledger.server.coordinate import Coordinator, CoordinatorError, CoordinatorOptions
+from fedledger.server.coordinator.coordinate import Coordinator, CoordinatorError, CoordinatorOptions
 from fedledger.simulation.tasks import get_task
 
 from ..conftest import fedledger, require_anvil
@@ -141,7 +141,7 @@ def test_the_coordinator_continues_after_settled_rounds_from_the_chains_model_bu
     gw: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fedledger import codec
-    from fedledger.server.app import _starting_state
+    from fedledger.server.coordinator.app import _starting_state
 
     from ..gateway.test_audit import play
 

@@ -24,8 +24,8 @@ import pytest
 from fedledger.deploy.anvil import free_port
 from fedledger.keys import create_keystore
 from fedledger.processes import MARKER_ENV, ManagedProcess, kill_marked, marked_pids, new_marker
-from fedledger.server.client import GatewayClient, event_args
-from fedledger.server.flower import superlink_command
+from fedledger.server.coordinator.flower import superlink_command
+from fedledger.server.gateway.client import GatewayClient, event_args
 
 from ..conftest import fedledger, require_anvil
 

@@ -13,7 +13,7 @@ from fedledger import codec
 from fedledger.aggregation import fedkseed as fk
 from fedledger.aggregation import mezo, sync
 from fedledger.aggregation.registry import get_strategy
-from fedledger.server.blobstore import keccak256
+from fedledger.server.gateway.blobstore import keccak256
 from fedledger.simulation.tasks import ClientData, Split, TrainSettings
 from fedledger.simulation.tasks.charlm import GPTConfig, TinyGPT, mean_loss
 

@@ -10,7 +10,7 @@ import pytest
 from fedledger.client.participant import Participant
 from fedledger.config import RunSettings
 from fedledger.contracts import typed_data as td
-from fedledger.server.proto import gateway_pb2 as pb
+from fedledger.server.gateway.proto import gateway_pb2 as pb
 from fedledger.simulation.tasks import TrainSettings, get_task, model_arrays
 from tests.gateway.conftest import Gateway, start_gateway
 

@@ -34,11 +34,22 @@ def test_non_editable_install_has_only_the_fedledger_package(tmp_path: Path) -> 
     top_level = sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info") and p.name != "bin")
     assert top_level == ["fedledger"]
     package = target / "fedledger"
-    for part in ("contracts", "server", "server/proto", "client", "aggregation", "simulation", "deploy", "audit"):
+    for part in (
+        "contracts",
+        "server",
+        "server/gateway",
+        "server/gateway/proto",
+        "server/coordinator",
+        "client",
+        "aggregation",
+        "simulation",
+        "deploy",
+        "audit",
+    ):
         assert (package / part / "__init__.py").is_file(), part
     assert (package / "contracts" / "build" / "FLTask.json").is_file()
     assert (package / "contracts" / "solidity" / "FLTask.sol").is_file()
-    assert (package / "server" / "proto" / "gateway.proto").is_file()
+    assert (package / "server" / "gateway" / "proto" / "gateway.proto").is_file()
     probe = (
         "import fedledger.contracts.artifacts as a, fedledger.deploy.deployer as d;"
         "print(a.load_artifact('FLTask').contract_name, a.__file__)"

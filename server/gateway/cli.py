@@ -89,7 +89,7 @@ def _ledger(args: argparse.Namespace) -> object:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .gateway import GatewayServer
+    from .server import GatewayServer
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.max_blob_mib <= 0 or args.flush_window <= 0:

@@ -33,13 +33,13 @@ from fedledger.aggregation import sync
 from fedledger.aggregation.base import FedledgerStrategy, to_record
 from fedledger.contracts.sortition import items_of
 from fedledger.contracts.types import VoteMode
+from fedledger.server.gateway.blobstore import keccak256
+from fedledger.server.gateway.client import BlobVerificationError, GatewayClient
+from fedledger.server.gateway.proto import gateway_pb2 as pb
+from fedledger.server.gateway.traffic import Bytes
 
 from .binding import Binding
-from .blobstore import keccak256
-from .client import BlobVerificationError, GatewayClient
-from .proto import gateway_pb2 as pb
 from .results import ClientTraffic, DroppedUpdate, Recorder, RoundResult
-from .traffic import Bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The coordinator's Flower ServerApp: governed rounds, or the same strategy as plain Flower.
 
 Components in pyproject (``[tool.flwr.app.components]``): ``serverapp =
-"fedledger.server.app:app"``. Settings come from the run config (fedledger.config.RunSettings).
+"fedledger.server.coordinator.app:app"``. Settings come from the run config (fedledger.config.RunSettings).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from fedledger.aggregation.base import FedledgerStrategy, from_record, to_record
 from fedledger.aggregation.registry import get_strategy
 from fedledger.client.identity import coordinator_key
 from fedledger.config import RunSettings
+from fedledger.server.gateway.blobstore import keccak256
+from fedledger.server.gateway.client import GatewayClient
 from fedledger.simulation.tasks import get_task
 
 from .binding import Binding, bind_nodes
-from .blobstore import keccak256
-from .client import GatewayClient
 from .governed import Arrays, GovernedStrategy
 from .results import Recorder, RoundResult, RunSummary
 

@@ -21,9 +21,9 @@ from fedledger.contracts.types import VoteMode
 from fedledger.errors import CommandError
 from fedledger.keys import PASSWORD_ENV, load_key, read_password
 from fedledger.processes import ManagedProcess, kill_marked, new_marker
+from fedledger.server.gateway.blobstore import keccak256
+from fedledger.server.gateway.client import GatewayClient
 
-from .blobstore import keccak256
-from .client import GatewayClient
 from .flower import (
     failure_cause,
     flower_env,

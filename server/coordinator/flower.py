@@ -116,7 +116,7 @@ def write_app(folder: Path, settings: RunSettings, description: str) -> Path:
         'license = "Apache-2.0"\ndependencies = []\n\n'
         '[tool.flwr.app]\npublisher = "fedledger"\n\n'
         "[tool.flwr.app.components]\n"
-        'serverapp = "fedledger.server.app:app"\nclientapp = "fedledger.client.app:app"\n\n'
+        'serverapp = "fedledger.server.coordinator.app:app"\nclientapp = "fedledger.client.app:app"\n\n'
         "[tool.flwr.app.config]\n" + "\n".join(config_lines) + "\n"
     )
     return folder

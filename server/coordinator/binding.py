@@ -17,8 +17,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedledger.contracts import typed_data as td
-
-from .client import GatewayClient
+from fedledger.server.gateway.client import GatewayClient
 
 log = logging.getLogger(__name__)
 

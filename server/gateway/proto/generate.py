@@ -1,10 +1,10 @@
 """Regenerate the committed gRPC stubs from gateway.proto.
 
-Usage: ``python -m fedledger.server.proto.generate [--check]``
+Usage: ``python -m fedledger.server.gateway.proto.generate [--check]``
 
 grpcio-tools (pinned below 1.82, whose protobuf-7 output flwr's ``protobuf<7`` pin refuses)
 writes ``import gateway_pb2``; we rewrite it into a package-relative import so the stubs work
-inside ``fedledger.server.proto``.
+inside ``fedledger.server.gateway.proto``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The coordinator: ServerApp, GovernedStrategy, Flower helpers and ``fedledger coordinate`` (DESIGN §5)."""
