@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import torch
 from eth_account.signers.local import LocalAccount
@@ -303,12 +304,18 @@ class Participant:
         (e.g. FedSTO's EMA teacher).
         """
         updates: list[Arrays | None] = []
+        fetched = iter(self.gateway.fetch_blobs([item for item in items if item]))
         for i, item in enumerate(items):
             if not item:
                 updates.append(None)
                 continue
+            blob = next(fetched)
+            if isinstance(blob, grpc.RpcError):
+                raise blob  # the gateway did not answer: no vote rather than a wrong one
             try:
-                arrays = codec.decode(self.gateway.fetch_blob(item))
+                if isinstance(blob, BlobVerificationError):
+                    raise blob
+                arrays = codec.decode(blob)
                 self.plugin.check_update(global_arrays, arrays)
             except (codec.CodecError, BlobVerificationError, ValueError) as exc:  # malformed: voted down
                 log.warning("item %d of round %d is malformed: %s", i, round_, exc)

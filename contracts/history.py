@@ -48,6 +48,8 @@ class RoundHistory:
     slashes: dict[str, tuple[int, SlashReason]] = field(default_factory=dict)
     global_model_hash: bytes | None = None
     rejected: list[Event] = field(default_factory=list)
+    transactions: list[str] = field(default_factory=list)
+    """Hashes of the transactions that emitted this round's events, in chain order, each once."""
 
     def items(self, mode: VoteMode) -> list[list[int]]:
         """Each voter's items in the bit order of its vote (proposer seats, or [0]: the candidate)."""
@@ -96,8 +98,10 @@ class TaskHistory:
                     del self.holders[index]
         elif name == "RoundOpened":
             self._opened(event)
-        elif (record := self.rounds.get(args.get("round", -1))) is not None:
+        if (record := self.rounds.get(args.get("round", -1))) is not None:
             _ROUND_HANDLERS.get(name, lambda _r, _e: None)(record, event)
+            if event.transaction_hash not in record.transactions[-1:]:
+                record.transactions.append(event.transaction_hash)
 
     def _opened(self, event: Event) -> None:
         args = event.args

@@ -56,6 +56,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     cmd.add_argument("--no-governance", action="store_true", help="the same strategy as plain Flower")
     cmd.add_argument("--chain", default="embedded", help="'embedded' (default) or a JSON-RPC URL (e.g. anvil)")
+    cmd.add_argument(
+        "--ray-address",
+        help="attach to a running Ray cluster (HOST:PORT of its head) instead of starting a Ray head on this machine",
+    )
     cmd.add_argument("--seed", type=int, default=0)
     cmd.add_argument("--out", type=Path, help="run folder (default runs/<timestamp>/)")
     cmd.add_argument("--json", type=Path, dest="json_path", help="also write the report here")
@@ -82,6 +86,7 @@ def _simulate(args: argparse.Namespace) -> int:
         reviewers_per_update=args.reviewers_per_update,
         governance=not args.no_governance,
         chain=args.chain,
+        ray_address=args.ray_address,
         seed=args.seed,
         out=args.out,
         json_path=args.json_path,

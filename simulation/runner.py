@@ -43,6 +43,7 @@ from fedledger.server.gateway.blobstore import keccak256
 
 from .attacks import UPDATE_ATTACKS, VOTER_ATTACKS, AttackSpec, VoterAttackSpec, choose_attackers, parse_attack
 from .partition import PartitionSpec
+from .ray_head import start_ray_head
 from .report import AttackersInfo, ChainInfo, Report, build_report
 from .tasks import get_task
 
@@ -85,6 +86,9 @@ class SimulationOptions(BaseModel):
     voting_duration: int = Field(default=60, ge=5)
     reveal_duration: int = Field(default=60, ge=5)
     flush_window: float = Field(default=1.0, gt=0)
+    ray_address: str | None = Field(
+        default=None, description="attach to this running Ray cluster (host:port) instead of starting a head"
+    )
 
     @field_validator("vote_mode")
     @classmethod
@@ -150,6 +154,9 @@ class Simulation:
         self.marker = new_marker()
         self.processes: list[ManagedProcess] = []
         self.started = time.monotonic()
+        self.ray_address: str | None = None
+        self.ray_start_failures = 0
+        """Starts of this run's Ray head that failed and were tried again."""
 
     # ---------------------------------------------------------------- public
 
@@ -168,7 +175,8 @@ class Simulation:
         try:
             settings = self._settings()
             gateway = self._launch_gateway(settings) if self.options.governance else None
-            superlink_address = self._start_superlink()  # starts while the gateway deploys
+            self._start_ray()  # while the gateway deploys
+            superlink_address = self._start_superlink()
             if gateway is not None:
                 settings = settings.model_copy(update={"gateway": self._await_gateway(gateway)})
             self._run_flower(settings, superlink_address)
@@ -195,7 +203,23 @@ class Simulation:
     # ------------------------------------------------------------------ steps
 
     def _env(self) -> dict[str, str]:
-        return flower_env(self.out / "flwr-home", self.marker)
+        env = flower_env(self.out / "flwr-home", self.marker)
+        if self.ray_address is not None:
+            env["RAY_ADDRESS"] = self.ray_address  # Flower's ray.init attaches instead of starting Ray
+        return env
+
+    def _start_ray(self) -> None:
+        """Attach to ``--ray-address``, or start a Ray head of this run's own (see :mod:`.ray_head`)."""
+        if self.options.ray_address is not None:
+            self.ray_address = self.options.ray_address
+            return
+        self.on_event({"phase": "starting Ray"})
+        _process, self.ray_address, self.ray_start_failures = start_ray_head(
+            self._start,
+            on_retry=lambda attempt, cause: self.on_event(
+                {"phase": "Ray head did not start; starting it again", "attempt": attempt, "cause": cause}
+            ),
+        )
 
     def _settings(self) -> RunSettings:
         o = self.options

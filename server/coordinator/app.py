@@ -32,6 +32,9 @@ from .results import Recorder, RoundResult, RunSummary
 log = logging.getLogger(__name__)
 
 app = ServerApp()
+PULL_INTERVAL = 0.01
+"""Seconds between the simulation grid's polls for replies (Flower's InMemoryGrid: 0.1). Every message
+phase waits for the next poll after its last reply; a governed round has three phases."""
 
 
 def _wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
@@ -50,6 +53,8 @@ def main(grid: Grid, context: Context) -> None:
     """Run the configured rounds and record them under the run's out dir."""
     settings = RunSettings.from_run_config(context.run_config)
     torch.set_num_threads(1)
+    if hasattr(grid, "pull_interval"):  # the simulation's in-memory grid, in both governed and plain runs
+        grid.pull_interval = PULL_INTERVAL
     recorder = Recorder(Path(settings.out_dir or "runs/flwr") / "server")
     try:
         _main(grid, settings, recorder)
@@ -80,7 +85,9 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
         gateway = GatewayClient(settings.gateway, timeout=600, reconnect=True)
         gateway.wait_ready()
         recorder.event(0, "binding nodes")
-        binding = bind_nodes(grid, nodes, gateway)
+        binding = bind_nodes(
+            grid, nodes, gateway, on_registering=lambda count: recorder.event(0, "registering", nodes=count)
+        )
         recorder.event(0, "nodes bound", nodes=len(binding.nodes))
         final, vote_mode, task_address, chain_id = _governed(
             grid, settings, plugin, gateway, binding, recorder, evaluate, initial, server_update

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -43,8 +44,17 @@ def _query(grid: Grid, node_ids: list[int], configs: dict[int, ConfigRecord], ti
     return list(grid.send_and_receive(messages, timeout=timeout))
 
 
-def bind_nodes(grid: Grid, node_ids: list[int], gateway: GatewayClient | None, timeout: float = 120.0) -> Binding:
-    """Ask every node to prove its address (and register); without a gateway, just to name it."""
+def bind_nodes(
+    grid: Grid,
+    node_ids: list[int],
+    gateway: GatewayClient | None,
+    timeout: float = 120.0,
+    on_registering: Callable[[int], None] = lambda _count: None,
+) -> Binding:
+    """Ask every node to prove its address (and register); without a gateway, just to name it.
+
+    ``on_registering(count)`` is told before the ``count`` registrations are relayed.
+    """
     binding = Binding()
     if gateway is None:
         replies = _query(grid, node_ids, {n: ConfigRecord({"action": "identify"}) for n in node_ids}, timeout)
@@ -80,6 +90,7 @@ def bind_nodes(grid: Grid, node_ids: list[int], gateway: GatewayClient | None, t
         binding.partitions[address] = int(config["partition-id"])
         if config["register-tx"]:
             registrations[address] = bytes(config["register-tx"])
+    on_registering(len(registrations))
     for address in sorted(registrations):  # deterministic member order
         gateway.send_transaction(registrations[address])
     for node_id, reason in binding.refused.items():

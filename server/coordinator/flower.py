@@ -33,6 +33,8 @@ def flower_env(home: Path, marker: str) -> dict[str, str]:
             "FLWR_HOME": str(home),
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
+            # SuperExec looks for new runs every second by default; a run should not wait for it.
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
             "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
             "RAY_DEDUP_LOGS": "0",
             "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",

@@ -18,6 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -51,6 +52,8 @@ GATEWAY_GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 GATEWAY_ATTEMPTS = 3
 GATEWAY_RETURN = 120.0
 """Seconds the coordinator waits for a restarted gateway."""
+ACCOUNT_THREADS = 8
+"""Member accounts the coordinator reads at once for a round's record."""
 
 
 @dataclass
@@ -180,7 +183,7 @@ class GovernedStrategy(Strategy):
         phase = self._phase(r)
         if self.config.vote_mode is VoteMode.PER_UPDATE and phase == "TRAINING":
             self._advance_when_due(r, self.config.training_duration, "TRAINING")
-        updates = self._fetch_updates(r, global_arrays)
+        state, updates = self._fetch_updates(r, global_arrays)
 
         candidate: Arrays | None = None
         items: list[bytes]
@@ -196,15 +199,16 @@ class GovernedStrategy(Strategy):
                 self._advance_when_due(r, self.config.training_duration, "TRAINING")
                 items, weights = [], []
         else:
-            full = self.gateway.round(r)
-            usable = [p.committed and p.address in updates.arrays for p in full.proposers]
-            items = [p.update_hash if ok else b"" for p, ok in zip(full.proposers, usable, strict=True)]
-            weights = [p.num_examples if ok else 0 for p, ok in zip(full.proposers, usable, strict=True)]
+            usable = [p.committed and p.address in updates.arrays for p in state.proposers]
+            items = [p.update_hash if ok else b"" for p, ok in zip(state.proposers, usable, strict=True)]
+            weights = [p.num_examples if ok else 0 for p, ok in zip(state.proposers, usable, strict=True)]
 
         evaluations = self._vote(grid, r, voters, (items, weights, proposers), target, traffic, roles.reviewers)
         self.recorder.event(r, "finalizing")
-        self._finalize_when_due(r)
-        final = self.gateway.round(r)
+        final = self._state(r)
+        if final.phase == "REVEALING":  # else the batch bringing the last reveal finalized it
+            self._finalize_when_due(r)
+            final = self.gateway.round(r)
         outcomes = int(final.outcomes)
 
         committed = [p.address for p in final.proposers if p.committed]
@@ -266,7 +270,9 @@ class GovernedStrategy(Strategy):
 
     def _balances(self) -> dict[str, dict[str, int]]:
         """Each bound participant's stake and credited (not yet withdrawn) balance, for the round's record."""
-        accounts = {a: self.gateway.account(a) for a in sorted(self.binding.nodes)}
+        addresses = sorted(self.binding.nodes)
+        with ThreadPoolExecutor(ACCOUNT_THREADS) as pool:
+            accounts = dict(zip(addresses, pool.map(self.gateway.account, addresses), strict=True))
         return {
             "stakes": {a: int(info.stake_wei) for a, info in accounts.items()},
             "credited": {a: int(info.owed_wei) for a, info in accounts.items()},
@@ -379,15 +385,19 @@ class GovernedStrategy(Strategy):
                 self.holds[address] = target
         return replies
 
-    def _fetch_updates(self, r: int, global_arrays: Arrays) -> _Updates:
-        """Every committed update, fetched by its on-chain hash, decoded and checked against the state."""
+    def _fetch_updates(self, r: int, global_arrays: Arrays) -> tuple[pb.RoundState, _Updates]:
+        """The round's state, and every committed update fetched by its on-chain hash, decoded and checked.
+
+        The blobs are fetched concurrently, then checked in proposer order.
+        """
         updates = _Updates()
         state = self.gateway.round(r)
-        for p in state.proposers:
-            if not p.committed:
-                continue
+        committed = [p for p in state.proposers if p.committed]
+        blobs = self.gateway.fetch_blobs([p.update_hash for p in committed])
+        for p, blob in zip(committed, blobs, strict=True):
             try:
-                blob = self.gateway.fetch_blob(p.update_hash)
+                if isinstance(blob, Exception):
+                    raise blob
                 arrays = codec.decode(blob)
                 self.plugin.check_update(global_arrays, arrays)
             except (grpc.RpcError, BlobVerificationError, codec.CodecError, ValueError) as exc:
@@ -395,7 +405,7 @@ class GovernedStrategy(Strategy):
                 updates.dropped.append(DroppedUpdate(address=p.address, reason=reason or type(exc).__name__))
                 continue
             updates.arrays[p.address] = (arrays, p.num_examples)
-        return updates
+        return state, updates
 
     def _aggregate(self, r: int, previous: Arrays, updates: dict[str, tuple[Arrays, int]]) -> Arrays:
         """The plug-in's aggregate of ``updates`` in proposer-address order (deterministic), then the server's step."""
@@ -435,9 +445,10 @@ class GovernedStrategy(Strategy):
         evaluations = sum(1 for c in configs.values() for item in c["items"] if item)
         self.recorder.event(r, "voting", voters=len(voters), items=sum(1 for i in items if i), evaluations=evaluations)
         self._send(grid, voters, MessageType.EVALUATE, {}, target, self.config.voting_duration, traffic, configs)
-        if self._phase(r) == "VOTING":
+        full = self._state(r)
+        if full.phase == "VOTING":
             self._advance_when_due(r, self.config.voting_duration, "VOTING")
-        full = self.gateway.round(r)
+            full = self.gateway.round(r)
         committed = [v.address for v in full.voters if v.commitment]
         if committed and full.phase == "REVEALING":
             self.recorder.event(r, "revealing", committed=len(committed))
@@ -478,6 +489,11 @@ class GovernedStrategy(Strategy):
         """The round's phase once the gateway relayed every queued action."""
         self.gateway.flush(self.coordinator)
         return self.gateway.round(r, brief=True).phase  # the flush's transaction invalidated the gateway's cache
+
+    def _state(self, r: int) -> pb.RoundState:
+        """The round's whole state once the gateway relayed every queued action."""
+        self.gateway.flush(self.coordinator)
+        return self.gateway.round(r)
 
     def _advance_when_due(self, r: int, duration: float, leaving: str) -> None:
         """Move round ``r`` out of phase ``leaving`` once its deadline passed (unless it already left it)."""

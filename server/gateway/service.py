@@ -141,6 +141,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         self.blobs = blobs
         self.relayer = relayer
         self._abi_contract = Web3().eth.contract(abi=load_artifact("FLTask").abi)
+        self._gas_by_transaction: dict[str, int] = {}
 
     # ---------------------------------------------------------------- task, accounts
 
@@ -484,7 +485,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         if not request.brief:
             self._round_seats(state, record)
         if request.gas:
-            state.gas_used = ledger.run(lambda: self._round_gas(round_))
+            state.gas_used = ledger.run(lambda: self._round_gas(record))
         return state
 
     def _round_state(self, record: RoundHistory, is_current: bool) -> pb.RoundState:
@@ -541,21 +542,16 @@ class GatewayService(pb_grpc.GatewayServicer):
                 )
             )
 
-    def _round_gas(self, round_: int) -> int:
-        """Gas of the transactions that emitted events of ``round_`` (each counted once)."""
-        ledger = self.ledger
-        # Every round event has the round as its first indexed argument (topic 1).
-        topic = "0x" + round_.to_bytes(32, "big").hex()
-        logs = ledger.w3.eth.get_logs(
-            {
-                "address": ledger.task.address,
-                "fromBlock": ledger.manifest.block_number,
-                "toBlock": "latest",
-                "topics": [None, topic],  # type: ignore[list-item]
-            }
-        )
-        hashes = {bytes(entry["transactionHash"]) for entry in logs}
-        return sum(int(ledger.w3.eth.get_transaction_receipt(h)["gasUsed"]) for h in hashes)
+    def _round_gas(self, record: RoundHistory) -> int:
+        """Gas of the transactions that emitted events of the round (each counted once).
+
+        Receipts never change, so each transaction's gas is read from the node once.
+        """
+        w3 = self.ledger.w3
+        for tx in record.transactions:
+            if tx not in self._gas_by_transaction:
+                self._gas_by_transaction[tx] = int(w3.eth.get_transaction_receipt(tx)["gasUsed"])  # type: ignore[arg-type]
+        return sum(self._gas_by_transaction[tx] for tx in record.transactions)
 
     @rpc
     def GetEvents(self, request: pb.GetEventsRequest, context: grpc.ServicerContext) -> pb.EventList:
