@@ -1,0 +1,82 @@
+"""Start-up: the run's own Ray head (retried when it fails), --ray-address, and the speed benchmarks' quick modes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import governance_overhead, ray_starts
+from fedledger.processes import ManagedProcess, marked_pids
+from fedledger.simulation import ray_head
+from fedledger.simulation.runner import Simulation, SimulationOptions
+
+
+def test_a_head_that_does_not_come_up_is_started_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first "ray start" exits at once (as when the raylet gives up), the second comes up.
+    scripts = iter(["exit 3", f"echo '{ray_head.READY}'; sleep 30"])
+    started: list[ManagedProcess] = []
+    monkeypatch.setattr(ray_head, "ray_command", lambda port, cpus: ["sh", "-c", next(scripts)])
+
+    def start(name: str, command: list[str]) -> ManagedProcess:
+        started.append(ManagedProcess(name, command, tmp_path / f"{name}.log", {"PATH": "/usr/bin:/bin"}))
+        return started[-1]
+
+    retries: list[int] = []
+    process, address, failures = ray_head.start_ray_head(
+        start, 1, on_retry=lambda attempt, _cause: retries.append(attempt)
+    )
+    try:
+        assert failures == 1 and retries == [1] and len(started) == 2
+        assert process is started[1] and process.running() and not started[0].running()
+        assert address.startswith("127.0.0.1:")
+    finally:
+        process.stop()
+
+
+def test_a_head_that_never_comes_up_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray_head, "ray_command", lambda port, cpus: ["sh", "-c", "echo raylet died; exit 1"])
+    monkeypatch.setattr(ray_head, "HEAD_ATTEMPTS", 2)
+
+    def start(name: str, command: list[str]) -> ManagedProcess:
+        return ManagedProcess(name, command, tmp_path / f"{name}.log", {"PATH": "/usr/bin:/bin"})
+
+    with pytest.raises(ray_head.RayStartError, match=r"did not start in 2 attempts.*raylet died"):
+        ray_head.start_ray_head(start, 1)
+
+
+@pytest.mark.slow
+def test_simulate_attaches_to_a_running_ray_head(tmp_path: Path) -> None:
+    """--ray-address: Flower's simulation runs on a cluster someone else started (here: this test, on 127.0.0.1)."""
+    import os
+
+    env = dict(os.environ)
+    head, address, _ = ray_head.start_ray_head(
+        lambda name, command: ManagedProcess(name, command, tmp_path / f"{name}.log", env)
+    )
+    try:
+        simulation = Simulation(SimulationOptions(out=tmp_path / "run", clients=3, rounds=1, ray_address=address))
+        report = simulation.run()
+        assert report.rounds and report.rounds[0].accepted
+        assert not (tmp_path / "run" / "logs" / "ray-head.log").exists()  # it started no head of its own
+        assert marked_pids(simulation.marker) == []
+        assert head.running()  # the cluster it attached to is still there
+    finally:
+        head.stop()
+
+
+@pytest.mark.slow
+def test_ray_starts_quick_mode_starts_every_run() -> None:
+    figures = ray_starts.measure(runs=2, clients=3)
+    assert figures["failed_runs"] == 0, figures["failures"]
+    assert figures["mean_nodes_bound_s"] is not None and figures["mean_nodes_bound_s"] < 60
+
+
+@pytest.mark.slow
+def test_governance_overhead_quick_mode_measures_both_runs() -> None:
+    figures = governance_overhead.measure(seed=1, clients=4, rounds=3)
+    for key in ("governed_mean_round_s", "plain_mean_round_s", "overhead_s_per_round", "ratio_mean_round_wall"):
+        assert isinstance(figures[key], float), key
+    # The direction of the claim: governance costs time per round, and not seconds of it at 4 clients.
+    assert figures["governed_mean_round_s"] > figures["plain_mean_round_s"]
+    assert 0 < figures["overhead_s_per_round"] < 3.0
