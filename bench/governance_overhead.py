@@ -12,12 +12,12 @@ their ratio (rounds after the first, whose time includes starting the simulation
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+from bench import emit
 from fedledger.deploy.anvil import AnvilNode
 from fedledger.simulation.runner import Simulation, SimulationOptions
 
@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["chain"] = "anvil"
     else:
         figures = measure(args.seed, clients, rounds, args.task, args.chain)
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    emit(figures, args.json)
     return 0
 
 

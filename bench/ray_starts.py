@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import emit
 from fedledger.simulation.runner import Simulation, SimulationOptions
 
 
@@ -80,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs, clients = (3, 4) if args.quick else (args.runs, args.clients)
     figures = measure(runs, clients)
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    emit(figures, args.json)
     return 1 if figures["failed_runs"] else 0
 
 

@@ -24,17 +24,20 @@ from fedledger.server.gateway.blobstore import keccak256
 from fedledger.server.gateway.proto import gateway_pb2 as pb
 from fedledger.server.gateway.traffic import Bytes
 
+from .agent import AgentAccount
 from .participant import Participant, live_participant, participant
 
 app = ClientApp()
+AGENT_REVEAL_WAIT = 5.0
+"""Seconds a reveal message waits for the node agent's own reveal before revealing itself."""
 
 
 def _participant(context: Context) -> Participant:
     """A live node (``fedledger node join`` puts keystore, data and gateway in the node config), or a simulated one."""
     settings = RunSettings.from_run_config(context.run_config).model_dump_json()
     node = context.node_config
-    if "keystore" in node:
-        return live_participant(settings, str(node["keystore"]), str(node["data"]), str(node["gateway"]))
+    if "agent" in node:
+        return live_participant(settings, str(node["agent"]), str(node["data"]), str(node["gateway"]))
     return participant(settings, int(node["partition-id"]))
 
 
@@ -121,12 +124,9 @@ def query(msg: Message, context: Context) -> Message:
     if config["action"] != "join":
         raise ValueError(f"unknown query action {config['action']!r}")
     signature, register_tx = me.join(context.node_id, bytes(config["challenge"]))
-    return _reply(
-        msg,
-        config=ConfigRecord(
-            {"address": me.address, "partition-id": me.partition_id, "signature": signature, "register-tx": register_tx}
-        ),
-    )
+    answer = {"address": me.address, "partition-id": me.partition_id, "signature": signature}
+    answer |= {"register-tx": register_tx, "reveals-itself": isinstance(me.key, AgentAccount)}  # the agent reveals
+    return _reply(msg, config=ConfigRecord(answer))
 
 
 @app.train()
@@ -181,6 +181,8 @@ def evaluate(msg: Message, context: Context) -> Message:
             context.state["vote"] = ConfigRecord(
                 {"round": round_, "bits": str(vote.bits), "salt": salt, "reveal": vote.reveal}
             )
+            if vote.reveal and isinstance(me.key, AgentAccount):
+                me.key.reveal_later(round_, vote.bits, salt)
         except grpc.RpcError as exc:
             error = exc
         outcome = {"address": me.address, "bits": str(vote.bits), **_outcome(result, error)}
@@ -197,6 +199,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     if not bool(stored.get("reveal", True)):  # a simulated no_reveal attacker keeps its vote hidden
         config_record = ConfigRecord({"address": me.address, "status": "WITHHELD", "reason": "never reveals"})
         return _reply(msg, config=config_record, metrics=MetricRecord(_gateway_bytes(me, before)))
+    if isinstance(me.key, AgentAccount):  # the agent may have revealed it already
+        status, reason = me.key.reveal_status(round_, wait=AGENT_REVEAL_WAIT)
+        if status in ("QUEUED", "INCLUDED"):
+            config_record = ConfigRecord({"address": me.address, "status": status, "reason": f"by the agent {reason}"})
+            return _reply(msg, config=config_record, metrics=MetricRecord(_gateway_bytes(me, before)))
     try:
         result = me.reveal_vote(round_, int(stored["bits"]), bytes(stored["salt"]))
     except grpc.RpcError as exc:

@@ -285,6 +285,7 @@ def _join(args: argparse.Namespace) -> int:
     from fedledger.keys import PASSWORD_ENV, load_key, read_password
     from fedledger.processes import interrupt_on_terminate
 
+    from .agent import NodeAgent
     from .data import DataSpecError, parse_data_spec
     from .join import SuperNode, ensure_member, supernode_command
 
@@ -294,28 +295,34 @@ def _join(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     password = os.environ.get(PASSWORD_ENV) or read_password(f"password for {args.keystore}: ")
     key = load_key(args.keystore, password)
-    with gateway_client(args, timeout=60.0, reconnect=True) as gateway:
+    del password
+    gateway = gateway_client(args, timeout=60.0, reconnect=True)
+    try:
         try:
             gateway.wait_ready(timeout=60)
         except TimeoutError as exc:
             raise CommandError(f"no gateway answers at {args.gateway}") from exc
         member = ensure_member(gateway, key, args.stake)
-    joined = "registered" if member.registered_now else "already a member"
-    console.print(
-        f"{member.address} {joined} in task {member.task}, stake {member.stake_wei / 10**18} ETH; "
-        f"serving data {data} through SuperLink {args.superlink} (Ctrl-C to leave)",
-        highlight=False,
-    )
-    command = supernode_command(args.superlink, args.keystore, data, args.gateway, args.superlink_ca)
-    node = SuperNode(command, password, args.log_file)
-    interrupt_on_terminate()
-    try:
-        code = node.wait()
-    except KeyboardInterrupt:
-        console.print("stopping the node ...")
-        return 0
+        joined = "registered" if member.registered_now else "already a member"
+        console.print(
+            f"{member.address} {joined} in task {member.task}, stake {member.stake_wei / 10**18} ETH; "
+            f"serving data {data} through SuperLink {args.superlink} (Ctrl-C to leave)",
+            highlight=False,
+        )
+        agent = NodeAgent(key, gateway).start()
+        command = supernode_command(args.superlink, agent.path, data, args.gateway, args.superlink_ca)
+        node = SuperNode(command, args.log_file)
+        interrupt_on_terminate()
+        try:
+            code = node.wait()
+        except KeyboardInterrupt:
+            console.print("stopping the node ...")
+            return 0
+        finally:
+            node.stop()
+            agent.stop()
     finally:
-        node.stop()
+        gateway.close()
     if code != 0:
         raise CommandError(f"the SuperNode exited with code {code}")
     return 0

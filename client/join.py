@@ -1,11 +1,12 @@
 """``fedledger node join``: become a member of a task, then serve it as a Flower SuperNode.
 
 The node registers and stakes through the gateway (signing its own transactions; the key
-never leaves this machine), then runs ``flower-supernode`` with fedledger's ClientApp. The
-SuperNode reconnects by itself when the SuperLink restarts; the ClientApp's gateway channel
-waits for a restarted gateway. The node config hands the ClientApp its keystore, data and
-gateway; the keystore password reaches it in ``$FEDLEDGER_KEY_PASSWORD``, only in this node's
-own processes.
+never leaves this machine), starts the node agent (client/agent.py: the decrypted key stays in
+this process, which signs for the ClientApps over a user-only Unix socket and reveals votes by
+itself), then runs ``flower-supernode`` with fedledger's ClientApp. The SuperNode reconnects by
+itself when the SuperLink restarts; the ClientApp's gateway channel waits for a restarted
+gateway. The node config hands the ClientApp the agent's socket, its data and the gateway; no
+key or password reaches the SuperNode or its ClientApps.
 """
 
 from __future__ import annotations
@@ -70,9 +71,9 @@ def ensure_member(gateway: GatewayClient, key: LocalAccount, stake_wei: int | No
     return Membership(key.address, view.task_address, stake, registered_now, 0 if registered_now else missing)
 
 
-def supernode_command(superlink: str, keystore: Path, data: DataSpec, gateway: str, root_ca: Path | None) -> list[str]:
-    """``flower-supernode`` for this node: its ClientAppIo port is free, its node config names its key and data."""
-    node_config = {"keystore": str(keystore.resolve()), "data": str(data), "gateway": gateway}
+def supernode_command(superlink: str, agent: Path, data: DataSpec, gateway: str, root_ca: Path | None) -> list[str]:
+    """``flower-supernode`` for this node: its ClientAppIo port is free, its node config names its agent and data."""
+    node_config = {"agent": str(agent.resolve()), "data": str(data), "gateway": gateway}
     security = ["--root-certificates", str(root_ca)] if root_ca is not None else ["--insecure"]
     return [
         flower_bin("flower-supernode"), *security,
@@ -91,12 +92,14 @@ def _die_with_parent() -> None:
 class SuperNode:
     """The node's ``flower-supernode`` and everything it spawns (found by a marker in their environment)."""
 
-    def __init__(self, command: list[str], password: str, log_file: Path | None = None) -> None:
+    def __init__(self, command: list[str], log_file: Path | None = None) -> None:
         """Start it now; output goes to ``log_file`` or this terminal."""
         self.marker = os.environ.get(MARKER_ENV) or new_marker()
-        env = dict(os.environ) | {
+        env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}  # the agent holds the key
+        env |= {
             MARKER_ENV: self.marker,
-            PASSWORD_ENV: password,
+            # SuperExec looks for new ClientApp work every second by default.
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",

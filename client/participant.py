@@ -13,7 +13,6 @@ import logging
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -24,13 +23,13 @@ from fedledger import codec
 from fedledger.aggregation.registry import get_strategy
 from fedledger.config import RunSettings
 from fedledger.contracts import typed_data as td
-from fedledger.keys import load_key
 from fedledger.server.gateway.client import BlobVerificationError, GatewayClient
 from fedledger.server.gateway.proto import gateway_pb2 as pb
 from fedledger.simulation.attacks import Attack, PoisonContext, VoterAttack, parse_attack, parse_voter_attack
 from fedledger.simulation.tasks import TrainSettings, get_task
 from fedledger.simulation.tasks.base import ClientData, derived_seed
 
+from .agent import AgentAccount
 from .data import parse_data_spec
 from .identity import node_key
 from .voting import Ballot, Judgement, get_rule
@@ -352,9 +351,10 @@ def participant(settings_json: str, partition_id: int) -> Participant:
 
 
 @functools.cache
-def live_participant(settings_json: str, keystore: str, data: str, gateway: str) -> Participant:
-    """A live node's participant: its keystore (password in ``$FEDLEDGER_KEY_PASSWORD``), data and gateway."""
+def live_participant(settings_json: str, agent: str, data: str, gateway: str) -> Participant:
+    """A live node's participant: it signs through the node agent at socket ``agent``, with its data and gateway."""
     settings = RunSettings.model_validate_json(settings_json)
     spec = parse_data_spec(data)
     local = spec.load(get_task(settings.task), settings.partition, settings.seed)
-    return Participant(settings, spec.partition_id, key=load_key(Path(keystore)), data=local, gateway=gateway)
+    key = AgentAccount(agent)
+    return Participant(settings, spec.partition_id, key=key, data=local, gateway=gateway)  # type: ignore[arg-type]

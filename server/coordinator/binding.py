@@ -30,6 +30,8 @@ class Binding:
     nodes: dict[str, int] = field(default_factory=dict)
     partitions: dict[str, int] = field(default_factory=dict)
     refused: dict[int, str] = field(default_factory=dict)
+    self_revealing: set[str] = field(default_factory=set)
+    """Addresses whose node agent reveals votes without being asked (``fedledger node join``)."""
 
     def node_of(self, address: str) -> int | None:
         """The node id bound to ``address`` (None if no node proved it)."""
@@ -88,6 +90,8 @@ def bind_nodes(
             continue
         binding.nodes[address] = node_id
         binding.partitions[address] = int(config["partition-id"])
+        if bool(config.get("reveals-itself", False)):
+            binding.self_revealing.add(address)
         if config["register-tx"]:
             registrations[address] = bytes(config["register-tx"])
     on_registering(len(registrations))

@@ -52,6 +52,8 @@ GATEWAY_GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 GATEWAY_ATTEMPTS = 3
 GATEWAY_RETURN = 120.0
 """Seconds the coordinator waits for a restarted gateway."""
+SELF_REVEAL_WAIT = 10.0
+"""Seconds the coordinator waits for node agents' own reveals before asking their nodes."""
 ACCOUNT_THREADS = 8
 """Member accounts the coordinator reads at once for a round's record."""
 
@@ -452,9 +454,12 @@ class GovernedStrategy(Strategy):
         committed = [v.address for v in full.voters if v.commitment]
         if committed and full.phase == "REVEALING":
             self.recorder.event(r, "revealing", committed=len(committed))
+            unrevealed = self._await_self_reveals(r, committed)
+            if not unrevealed:
+                return evaluations
             self._send(
                 grid,
-                committed,
+                unrevealed,
                 MessageType.EVALUATE,
                 {"server-round": r, "action": "reveal"},
                 None,
@@ -462,6 +467,25 @@ class GovernedStrategy(Strategy):
                 traffic,
             )
         return evaluations
+
+    def _await_self_reveals(self, r: int, committed: list[str]) -> list[str]:
+        """Give the node agents of self-revealing voters (live nodes) time to reveal; return who still has to be asked.
+
+        Asking costs a fresh ClientApp process per node on a live SuperNode; an agent reveals
+        within a flush window of the round entering REVEALING.
+        """
+        waiting = [a for a in committed if a in self.binding.self_revealing]
+        if not waiting:
+            return committed
+        give_up = time.monotonic() + SELF_REVEAL_WAIT
+        while True:
+            state = self._state(r)
+            revealed = {v.address for v in state.voters if v.revealed}
+            if state.phase != "REVEALING":
+                return []  # every reveal is in: the last one finalized the round
+            if all(a in revealed for a in waiting) or time.monotonic() > give_up:
+                return [a for a in committed if a not in revealed]
+            time.sleep(0.2)
 
     def _retry_until_due(
         self, action: Callable[[], object], duration: float, needed: Callable[[], bool] = lambda: True
