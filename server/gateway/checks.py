@@ -7,7 +7,7 @@ everything anyway. The status of each failure is listed in docs/gateway.md.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from eth_account import Account
@@ -18,7 +18,8 @@ from hexbytes import HexBytes
 from fedledger.contracts import typed_data as td
 from fedledger.contracts.types import Phase, Role, RoundInfo, VoteMode, vote_commitment
 
-from .ledger import Ledger
+if TYPE_CHECKING:  # the client imports this module's message helpers without the ledger (eth-tester, web3 node code)
+    from .ledger import Ledger
 
 
 class GatewayError(Exception):
