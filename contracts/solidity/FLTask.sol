@@ -576,7 +576,8 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
 
     /// @notice The role of `account` in the current round `round` and its seat among that role's members.
     function roleOf(uint256 round, address account) external view returns (Role role, uint256 seat) {
-        Cache memory c;
+        // slither-disable-next-line uninitialized-local
+        Cache memory c; // zeroed memory, filled below
         c.h = _header;
         if (round != c.h.round) revert WrongRound(round, c.h.round);
         c.committee = _loadCommittee(c.h);
@@ -1088,6 +1089,9 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
     }
 
     /// @dev One loop for the three signed membership actions; a signer's nonce is used only when applied.
+    /// Its callers are nonReentrant, so a withdrawal's receiver cannot re-enter between the transfer
+    /// and the action's event.
+    // slither-disable-next-line reentrancy-eth
     function _memberActions(MemberRequest[] calldata requests, Action action) private {
         bytes32 typeHash = action == Action.RequestExit
             ? REQUEST_EXIT_TYPEHASH

@@ -43,7 +43,10 @@ contract FLTaskFactory {
      * @dev A revert of the task's constructor (e.g. {IFLTask.InvalidParameter}) is passed on unchanged.
      * @return task the address of the new task
      */
+    // slither-disable-next-line locked-ether
     function createTask(IFLTask.TaskConfig calldata cfg) external payable returns (address task) {
+        // Init code (creation code then its constructor argument), never hashed: no packed-encoding collision.
+        // slither-disable-next-line encode-packed-collision
         bytes memory initCode = abi.encodePacked(creationCode(), abi.encode(cfg));
         assembly ("memory-safe") {
             task := create(callvalue(), add(initCode, 0x20), mload(initCode))

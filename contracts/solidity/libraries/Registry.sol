@@ -120,7 +120,8 @@ library Registry {
     /// @notice The accounts of the members set in `eligibleOnly ? eligible : occupied`, by index.
     function accounts(Book storage b, bool eligibleOnly) external view returns (address[] memory list) {
         uint256 count = 0;
-        uint256[WORDS] memory words;
+        // slither-disable-next-line uninitialized-local
+        uint256[WORDS] memory words; // every word is set below
         for (uint256 w = 0; w < WORDS; ++w) {
             words[w] = eligibleOnly ? b.eligible[w] : b.occupied[w];
             count += Sortition.popcount(words[w]);

@@ -219,6 +219,8 @@ library Settlement {
     }
 
     /// @dev Voter `j`'s vote on its `n` assigned items (bit a: item (j + a V) / k) by update position.
+    // Yul shl(shift, value): shifting the constant 1 by a variable is meant (Slither reads it reversed).
+    // slither-disable-next-line incorrect-shift
     function _spread(uint256 vote, uint256 judged, uint256 j, uint256 n, uint256 numVoters, uint256 k)
         private
         pure
@@ -240,9 +242,9 @@ library Settlement {
     function _judge(Rules memory rules, RoundData memory d, Seats memory st) private pure {
         bool perUpdate = rules.voteMode == IFLTask.VoteMode.PerUpdate;
         uint256 numProposers = d.numProposers;
-        uint256 good;
-        uint256 bad;
-        uint256 reasons;
+        uint256 good = 0;
+        uint256 bad = 0;
+        uint256 reasons = 0;
         for (uint256 i = 0; i < numProposers; ++i) {
             if ((d.committed >> i) & 1 == 0) {
                 bad |= 1 << i;
@@ -286,10 +288,12 @@ library Settlement {
         uint256 numProposers = d.numProposers;
         uint256 good = st.good;
         uint256[] memory words = st.words;
+        // The voters' share first, then each one's part of it by stake (the rule of docs/protocol.md).
+        // slither-disable-next-line divide-before-multiply
         uint256 voterPart = (roundReward * rules.voterRewardBps) / BPS;
         uint256 proposerPart = roundReward - voterPart;
-        uint256 proposerStake;
-        uint256 voterStake;
+        uint256 proposerStake = 0;
+        uint256 voterStake = 0;
         for (uint256 s = 0; s < words.length; ++s) {
             if ((good >> s) & 1 == 0) continue;
             if (s < numProposers) proposerStake += _at(words, s).stake();

@@ -49,6 +49,8 @@ library Sortition {
      * @param size committee size, at most the number of set bits
      * @return drawn member indices in draw order
      */
+    // Yul shl(shift, value): shifting the constant 1 by a variable is meant (Slither reads it reversed).
+    // slither-disable-next-line incorrect-shift
     function draw(uint256[] memory pool, bytes32 seed, uint256 size) internal pure returns (uint256[] memory drawn) {
         uint256 words = pool.length;
         uint256[] memory prefix = new uint256[](words);
