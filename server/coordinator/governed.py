@@ -182,10 +182,11 @@ class GovernedStrategy(Strategy):
             grid, proposers, MessageType.TRAIN, {"server-round": r}, target, self.config.training_duration, traffic
         )
         # Relay the queued commitments before reading them: clients submit without waiting for their batch.
-        phase = self._phase(r)
-        if self.config.vote_mode is VoteMode.PER_UPDATE and phase == "TRAINING":
+        state = self._state(r)
+        if self.config.vote_mode is VoteMode.PER_UPDATE and state.phase == "TRAINING":
             self._advance_when_due(r, self.config.training_duration, "TRAINING")
-        state, updates = self._fetch_updates(r, global_arrays)
+            state = self.gateway.round(r)
+        updates = self._fetch_updates(state, global_arrays)
 
         candidate: Arrays | None = None
         items: list[bytes]
@@ -387,13 +388,12 @@ class GovernedStrategy(Strategy):
                 self.holds[address] = target
         return replies
 
-    def _fetch_updates(self, r: int, global_arrays: Arrays) -> tuple[pb.RoundState, _Updates]:
-        """The round's state, and every committed update fetched by its on-chain hash, decoded and checked.
+    def _fetch_updates(self, state: pb.RoundState, global_arrays: Arrays) -> _Updates:
+        """Every committed update of the round ``state`` shows, fetched by its on-chain hash, decoded and checked.
 
         The blobs are fetched concurrently, then checked in proposer order.
         """
         updates = _Updates()
-        state = self.gateway.round(r)
         committed = [p for p in state.proposers if p.committed]
         blobs = self.gateway.fetch_blobs([p.update_hash for p in committed])
         for p, blob in zip(committed, blobs, strict=True):
@@ -407,7 +407,7 @@ class GovernedStrategy(Strategy):
                 updates.dropped.append(DroppedUpdate(address=p.address, reason=reason or type(exc).__name__))
                 continue
             updates.arrays[p.address] = (arrays, p.num_examples)
-        return state, updates
+        return updates
 
     def _aggregate(self, r: int, previous: Arrays, updates: dict[str, tuple[Arrays, int]]) -> Arrays:
         """The plug-in's aggregate of ``updates`` in proposer-address order (deterministic), then the server's step."""
@@ -511,13 +511,15 @@ class GovernedStrategy(Strategy):
 
     def _phase(self, r: int) -> str:
         """The round's phase once the gateway relayed every queued action."""
-        self.gateway.flush(self.coordinator)
-        return self.gateway.round(r, brief=True).phase  # the flush's transaction invalidated the gateway's cache
+        return self._state(r, brief=True).phase
 
-    def _state(self, r: int) -> pb.RoundState:
-        """The round's whole state once the gateway relayed every queued action."""
+    def _state(self, r: int, *, brief: bool = False) -> pb.RoundState:
+        """The round's state once the gateway relayed every queued action.
+
+        The flush's transaction invalidated the gateway's cache, so this reads the chain.
+        """
         self.gateway.flush(self.coordinator)
-        return self.gateway.round(r)
+        return self.gateway.round(r, brief=brief)
 
     def _advance_when_due(self, r: int, duration: float, leaving: str) -> None:
         """Move round ``r`` out of phase ``leaving`` once its deadline passed (unless it already left it)."""
