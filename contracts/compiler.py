@@ -14,6 +14,7 @@ import json
 import posixpath
 import re
 import shutil
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,20 @@ def _locate(name: str, source_dir: Path, node_modules: Path | None) -> Path:
     return path
 
 
+def _native_version(candidate: Path) -> str | None:
+    """The version a ``solc`` executable reports, or None when it does not answer like solc.
+
+    A foreign ``solc`` is skipped quietly: e.g. solc-select's shim (installed with Slither), which
+    without an installed compiler tries to download a version list and prints a traceback.
+    """
+    try:
+        done = subprocess.run([str(candidate), "--version"], capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"Version: (\d+\.\d+\.\d+)", done.stdout)
+    return found.group(1) if done.returncode == 0 and found else None
+
+
 def find_compiler(node_modules: Path | None = None) -> Path:
     """Return a solc-compatible executable of :data:`SOLC_VERSION`.
 
@@ -122,11 +137,8 @@ def find_compiler(node_modules: Path | None = None) -> Path:
     with contextlib.suppress(Exception):  # py-solc-x raises several types when nothing is installed
         candidates.append(Path(solcx.get_executable(SOLC_VERSION)))
     for candidate in candidates:
-        try:
-            if str(solcx.wrapper.get_solc_version(candidate)) == SOLC_VERSION:
-                return candidate
-        except (OSError, SolcError):
-            continue
+        if _native_version(candidate) == SOLC_VERSION:
+            return candidate
     modules = node_modules or find_node_modules()
     if modules is None:
         raise CompileError(f"no solc {SOLC_VERSION} found: install the pinned solcjs with `npm ci` in the repository")

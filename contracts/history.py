@@ -3,14 +3,16 @@
 :class:`TaskHistory` applies events in chain order. It follows the member-index timeline
 (``Registered`` takes an index, ``Exited`` frees it), so the member indices a ``RoundOpened``
 announces resolve to the accounts that held them at that moment, and it records per round the
-draw, commitments, votes, reveals, outcomes and payouts. The gateway's round queries and the
+draw, commitments, votes, reveals, outcomes and payouts, and every account's stake and credited
+balance from the money events. The gateway's round queries and the
 audit both read rounds from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .bindings import Event
 from .sortition import assignment, unpack
@@ -77,6 +79,10 @@ class TaskHistory:
     holders: dict[int, str] = field(default_factory=dict)
     """Member index -> the account holding it now."""
     rounds: dict[int, RoundHistory] = field(default_factory=dict)
+    stakes: dict[str, int] = field(default_factory=dict)
+    """Account -> its stake now (0 once it exited), from the money events."""
+    owed: dict[str, int] = field(default_factory=dict)
+    """Account -> its credited, not yet withdrawn balance (rewards and returned stakes)."""
     last_block: int = -1
     """The last block whose events were applied."""
 
@@ -98,6 +104,8 @@ class TaskHistory:
                     del self.holders[index]
         elif name == "RoundOpened":
             self._opened(event)
+        if name in _MONEY:
+            _MONEY[name](self, args)
         if (record := self.rounds.get(args.get("round", -1))) is not None:
             _ROUND_HANDLERS.get(name, lambda _r, _e: None)(record, event)
             if event.transaction_hash not in record.transactions[-1:]:
@@ -123,6 +131,34 @@ class TaskHistory:
     def latest(self) -> RoundHistory | None:
         """The most recently opened round."""
         return self.rounds[max(self.rounds)] if self.rounds else None
+
+
+def _credit(history: TaskHistory, account: str, amount: int) -> None:
+    history.owed[account] = history.owed.get(account, 0) + amount
+
+
+def _stake(history: TaskHistory, account: str, stake: int) -> None:
+    history.stakes[account] = stake
+
+
+def _exited(history: TaskHistory, args: dict[str, Any]) -> None:
+    _credit(history, args["account"], int(args["stake"]))  # the stake comes back as a credit
+    _stake(history, args["account"], 0)
+
+
+def _slashed(history: TaskHistory, args: dict[str, Any]) -> None:
+    _stake(history, args["account"], history.stakes.get(args["account"], 0) - int(args["amount"]))
+
+
+_MONEY: dict[str, Callable[[TaskHistory, dict[str, Any]], None]] = {
+    "Registered": lambda h, args: _stake(h, args["account"], int(args["stake"])),
+    "StakeChanged": lambda h, args: _stake(h, args["account"], int(args["newStake"])),
+    "Slashed": _slashed,
+    "Exited": _exited,
+    "Rewarded": lambda h, args: _credit(h, args["account"], int(args["amount"])),
+    "Withdrawn": lambda h, args: _credit(h, args["account"], -int(args["amount"])),
+}
+"""How each money event moves an account's stake or credited balance, as the contract books it."""
 
 
 def _phase(record: RoundHistory, event: Event) -> None:

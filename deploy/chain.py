@@ -112,7 +112,7 @@ def connect(rpc_url: str, timeout: float = 10.0) -> Web3:
     """
     if not rpc_url.startswith(("http://", "https://")):
         raise ChainUnavailable(f"unsupported RPC URL {rpc_url!r}: use http:// or https://")
-    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True))
     try:
         w3.eth.chain_id  # noqa: B018 - a real request proves the node answers
     except Exception as exc:

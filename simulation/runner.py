@@ -214,12 +214,15 @@ class Simulation:
             self.ray_address = self.options.ray_address
             return
         self.on_event({"phase": "starting Ray"})
-        _process, self.ray_address, self.ray_start_failures = start_ray_head(
+        head, self.ray_address, self.ray_start_failures = start_ray_head(
             self._start,
             on_retry=lambda attempt, cause: self.on_event(
                 {"phase": "Ray head did not start; starting it again", "attempt": attempt, "cause": cause}
             ),
         )
+        # A failed attempt (e.g. its GCS port was taken meanwhile) is stopped: it must not count
+        # as a process of the run that stopped unexpectedly.
+        self.processes = [p for p in self.processes if p is head or not p.name.startswith("ray-head")]
 
     def _settings(self) -> RunSettings:
         o = self.options

@@ -18,7 +18,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -54,8 +53,6 @@ GATEWAY_RETURN = 120.0
 """Seconds the coordinator waits for a restarted gateway."""
 SELF_REVEAL_WAIT = 10.0
 """Seconds the coordinator waits for node agents' own reveals before asking their nodes."""
-ACCOUNT_THREADS = 8
-"""Member accounts the coordinator reads at once for a round's record."""
 
 
 @dataclass
@@ -273,12 +270,10 @@ class GovernedStrategy(Strategy):
 
     def _balances(self) -> dict[str, dict[str, int]]:
         """Each bound participant's stake and credited (not yet withdrawn) balance, for the round's record."""
-        addresses = sorted(self.binding.nodes)
-        with ThreadPoolExecutor(ACCOUNT_THREADS) as pool:
-            accounts = dict(zip(addresses, pool.map(self.gateway.account, addresses), strict=True))
+        balances = self.gateway.balances(sorted(self.binding.nodes))
         return {
-            "stakes": {a: int(info.stake_wei) for a, info in accounts.items()},
-            "credited": {a: int(info.owed_wei) for a, info in accounts.items()},
+            "stakes": {a: stake for a, (stake, _owed) in balances.items()},
+            "credited": {a: owed for a, (_stake, owed) in balances.items()},
         }
 
     def _roles(self, round_: int) -> pb.RoundRoles | None:

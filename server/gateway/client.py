@@ -166,6 +166,11 @@ class GatewayClient:
         """Nonces, balance and membership of ``address``."""
         return self.stub.GetAccount(pb.GetAccountRequest(address=address), timeout=self.timeout)
 
+    def balances(self, addresses: list[str]) -> dict[str, tuple[int, int]]:
+        """Address -> (stake, credited balance) in wei, for many accounts in one request."""
+        reply = self.stub.GetBalances(pb.GetBalancesRequest(addresses=addresses), timeout=self.timeout)
+        return {b.address: (int(b.stake_wei), int(b.owed_wei)) for b in reply.balances}
+
     def member(self, address: str) -> MemberInfo:
         """The task's view of ``address`` (``nonce``: the next membership-action nonce, queued ones counted)."""
         info = self.account(address)

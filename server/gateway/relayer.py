@@ -6,6 +6,10 @@ seconds, when it reaches ``max_batch`` entries, or on demand (before the coordin
 round on). A failed flush is retried with back-off; if it keeps failing every caller of the
 batch is told so. Each caller's future resolves to its own outcome: included, or rejected by
 the contract with the decoded reason.
+
+With an :class:`~.actionlog.ActionLog`, an action is on disk before :meth:`Relayer.enqueue`
+returns, is marked done with its outcome when its batch is mined, and :meth:`Relayer.recover`
+replays what a previous process left unfinished.
 """
 
 from __future__ import annotations
@@ -21,18 +25,9 @@ from fedledger.contracts.bindings import Sent
 from fedledger.contracts.errors import ContractRevert, decode_revert
 from fedledger.contracts.typed_data import SignedAction
 
+from .actionlog import ActionLog, Outcome, action_digest
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one relayed action."""
-
-    included: bool
-    reason: str
-    transaction_hash: bytes
-    block_number: int
-    batch_size: int
 
 
 class RelayFailed(Exception):
@@ -48,6 +43,7 @@ class _Pending:
     signed: SignedAction
     future: Future[Outcome]
     queued_at: float
+    digest: bytes = b""
 
 
 @dataclass
@@ -78,8 +74,12 @@ class Relayer:
         max_batch: int = 64,
         retries: int = 3,
         backoff: float = 0.5,
+        log: ActionLog | None = None,
     ) -> None:
-        """``send_batch`` relays one batch (one action type) and returns the mined transaction."""
+        """``send_batch`` relays one batch (one action type) and returns the mined transaction.
+
+        With ``log``, every action is written there before it is queued (see :mod:`.actionlog`).
+        """
         if window <= 0 or max_batch < 1 or retries < 0:
             raise ValueError("window must be > 0, max_batch >= 1 and retries >= 0")
         self._send_batch = send_batch
@@ -88,6 +88,8 @@ class Relayer:
         self.retries = retries
         self.backoff = backoff
         self.stats = FlushStats()
+        self.log = log
+        self._futures: dict[bytes, Future[Outcome]] = {}  # digest -> future of an action not yet finished
         self._queues: dict[str, _Queue] = {}
         self._inflight: list[_Pending] = []  # taken from a queue, not yet resolved: still count as pending
         self._cond = threading.Condition()
@@ -119,6 +121,50 @@ class Relayer:
         with self._cond:
             return any(p.signed.action.name == action and p.signed.signer == signer for p in self._waiting())
 
+    def known(self, signed: SignedAction) -> Future[Outcome] | None:
+        """The future of this very signed action if it was received before (None: it is new).
+
+        Pending: the future its batch will resolve; finished (also in an earlier process, from
+        the log): a resolved future with the recorded outcome. A client's retry gets this outcome
+        instead of a second transaction.
+        """
+        if self.log is None:
+            return None
+        digest = action_digest(signed)
+        with self._cond:
+            if (future := self._futures.get(digest)) is not None:
+                return future
+        logged = self.log.outcome(digest)
+        if logged is None:
+            return None
+        done: Future[Outcome] = Future()
+        done.set_result(
+            Outcome(logged.included, logged.reason, logged.transaction_hash, logged.block_number, logged.batch_size)
+        )
+        return done
+
+    def recover(self, applied: Callable[[SignedAction], Outcome | None]) -> tuple[int, int]:
+        """Replay what the log holds unfinished: mark done what the chain already has, queue the rest.
+
+        ``applied(signed)`` looks for the action on chain and returns its outcome there (None: not
+        there). Returns (found on chain, queued again).
+        """
+        if self.log is None:
+            return 0, 0
+        found = queued = 0
+        for signed in self.log.unfinished():
+            outcome = applied(signed)
+            if outcome is not None:
+                self.log.complete([(action_digest(signed), outcome)])
+                found += 1
+                continue
+            try:
+                self.enqueue(signed)
+            except DuplicateAction:  # two logged actions of one signer and type: the contract decides the later
+                continue
+            queued += 1
+        return found, queued
+
     def enqueue(self, signed: SignedAction, remaining: int | None = None) -> Future[Outcome]:
         """Queue an action whose signature and preconditions were checked.
 
@@ -137,8 +183,11 @@ class Relayer:
                 p.signed.action.name == signed.action.name and p.signed.signer == signed.signer for p in self._waiting()
             ):
                 raise DuplicateAction(f"{signed.signer} already has a {signed.action.name} queued")
+            digest = self.log.append(signed) if self.log is not None else b""  # on disk before anyone hears "queued"
             future: Future[Outcome] = Future()
-            queue.entries.append(_Pending(signed, future, time.monotonic()))
+            if digest:
+                self._futures[digest] = future
+            queue.entries.append(_Pending(signed, future, time.monotonic(), digest))
             if remaining is not None:
                 queue.remaining = remaining
             self._cond.notify_all()
@@ -211,12 +260,33 @@ class Relayer:
             except Exception as exc:
                 self.stats.failures += 1
                 error = exc if isinstance(exc, RelayFailed) else RelayFailed(f"relay failed: {exc}")
-                for p in batch:
-                    p.future.set_exception(error)
+                if isinstance(exc, ContractRevert):  # final: the same batch would revert again
+                    self._record(batch, Outcome(False, f"the batch reverted: {exc}", b"", 0, len(batch)))
+                # Otherwise (chain unreachable, ...) the logged actions stay unfinished: the next
+                # start replays them, and a client's retry queues them again.
+                self._settle(batch, error)
                 return 0
             self.stats.batch_sizes.append(len(batch))
-            self._resolve(batch, sent)
+            outcomes = self._outcomes(batch, sent)
+            for p, outcome in zip(batch, outcomes, strict=True):
+                self._record([p], outcome)
+            self._settle(batch, outcomes)
             return len(batch)
+
+    def _record(self, batch: list[_Pending], outcome: Outcome) -> None:
+        if self.log is not None:
+            self.log.complete([(p.digest, outcome) for p in batch if p.digest])
+
+    def _settle(self, batch: list[_Pending], result: Exception | list[Outcome]) -> None:
+        """Resolve the callers' futures (after the log has the outcomes)."""
+        with self._cond:
+            for p in batch:
+                self._futures.pop(p.digest, None)
+        for i, p in enumerate(batch):
+            if isinstance(result, Exception):
+                p.future.set_exception(result)
+            else:
+                p.future.set_result(result[i])
 
     def _send_with_retries(self, actions: list[SignedAction]) -> Sent:
         attempt = 0
@@ -234,18 +304,17 @@ class Relayer:
                 attempt += 1
 
     @staticmethod
-    def _resolve(batch: list[_Pending], sent: Sent) -> None:
+    def _outcomes(batch: list[_Pending], sent: Sent) -> list[Outcome]:
         rejected = {e.args["signer"]: e.args["reason"] for e in sent.named("ActionRejected")}
         tx_hash = bytes(sent.receipt["transactionHash"])
         block = int(sent.receipt["blockNumber"])
-        for p in batch:
-            reason = rejected.get(p.signed.signer)
-            p.future.set_result(
-                Outcome(
-                    included=reason is None,
-                    reason="" if reason is None else decode_revert(bytes(reason)).describe(),
-                    transaction_hash=tx_hash,
-                    block_number=block,
-                    batch_size=len(batch),
-                )
+        return [
+            Outcome(
+                included=(reason := rejected.get(p.signed.signer)) is None,
+                reason="" if reason is None else decode_revert(bytes(reason)).describe(),
+                transaction_hash=tx_hash,
+                block_number=block,
+                batch_size=len(batch),
             )
+            for p in batch
+        ]

@@ -13,8 +13,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fedledger.contracts.bindings import EMBEDDED_TX_GAS, Sent
+from fedledger.contracts.errors import decode_revert
 from fedledger.contracts.typed_data import SignedAction
+from fedledger.contracts.types import Action
 
+from .actionlog import ActionLog, Outcome
 from .blobstore import LocalBlobStore
 from .ledger import Ledger
 from .proto import gateway_pb2 as pb
@@ -25,6 +28,7 @@ from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
+_ACTIONS = {"CommitUpdate": Action.COMMIT_UPDATE, "CommitVote": Action.COMMIT_VOTE, "RevealVote": Action.REVEAL_VOTE}
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
@@ -39,7 +43,11 @@ class GatewayServer:
         self.ledger = ledger
         self.settings = settings
         self.blobs = LocalBlobStore(settings.data_dir / "blobs", max_bytes=settings.max_blob_bytes)
-        self.relayer = Relayer(self._send_batch, window=settings.flush_window, max_batch=settings.max_batch)
+        # One log per task: an embedded chain is new at every start, and its task with it.
+        self.actions = ActionLog(settings.data_dir / f"actions-{ledger.chain_id}-{ledger.task.address}.db")
+        self.relayer = Relayer(
+            self._send_batch, window=settings.flush_window, max_batch=settings.max_batch, log=self.actions
+        )
         self.service = GatewayService(ledger, self.blobs, self.relayer)
         self.health = health.HealthServicer()
         self.server = grpc.server(
@@ -73,6 +81,28 @@ class GatewayServer:
 
         return ledger.send(relay)
 
+    def _on_chain(self, signed: SignedAction) -> Outcome | None:
+        """The outcome of a logged action the chain already holds (None: it never reached the chain).
+
+        Round actions are looked up in the round's events (its commitment, vote or reveal, or an
+        ``ActionRejected`` of the signer); a membership action used its nonce once applied.
+        """
+        ledger, signer = self.ledger, signed.signer
+        found = Outcome(True, "found on chain when the gateway restarted", b"", 0, 0)
+        if not signed.action.round_action:
+            return found if ledger.run(lambda: ledger.task.member(signer)).nonce > signed.message["nonce"] else None
+        record = ledger.round_history(int(signed.message["round"]))
+        if record is None:
+            return None
+        held = {"CommitUpdate": record.updates, "CommitVote": record.vote_commitments, "RevealVote": record.reveals}
+        if signer in held[signed.action.name]:
+            return found
+        kind = _ACTIONS[signed.action.name]
+        for event in record.rejected:
+            if event.args["signer"] == signer and Action(event.args["action"]) is kind:
+                return Outcome(False, decode_revert(bytes(event.args["reason"])).describe(), b"", 0, 0)
+        return None
+
     @property
     def address(self) -> str:
         """``host:port`` clients connect to."""
@@ -90,6 +120,10 @@ class GatewayServer:
             self.port = self.server.add_insecure_port(target)
         if self.port == 0:
             raise OSError(f"cannot listen on {target}")
+        # Before any call is served: a client's retry must find its logged action pending or done.
+        found, queued = self.relayer.recover(self._on_chain)
+        if found or queued:
+            log.warning("action log: %d unfinished actions were on chain already, %d queued again", found, queued)
         self.server.start()
         self._set_health(self.ledger.ping())
         self._monitor.start()
@@ -128,6 +162,7 @@ class GatewayServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.relayer.stop(flush=True)
+        self.actions.close()
 
     def wait(self) -> None:
         """Block until the server stops."""

@@ -55,6 +55,8 @@ T = TypeVar("T")
 PARTICIPANT_FUNCTIONS = ("register", "addStake", "fundPool")
 MODEL_FUNCTIONS = ("proposeAggregate", "publishAndOpen", "publishGlobal")
 ACTION_TIMEOUT = 300.0
+MAX_BALANCE_ADDRESSES = 4096
+"""Accounts one GetBalances request may list (a task holds at most 1,024 members at a time)."""
 
 _BLOB_STATUS = {
     BlobTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -175,6 +177,21 @@ class GatewayService(pb_grpc.GatewayServicer):
     def GetParticipant(self, request: pb.GetAccountRequest, context: grpc.ServicerContext) -> pb.AccountInfo:
         """Stake, credited rewards and nonces of a participant."""
         return self._account(checks.parse_address(request.address, "address"))
+
+    @rpc
+    def GetBalances(self, request: pb.GetBalancesRequest, context: grpc.ServicerContext) -> pb.BalanceList:
+        """Stake and credited balance of each listed account, from the task's events (no call per account)."""
+        if len(request.addresses) > MAX_BALANCE_ADDRESSES:
+            raise checks.invalid(f"at most {MAX_BALANCE_ADDRESSES} addresses per request, got {len(request.addresses)}")
+        addresses = [checks.parse_address(a, "addresses") for a in request.addresses]
+        history = self.ledger.history()
+        return pb.BalanceList(
+            balances=[
+                pb.Balance(address=a, stake_wei=str(history.stakes.get(a, 0)), owed_wei=str(history.owed.get(a, 0)))
+                for a in addresses
+            ],
+            block_number=max(history.last_block, 0),
+        )
 
     def _account(self, address: str) -> pb.AccountInfo:
         ledger = self.ledger
@@ -319,6 +336,15 @@ class GatewayService(pb_grpc.GatewayServicer):
         future = self.relayer.enqueue(signed, remaining)
         return future.result(timeout=ACTION_TIMEOUT) if wait else None
 
+    def _seen(self, signed: td.SignedAction, wait: bool, blob_hash: bytes = b"") -> pb.ActionResult | None:
+        """The answer to an action received before (a retry): its recorded or pending outcome, never a second relay."""
+        future = self.relayer.known(signed)
+        if future is None:
+            return None
+        if not wait and not future.done():
+            return self._action_result(None, blob_hash)
+        return self._action_result(future.result(timeout=ACTION_TIMEOUT), blob_hash)
+
     @staticmethod
     def _action_result(outcome: Outcome | None, blob_hash: bytes = b"") -> pb.ActionResult:
         if outcome is None:
@@ -344,17 +370,22 @@ class GatewayService(pb_grpc.GatewayServicer):
         """Check the signed commitment, store the streamed bytes, queue the commitment, report its fate."""
         header, chunks = _split_stream(request_iterator, "SubmitUpdateHeader")
         signed = self._parse_and_authenticate(header.commitment, ("CommitUpdate",))
+        wait = not header.commitment.no_wait
+        if (seen := self._seen(signed, wait, signed.message["updateHash"])) is not None:
+            return seen  # its bytes were stored before it was logged
         if header.size > self.blobs.max_bytes:
             raise BlobTooLarge(f"update of {header.size} bytes exceeds the limit of {self.blobs.max_bytes}")
         self._check_relayable(signed)
         remaining = checks.check_commit_update(self.ledger, signed)
         blob = self.blobs.put(chunks, expected_hash=signed.message["updateHash"], size=header.size)
-        return self._action_result(self._relay(signed, remaining, not header.commitment.no_wait), blob.hash)
+        return self._action_result(self._relay(signed, remaining, wait), blob.hash)
 
     @rpc
     def CommitVote(self, request: pb.SignedAction, context: grpc.ServicerContext) -> pb.ActionResult:
         """Queue a signed vote commitment and report its fate."""
         signed = self._parse_and_authenticate(request, ("CommitVote",))
+        if (seen := self._seen(signed, not request.no_wait)) is not None:
+            return seen
         self._check_relayable(signed)
         remaining = checks.check_commit_vote(self.ledger, signed)
         return self._action_result(self._relay(signed, remaining, not request.no_wait))
@@ -363,6 +394,8 @@ class GatewayService(pb_grpc.GatewayServicer):
     def RevealVote(self, request: pb.SignedAction, context: grpc.ServicerContext) -> pb.ActionResult:
         """Queue a signed reveal (checked against the commitment) and report its fate."""
         signed = self._parse_and_authenticate(request, ("RevealVote",))
+        if (seen := self._seen(signed, not request.no_wait)) is not None:
+            return seen
         self._check_relayable(signed)
         remaining = checks.check_reveal_vote(self.ledger, signed)
         return self._action_result(self._relay(signed, remaining, not request.no_wait))
@@ -371,6 +404,8 @@ class GatewayService(pb_grpc.GatewayServicer):
     def RelayMemberAction(self, request: pb.SignedAction, context: grpc.ServicerContext) -> pb.ActionResult:
         """Queue a signed exit request, exit completion or withdrawal."""
         signed = self._parse_and_authenticate(request, ("RequestExit", "CompleteExit", "Withdraw"))
+        if (seen := self._seen(signed, not request.no_wait)) is not None:
+            return seen
         self._check_relayable(signed)
         checks.check_member_action(self.ledger, signed)
         return self._action_result(self._relay(signed, None, not request.no_wait))

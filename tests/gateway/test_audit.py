@@ -8,7 +8,9 @@ import subprocess
 import sys
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -18,6 +20,7 @@ from fedledger.audit.replay import replay
 from fedledger.audit.report import verify
 from fedledger.audit.source import GatewaySource
 from fedledger.contracts import sortition
+from fedledger.contracts import typed_data as td
 from fedledger.server.gateway.proto import gateway_pb2 as pb
 from tests.gateway.conftest import Gateway, start_gateway
 
@@ -160,3 +163,29 @@ def test_rounds_round_and_participant_reports(played: tuple[Gateway, pb.RoundRol
     assert table.returncode == 0 and "rounds" in table.stdout
     missing = audit_cli(gw, "round", "7")
     assert missing.returncode == 1 and "never opened" in missing.stderr
+
+
+def test_balances_from_the_events_match_the_contracts_books(tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path / "gateway")
+    try:
+        roles = play(gw)  # the third proposer's update is rejected: it is slashed
+        addresses = [k.address for k in gw.participants]
+
+        def books() -> dict[str, tuple[int, int]]:
+            return {a: (int(gw.client.account(a).stake_wei), int(gw.client.account(a).owed_wei)) for a in addresses}
+
+        slashed = roles.proposers[2]
+        assert gw.client.balances(addresses) == books()
+        assert books()[slashed][0] < books()[roles.proposers[0]][0]  # the slash is in the books compared
+        voter = gw.key(roles.voters[0])
+        assert books()[voter.address][1] > 0
+        gw.client.member_action(voter, td.WITHDRAW)
+        gw.client.flush(gw.coordinator)
+        assert books()[voter.address][1] == 0
+        assert gw.client.balances(addresses) == books()
+        with pytest.raises(grpc.RpcError) as refused:
+            gw.client.balances(["not an address"])
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        gw.client.close()
+        gw.server.stop(grace=1)

@@ -74,6 +74,11 @@ def test_stake_withdraw_exit_and_fund_through_the_gateway(life: Gateway) -> None
     info = member.member()
     assert (info.registered, info.stake, info.owed) == (False, 0, 0)
     assert member.balance() == balance + 3 * ETH  # the gateway paid the gas of the relayed actions
+    # The event-derived balances followed the top-up, the exit (stake credited) and the withdrawal.
+    everyone = [k.address for k in gw.participants]
+    assert gw.client.balances(everyone) == {
+        a: (int(gw.client.account(a).stake_wei), int(gw.client.account(a).owed_wei)) for a in everyone
+    }
     _refused(gw, lambda: exit_task(member), "is not a member")
 
 

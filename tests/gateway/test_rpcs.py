@@ -187,11 +187,19 @@ def test_member_action_deadlines_and_nonces(gw: Gateway, opened: pb.RoundRoles) 
     expect_status(
         gw, grpc.StatusCode.FAILED_PRECONDITION, lambda: stub.RelayMemberAction(signed(7, c._deadline())), "ahead"
     )
-    assert c.member_action(member, td.REQUEST_EXIT).status == pb.INCLUDED
+    first_deadline = c._deadline()
+    first = signed(0, first_deadline)
+    included = stub.RelayMemberAction(first)
+    assert included.status == pb.INCLUDED
+    # The very same signed action again (a client retrying): the recorded outcome, no second transaction.
+    again = stub.RelayMemberAction(first)
+    assert (again.status, again.transaction_hash) == (pb.INCLUDED, included.transaction_hash)
+    assert len(c.events(participant=member.address, names=("ExitRequested",))) == 1
+    # Another signature over the used nonce is a replay: refused.
     expect_status(
         gw,
         grpc.StatusCode.ALREADY_EXISTS,
-        lambda: stub.RelayMemberAction(signed(0, c._deadline())),
+        lambda: stub.RelayMemberAction(signed(0, first_deadline + 1)),
         "already used",
     )
 
@@ -208,10 +216,18 @@ def test_a_replayed_round_action_is_refused(gw: Gateway, opened: pb.RoundRoles) 
         pb.QUEUED,
     )
     gw.client.flush(gw.coordinator)
+    # The same signed commitment again (a retry, or someone replaying it): the recorded outcome, nothing new.
+    before = snapshot(gw)
+    again = stub.SubmitUpdate(header_stream(pb.SubmitUpdateHeader(commitment=signed, size=len(data)), [data]))
+    assert again.status == pb.INCLUDED and again.transaction_hash
+    assert snapshot(gw) == before
+    # Another commitment of the same proposer and round is refused.
+    other = b"another update"
+    _, second = commitment(gw, proposer, other)
     expect_status(
         gw,
         grpc.StatusCode.ALREADY_EXISTS,
-        lambda: stub.SubmitUpdate(header_stream(pb.SubmitUpdateHeader(commitment=signed, size=len(data)), [data])),
+        lambda: stub.SubmitUpdate(header_stream(pb.SubmitUpdateHeader(commitment=second, size=len(other)), [other])),
         "already committed",
     )
 

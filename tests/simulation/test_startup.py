@@ -34,6 +34,24 @@ def test_a_head_that_does_not_come_up_is_started_again(tmp_path: Path, monkeypat
         process.stop()
 
 
+def test_a_retried_head_start_leaves_only_the_running_head_among_the_runs_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stopped first attempt among the run's processes made the run fail later with
+    # "ray-head stopped unexpectedly" (seen when the first head's GCS port was taken meanwhile).
+    scripts = iter(["exit 3", f"echo '{ray_head.READY}'; sleep 30"])
+    monkeypatch.setattr(ray_head, "ray_command", lambda port, cpus: ["sh", "-c", next(scripts)])
+    simulation = Simulation(SimulationOptions(out=tmp_path / "run", clients=2, rounds=1))
+    simulation.out.mkdir(parents=True)
+    try:
+        simulation._start_ray()
+        assert simulation.ray_start_failures == 1
+        assert [p.name for p in simulation.processes] == ["ray-head-2"]
+        assert all(p.running() for p in simulation.processes)
+    finally:
+        simulation.stop()
+
+
 def test_a_head_that_never_comes_up_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ray_head, "ray_command", lambda port, cpus: ["sh", "-c", "echo raylet died; exit 1"])
     monkeypatch.setattr(ray_head, "HEAD_ATTEMPTS", 2)

@@ -54,6 +54,30 @@ class GetAccountRequest(_message.Message):
     address: str
     def __init__(self, address: _Optional[str] = ...) -> None: ...
 
+class GetBalancesRequest(_message.Message):
+    __slots__ = ("addresses",)
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Balance(_message.Message):
+    __slots__ = ("address", "stake_wei", "owed_wei")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STAKE_WEI_FIELD_NUMBER: _ClassVar[int]
+    OWED_WEI_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    stake_wei: str
+    owed_wei: str
+    def __init__(self, address: _Optional[str] = ..., stake_wei: _Optional[str] = ..., owed_wei: _Optional[str] = ...) -> None: ...
+
+class BalanceList(_message.Message):
+    __slots__ = ("balances", "block_number")
+    BALANCES_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    balances: _containers.RepeatedCompositeFieldContainer[Balance]
+    block_number: int
+    def __init__(self, balances: _Optional[_Iterable[_Union[Balance, _Mapping]]] = ..., block_number: _Optional[int] = ...) -> None: ...
+
 class AccountInfo(_message.Message):
     __slots__ = ("address", "chain_nonce", "balance_wei", "registered", "exiting", "exit_ready_at", "stake_wei", "owed_wei", "action_nonce", "member_index")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]

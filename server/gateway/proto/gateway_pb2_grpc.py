@@ -120,6 +120,11 @@ class GatewayStub:
                 request_serializer=gateway__pb2.GetAccountRequest.SerializeToString,
                 response_deserializer=gateway__pb2.AccountInfo.FromString,
                 _registered_method=True)
+        self.GetBalances = channel.unary_unary(
+                '/fedledger.gateway.v1.Gateway/GetBalances',
+                request_serializer=gateway__pb2.GetBalancesRequest.SerializeToString,
+                response_deserializer=gateway__pb2.BalanceList.FromString,
+                _registered_method=True)
         self.GetEvents = channel.unary_unary(
                 '/fedledger.gateway.v1.Gateway/GetEvents',
                 request_serializer=gateway__pb2.GetEventsRequest.SerializeToString,
@@ -253,6 +258,13 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBalances(self, request, context):
+        """Stake and credited balance of many accounts at once, from the task's money events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetEvents(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -346,6 +358,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.GetParticipant,
                     request_deserializer=gateway__pb2.GetAccountRequest.FromString,
                     response_serializer=gateway__pb2.AccountInfo.SerializeToString,
+            ),
+            'GetBalances': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalances,
+                    request_deserializer=gateway__pb2.GetBalancesRequest.FromString,
+                    response_serializer=gateway__pb2.BalanceList.SerializeToString,
             ),
             'GetEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEvents,
@@ -813,6 +830,33 @@ class Gateway:
             '/fedledger.gateway.v1.Gateway/GetParticipant',
             gateway__pb2.GetAccountRequest.SerializeToString,
             gateway__pb2.AccountInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBalances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedledger.gateway.v1.Gateway/GetBalances',
+            gateway__pb2.GetBalancesRequest.SerializeToString,
+            gateway__pb2.BalanceList.FromString,
             options,
             channel_credentials,
             insecure,
