@@ -134,6 +134,31 @@ def register_task(commands: argparse._SubParsersAction) -> None:  # type: ignore
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
 
 
+def register_round(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``round`` command group (what anyone may do to a round)."""
+    group = commands.add_parser("round", help="what anyone may do to a round: settle one left behind")
+    sub = group.add_subparsers(title="round commands", dest="round_command", metavar="COMMAND")
+    settle = sub.add_parser(
+        "settle",
+        help="advance and finalize a round whose deadlines passed (e.g. its coordinator crashed); "
+        "`fedledger coordinate` then resumes after it",
+    )
+    settle.add_argument("round", type=int, metavar="ROUND", help="the round to settle")
+    add_chain_options(settle)
+    add_keystore(settle, "any funded key: it pays the gas")
+    settle.set_defaults(handler=_lifecycle, action=lambda backend, args: lifecycle_settle(backend, args.round))
+    group.set_defaults(handler=lambda _args: group.print_help() or 2)
+
+
+def lifecycle_settle(backend: object, round_: int) -> str:
+    """``round settle ROUND``."""
+    from .lifecycle import settle_round
+
+    if round_ < 1:
+        raise CommandError(f"rounds are numbered from 1, got {round_}")
+    return settle_round(backend, round_)  # type: ignore[arg-type]
+
+
 def lifecycle_fund(backend: object, amount: int) -> str:
     """``task fund --pool``."""
     from .lifecycle import fund_pool

@@ -38,6 +38,8 @@ class RoundState:
     phase: Phase
     proposers: tuple[str, ...]
     voters: tuple[str, ...]
+    deadline: int = 0
+    """When the current phase may be ended by anyone (chain time)."""
 
 
 class Backend(Protocol):
@@ -80,6 +82,10 @@ class Backend(Protocol):
 
     def member_action(self, action: td.ActionType) -> str:
         """Request an exit, complete it or withdraw; returns the transaction hash."""
+        ...
+
+    def settle_step(self, function: str, round_: int) -> str:
+        """Send ``advancePhase`` or ``finalizeRound`` of ``round_`` from the key's account; returns the hash."""
         ...
 
 
@@ -128,7 +134,11 @@ class GatewayBackend:
         state = self.client.round()
         phase = Phase[state.phase]
         return RoundState(
-            state.round, phase, tuple(p.address for p in state.proposers), tuple(v.address for v in state.voters)
+            state.round,
+            phase,
+            tuple(p.address for p in state.proposers),
+            tuple(v.address for v in state.voters),
+            int(state.deadline),
         )
 
     def history(self) -> TaskHistory:
@@ -156,6 +166,11 @@ class GatewayBackend:
         if result.status == pb.REJECTED:
             raise CommandError(f"the contract refused the {action.name}: {result.reason}")
         return "0x" + result.transaction_hash.hex()
+
+    def settle_step(self, function: str, round_: int) -> str:
+        """A raw ``advancePhase`` / ``finalizeRound`` signed here; the gateway relays what it queued first."""
+        raw = self.client.signed_transaction(self.key, function, round_)
+        return "0x" + self.client.send_transaction(raw).transaction_hash.hex()
 
 
 class RpcBackend:
@@ -190,14 +205,20 @@ class RpcBackend:
         return int(self.w3.eth.get_balance(self.address))
 
     def chain_time(self) -> int:
-        """The latest block's timestamp."""
-        return int(self.w3.eth.get_block("latest")["timestamp"])
+        """The latest block's timestamp (an idle development chain mines a block first, so time moves)."""
+        from fedledger.deploy.chain import DEV_CHAIN_ID
+
+        latest = int(self.w3.eth.get_block("latest")["timestamp"])
+        if self.manifest.chain_id == DEV_CHAIN_ID and latest < time.time() - 1:
+            self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+            latest = int(self.w3.eth.get_block("latest")["timestamp"])
+        return latest
 
     def current_round(self) -> RoundState:
         """The task's current round, from its views."""
         info = self.task.round_info()
         proposers, voters = self.task.committee()
-        return RoundState(info.round, info.phase, tuple(proposers), tuple(voters))
+        return RoundState(info.round, info.phase, tuple(proposers), tuple(voters), info.deadline)
 
     def history(self) -> TaskHistory:
         """Every round, from the task's events."""
@@ -221,6 +242,11 @@ class RpcBackend:
             td.WITHDRAW.name: self.task.withdraw,
         }[action.name]
         return _hash(send(self.address))
+
+    def settle_step(self, function: str, round_: int) -> str:
+        """``advancePhase`` / ``finalizeRound`` from the key's account."""
+        send = {"advancePhase": self.task.advance_phase, "finalizeRound": self.task.finalize_round}[function]
+        return _hash(send(self.address, round_))
 
 
 def _hash(sent: object) -> str:
@@ -288,6 +314,40 @@ def exit_task(backend: Backend, now: int | None = None) -> str:
     return (
         f"exited (transaction {completed}); withdrew {ether(stake + member.owed)}, stake included (transaction {paid})"
     )
+
+
+def settle_round(backend: Backend, round_: int, now: int | None = None) -> str:
+    """Advance and finalize ``round_`` once its deadlines passed, as the contract lets anyone do.
+
+    For a round a crashed coordinator left behind: the next ``fedledger coordinate`` resumes
+    after it. Refuses (one clear line) when a deadline is still ahead, saying how long, or when
+    the round is settled already.
+    """
+    steps: list[str] = []
+    while True:
+        state = backend.current_round()
+        if round_ < state.round or (round_ == state.round and state.phase is Phase.FINALIZED):
+            raise CommandError(
+                f"round {round_} is settled already (the task is at round {state.round}, {_phase(state)})"
+            )
+        if round_ > state.round or state.phase is Phase.NONE:
+            raise CommandError(f"round {round_} has not been opened (the task is at round {state.round})")
+        clock = backend.chain_time() if now is None else now
+        if clock <= state.deadline:
+            done = f" (done: {', '.join(steps)})" if steps else ""
+            raise CommandError(
+                f"round {round_} is {_phase(state)} until its deadline, {_left(state.deadline - clock)} from now: "
+                f"settle it after that{done}"
+            )
+        function = "finalizeRound" if state.phase is Phase.REVEALING else "advancePhase"
+        tx = backend.settle_step(function, round_)
+        if function == "finalizeRound":
+            return f"round {round_} settled: {', '.join([*steps, f'finalized in {tx}'])}"
+        steps.append(f"{state.phase.name.lower()} ended in {tx}")
+
+
+def _phase(state: RoundState) -> str:
+    return state.phase.name.lower()
 
 
 def fund_pool(backend: Backend, amount: int) -> str:

@@ -15,6 +15,9 @@ from web3.middleware import SignAndSendRawMiddlewareBuilder
 
 DEV_BALANCE_WEI = 1_000_000 * 10**18
 
+DEV_CHAIN_ID = 31337
+"""anvil's (and Hardhat's) chain id: a local development chain."""
+
 
 class ChainUnavailable(RuntimeError):
     """The JSON-RPC node cannot be reached or does not answer like an Ethereum node."""
@@ -73,7 +76,7 @@ def dev_accounts(w3: Web3, count: int | None = None) -> list[LocalAccount]:
     if is_embedded(w3):
         backend = w3.provider.ethereum_tester.backend  # type: ignore[attr-defined]
         keys = [Account.from_key(k.to_bytes()) for k in backend.account_keys]
-    elif w3.eth.chain_id == 31337:
+    elif w3.eth.chain_id == DEV_CHAIN_ID:
         Account.enable_unaudited_hdwallet_features()
         n = count or len(w3.eth.accounts)
         keys = [Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(n)]

@@ -26,6 +26,7 @@ def _registrars() -> list[Register]:
     from fedledger.aggregation.cli import register as strategies
     from fedledger.audit.cli import register as audit
     from fedledger.client.cli import register as node
+    from fedledger.client.cli import register_round as round_commands
     from fedledger.client.cli import register_task as task
     from fedledger.contracts.cli import register as contracts
     from fedledger.deploy.chain_cli import register as chain
@@ -34,7 +35,7 @@ def _registrars() -> list[Register]:
     from fedledger.server.gateway.cli import register as gateway
     from fedledger.simulation.cli import register as simulate
 
-    return [simulate, strategies, contracts, chain, deploy, gateway, coordinate, node, task, audit]
+    return [simulate, strategies, contracts, chain, deploy, gateway, coordinate, node, task, round_commands, audit]
 
 
 def build_parser() -> argparse.ArgumentParser:

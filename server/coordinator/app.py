@@ -168,6 +168,7 @@ def _governed(
         evaluate,
         server_update,
     )
+    start = strategy.publish_settled(info.current_round, start)  # a round `fedledger round settle` finalized
     final = strategy.run(grid, start, settings.rounds, first_round=info.current_round + 1)
     return final, view.config.vote_mode.label, view.task_address, view.chain_id
 

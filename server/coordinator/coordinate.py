@@ -17,7 +17,6 @@ from pathlib import Path
 
 from fedledger import codec
 from fedledger.config import RunSettings
-from fedledger.contracts.types import VoteMode
 from fedledger.errors import CommandError
 from fedledger.keys import PASSWORD_ENV, load_key, read_password
 from fedledger.processes import ManagedProcess, kill_marked, new_marker
@@ -110,7 +109,7 @@ class Coordinator:
                     f"the task has {left} of {config.total_rounds} rounds left after round {info.current_round}"
                 )
             if info.current_round:
-                _check_resumable(gateway, info.current_round, config.vote_mode)
+                _check_resumable(gateway, info.current_round)
         try:
             plugin = get_strategy(config.strategy, o.strategy_options)
             task = get_task(o.task or plugin.default_task)
@@ -162,18 +161,16 @@ class Coordinator:
         )  # fmt: skip
 
 
-def _check_resumable(gateway: GatewayClient, played: int, vote_mode: VoteMode) -> None:
-    """Refuse to continue a task whose last round was cut off before it was settled.
+def _check_resumable(gateway: GatewayClient, played: int) -> None:
+    """Refuse to continue a task whose last round was cut off and not settled yet.
 
-    The next run starts from the global model the chain records, which is only the round's
-    result once the round is finalized and, in per-update mode, its aggregate published.
+    The next run starts after the last round, which must be finalized: by the run that played it,
+    or by ``fedledger round settle`` once its deadlines passed (a per-update round settled that
+    way gets its aggregate published by the resuming ServerApp).
     """
     state = gateway.round(played)
     if state.phase != "FINALIZED":
         raise CoordinatorError(
-            f"round {played} was cut off in phase {state.phase}: continuing a round mid-way is not supported "
-            "(its vote salts lived in the stopped run)"
+            f"round {played} was cut off in phase {state.phase}: settle it with `fedledger round settle {played} "
+            "--gateway ...` once its deadlines passed (anyone may), then run coordinate again"
         )
-    published = gateway.events(played, names=("GlobalPublished",))
-    if vote_mode is VoteMode.PER_UPDATE and int(state.outcomes) and not published:
-        raise CoordinatorError(f"round {played} accepted updates but its aggregate was never published")

@@ -157,6 +157,30 @@ class GovernedStrategy(Strategy):
             global_arrays = self.play_round(grid, first_round + round_index, global_arrays, last=last)
         return global_arrays
 
+    def publish_settled(self, r: int, previous: Arrays) -> Arrays:
+        """Publish the aggregate of round ``r`` if it was settled without it; return the model to go on from.
+
+        A round cut off by a crash and finalized by ``fedledger round settle`` has its accepted
+        updates on chain but no published global model (only the coordinator may publish). The
+        aggregate is computed as :meth:`play_round` would have, from ``previous`` (the global
+        model the round started from) and the accepted updates fetched by their hashes.
+        """
+        if r == 0 or self.config.vote_mode is not VoteMode.PER_UPDATE:
+            return previous
+        state = self.gateway.round(r)
+        outcomes = int(state.outcomes)
+        if state.phase != "FINALIZED" or not outcomes or self.gateway.events(r, names=("GlobalPublished",)):
+            return previous
+        updates = self._fetch_updates(state, previous)
+        accepted = {p.address for i, p in enumerate(state.proposers) if outcomes >> i & 1}
+        usable = {a: u for a, u in updates.arrays.items() if a in accepted}
+        if not usable:
+            return previous
+        aggregate = self._aggregate(r, previous, usable)
+        self.gateway.propose_model(self.coordinator, "publishGlobal", r, codec.encode(aggregate))
+        self.recorder.event(r, "published a settled round", accepted=len(usable))
+        return aggregate
+
     def play_round(self, grid: Grid, expected_round: int, global_arrays: Arrays, *, last: bool = True) -> Arrays:
         """One governed round; returns the global model after it.
 

@@ -24,6 +24,7 @@ from fedledger.contracts.history import RoundHistory, TaskHistory
 from fedledger.contracts.typed_data import Domain
 from fedledger.contracts.types import RoundInfo, TaskConfig
 from fedledger.deploy.chain import (
+    DEV_CHAIN_ID,
     ChainUnavailable,
     connect,
     dev_key,
@@ -46,8 +47,6 @@ changes made by others (e.g. someone advancing after a deadline) are seen up to 
 """
 
 DEV_FUNDS_WEI = 1_000 * 10**18
-DEV_CHAIN_ID = 31337
-"""Chain id of anvil and hardhat development nodes."""
 
 _CONNECTION_ERRORS = (
     requests.exceptions.ConnectionError,

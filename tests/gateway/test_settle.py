@@ -1,0 +1,101 @@
+"""`fedledger round settle`: anyone finishes a round a crashed coordinator left, once its deadlines passed."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from fedledger import codec
+from fedledger.aggregation.registry import get_strategy
+from fedledger.audit.replay import replay
+from fedledger.audit.report import verify
+from fedledger.audit.source import GatewaySource
+from fedledger.client.lifecycle import GatewayBackend, settle_round
+from fedledger.errors import CommandError
+from fedledger.server.coordinator.binding import Binding
+from fedledger.server.coordinator.governed import GovernedStrategy
+from fedledger.server.coordinator.results import Recorder
+from tests.gateway.conftest import Gateway, start_gateway
+from tests.gateway.test_audit import model
+
+from ..conftest import fedledger
+
+DURATION = 3
+
+
+def _wait_out_the_phase(gw: Gateway) -> None:
+    """Until the chain's clock is past the current phase's deadline."""
+    deadline = int(gw.client.round(brief=True).deadline)
+    give_up = time.monotonic() + 30
+    while int(gw.client.round(brief=True).chain_time) <= deadline:
+        assert time.monotonic() < give_up, "the chain's clock never passed the deadline"
+        time.sleep(0.3)
+
+
+def test_settle_refuses_while_a_deadline_is_ahead_then_finalizes_and_the_coordinator_publishes(
+    tmp_path: Path,
+) -> None:
+    gw = start_gateway(
+        tmp_path / "gateway", training_duration=DURATION, voting_duration=DURATION, reveal_duration=DURATION
+    )
+    try:
+        gw.register_all()
+        roles = gw.open()
+        for i, p in enumerate(roles.proposers):
+            gw.client.submit_update(gw.key(p), roles.round, codec.encode(model(i + 1)), 10, wait=False)
+        anyone = GatewayBackend(gw.client, gw.participants[0])
+        with pytest.raises(CommandError, match=r"round 1 is (training|voting) until its deadline, 0m 0[0-3]s from now"):
+            settle_round(anyone, 1)
+        _wait_out_the_phase(gw)
+        # Two voters commit (accepting everything they review); only the first will reveal.
+        state = gw.client.round(roles.round)
+        if state.phase == "TRAINING":
+            with pytest.raises(CommandError, match=r"done: training ended in 0x"):
+                settle_round(anyone, 1)  # training ends; voting's deadline is ahead now
+        accept = {v.address: (1 << len(v.items)) - 1 for v in gw.client.round(roles.round).voters}
+        committing = list(roles.voters[:2])
+        salts = {v: secrets.token_bytes(32) for v in committing}
+        for v in committing:
+            gw.client.commit_vote(gw.key(v), roles.round, accept[v], salts[v])
+        _wait_out_the_phase(gw)
+        with pytest.raises(CommandError, match=r"round 1 is revealing until its deadline.*done: voting ended in 0x"):
+            settle_round(anyone, 1)
+        gw.client.reveal_vote(gw.key(committing[0]), roles.round, accept[committing[0]], salts[committing[0]])
+        assert gw.client.round(roles.round, brief=True).phase == "REVEALING"  # one committed vote is unrevealed
+        _wait_out_the_phase(gw)
+        message = settle_round(anyone, 1)
+        assert message.startswith("round 1 settled: finalized in 0x")
+        final = gw.client.round(roles.round)
+        assert final.phase == "FINALIZED" and int(final.outcomes) > 0
+        slashed = {e.args_json for e in gw.client.events(roles.round, names=("Slashed",))}
+        assert any(committing[1] in s for s in slashed)  # committed, never revealed: the contract's rule
+        with pytest.raises(CommandError, match="round 1 is settled already"):
+            settle_round(anyone, 1)
+        with pytest.raises(CommandError, match="round 4 has not been opened"):
+            settle_round(anyone, 4)
+
+        # The resuming coordinator publishes the settled round's aggregate, once.
+        strategy = GovernedStrategy(
+            get_strategy("fedavg"), gw.client, gw.coordinator, Binding(), Recorder(tmp_path / "run"), lambda _a: {}
+        )
+        previous = model(0)
+        after = strategy.publish_settled(1, previous)
+        assert codec.encode(after) != codec.encode(previous)
+        assert len(gw.client.events(1, names=("GlobalPublished",))) == 1
+        assert strategy.publish_settled(1, after) is after  # published already: nothing more
+        assert len(gw.client.events(1, names=("GlobalPublished",))) == 1
+        source = GatewaySource(gw.client)
+        events = source.events()
+        assert verify(replay(events, source.config), source, len(events)).disagreements == []
+
+        # The command line: one clear line and exit 1 on a settled round.
+        key_file = tmp_path / "key.hex"
+        key_file.write_text(gw.participants[1].key.hex())
+        cli = fedledger("round", "settle", "1", "--gateway", gw.server.address, "--keystore", str(key_file))
+        assert cli.returncode == 1 and "round 1 is settled already" in cli.stdout + cli.stderr
+    finally:
+        gw.client.close()
+        gw.server.stop(grace=1)
