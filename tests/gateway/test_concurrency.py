@@ -21,3 +21,20 @@ def test_fifty_concurrent_clients(tmp_path: Path) -> None:
     assert sum(figures["batch_sizes"]) == figures["relayed_actions"] == 75
     # Batching works: far fewer transactions than actions.
     assert len(figures["batch_sizes"]) <= 15
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_client_processes_against_a_gateway_on_anvil_lose_and_duplicate_nothing() -> None:
+    from bench.gateway_load import run_processes
+
+    from ..conftest import require_anvil
+
+    require_anvil()
+    figures = run_processes(12, window=1.0)
+    acknowledged, on_chain = figures["acknowledged"], figures["on_chain"]
+    assert figures["registered"] == 12 and figures["finalized"]
+    assert figures["lost_actions"] == 0 and figures["duplicated_actions"] == 0
+    assert on_chain == acknowledged and acknowledged["UpdateCommitted"] == figures["proposers"] > 1
+    assert max(figures["mean_batch_size"].values()) > 1  # the relayer batches what queued together
+    assert figures["inclusion_p50_s"] >= figures["submit_ack_p50_s"] > 0

@@ -113,3 +113,88 @@ def test_sigkill_after_the_ack_loses_no_action_and_a_retry_gets_the_same_outcome
         assert json.loads(audit.stdout)["disagreements"] == []
     finally:
         gateway.stop()
+
+
+def _play_round(client: GatewayClient, coordinator: LocalAccount, keys: dict[str, LocalAccount]) -> int:
+    """Open a round, every proposer commits a model, every voter accepts all it reviews; publish their FedAvg."""
+    from fedledger import codec
+    from fedledger.aggregation.registry import get_strategy
+
+    from .test_audit import model
+
+    roles = client.open_round(coordinator)
+    updates = {p: model(roles.round * 10 + i) for i, p in enumerate(roles.proposers)}
+    for p, arrays in updates.items():
+        client.submit_update(keys[p], roles.round, codec.encode(arrays), 10)
+    accept = {v.address: (1 << len(v.items)) - 1 for v in client.round(roles.round).voters}
+    salts = {v: secrets.token_bytes(32) for v in roles.voters}
+    for v in roles.voters:
+        client.commit_vote(keys[v], roles.round, accept[v], salts[v])
+    for v in roles.voters:
+        client.reveal_vote(keys[v], roles.round, accept[v], salts[v])
+    state = client.round(roles.round)
+    assert state.phase == "FINALIZED" and all(p.accepted for p in state.proposers)
+    accepted = sorted((p.address, p.num_examples) for p in state.proposers)
+    aggregate = get_strategy("fedavg").aggregate_offline(None, [(updates[a], n) for a, n in accepted])
+    assert aggregate is not None
+    client.propose_model(coordinator, "publishGlobal", roles.round, codec.encode(aggregate))
+    return roles.round
+
+
+def _books_balance(node_url: str, manifest: Path) -> None:
+    """The contract invariant: the task holds exactly its members' stakes, what it owes them and the pool."""
+    from fedledger.contracts.bindings import FLTaskContract
+    from fedledger.deploy.chain import connect
+    from fedledger.deploy.manifest import DeploymentManifest
+
+    deployment = DeploymentManifest.load(manifest)
+    w3 = connect(node_url)
+    task = FLTaskContract(w3, deployment.task.address)
+    members = [task.member(k.address) for k in anvil_keys(10)]
+    held = sum(m.stake + m.owed for m in members) + task.reward_pool()
+    assert w3.eth.get_balance(task.address) == held
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_anvil_stopped_and_started_again_from_its_state_file_the_federation_continues(tmp_path: Path) -> None:
+    from fedledger.audit.replay import replay
+    from fedledger.audit.report import verify
+    from fedledger.audit.source import GatewaySource
+    from fedledger.contracts.types import TaskConfig
+    from fedledger.deploy.chain import connect, use_account
+    from fedledger.deploy.deployer import deploy_task
+    from fedledger.server.gateway.ledger import open_rpc
+    from fedledger.server.gateway.server import GatewayServer, GatewaySettings
+
+    require_anvil()
+    node = AnvilNode(state_file=tmp_path / "anvil-state.json", accounts=10)
+    node.start()
+    server: GatewayServer | None = None
+    try:
+        keys = anvil_keys(8)
+        coordinator, by_address = keys[0], {k.address: k for k in keys[1:]}
+        w3 = connect(node.url)
+        config = TaskConfig(initial_model_hash=b"\x01" * 32, coordinator=coordinator.address, max_committee=6)
+        manifest, _ = deploy_task(w3, use_account(w3, keys[0]), config, pool_wei=10 * ETH, rpc_url=node.url)
+        manifest.save(tmp_path / "deployment.json")
+        relayer = anvil_keys(10)[9]  # not the coordinator: the two would race for one account's nonces
+        ledger = open_rpc(node.url, tmp_path / "deployment.json", relayer)
+        server = GatewayServer(ledger, GatewaySettings(port=0, data_dir=tmp_path / "gw", flush_window=0.5))
+        with GatewayClient(server.start(), timeout=60, reconnect=True) as client:
+            for key in keys[1:]:
+                client.register(key, 2 * ETH)
+            assert _play_round(client, coordinator, by_address) == 1
+            node.stop()  # anvil writes its state file on the way out
+            assert (tmp_path / "anvil-state.json").stat().st_size > 0
+            node.start()  # same port, same state: the gateway never restarted
+            assert client.task_info().current_round == 1
+            assert _play_round(client, coordinator, by_address) == 2
+            source = GatewaySource(client)
+            events = source.events()
+            assert verify(replay(events, source.config), source, len(events)).disagreements == []
+        _books_balance(node.url, tmp_path / "deployment.json")
+    finally:
+        if server is not None:
+            server.stop(grace=1)
+        node.stop()

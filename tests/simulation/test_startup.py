@@ -85,7 +85,7 @@ def test_simulate_attaches_to_a_running_ray_head(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ray_starts_quick_mode_starts_every_run() -> None:
-    figures = ray_starts.measure(runs=2, clients=3)
+    figures = ray_starts.measure(runs=1, clients=3)  # every other simulation test starts Ray too
     assert figures["failed_runs"] == 0, figures["failures"]
     assert figures["mean_nodes_bound_s"] is not None and figures["mean_nodes_bound_s"] < 60
 
