@@ -99,3 +99,48 @@ def test_settle_refuses_while_a_deadline_is_ahead_then_finalizes_and_the_coordin
     finally:
         gw.client.close()
         gw.server.stop(grace=1)
+
+
+@pytest.mark.anvil
+def test_settle_straight_on_an_anvil_node_with_rpc_url(tmp_path: Path) -> None:
+    """`--rpc-url --deployment`: no gateway; the idle dev chain's clock is moved by a mined block."""
+    from eth_account import Account
+
+    from fedledger.client.lifecycle import RpcBackend
+    from fedledger.contracts.bindings import FLTaskContract
+    from fedledger.contracts.types import TaskConfig
+    from fedledger.deploy.anvil import AnvilNode
+    from fedledger.deploy.chain import connect, use_account
+    from fedledger.deploy.deployer import deploy_task
+
+    from ..conftest import require_anvil
+
+    require_anvil()
+    Account.enable_unaudited_hdwallet_features()
+    mnemonic = "test test test test test test test test test test test junk"
+    keys = [Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}") for i in range(6)]
+    with AnvilNode(accounts=6) as node:
+        w3 = connect(node.url)
+        coordinator = use_account(w3, keys[0])
+        config = TaskConfig(
+            initial_model_hash=b"\x01" * 32, coordinator=coordinator, max_committee=4,
+            training_duration=DURATION, voting_duration=DURATION, reveal_duration=DURATION,
+        )  # fmt: skip
+        manifest, _ = deploy_task(w3, coordinator, config, rpc_url=node.url)
+        manifest.save(tmp_path / "deployment.json")
+        task = FLTaskContract(w3, manifest.task.address)
+        for key in keys[1:5]:
+            task.register(use_account(w3, key), 2 * 10**18)
+        task.open_round(coordinator)  # then the coordinator "crashes": nobody acts in round 1
+        anyone = RpcBackend(node.url, tmp_path / "deployment.json", keys[5])
+        with pytest.raises(CommandError, match="round 1 is training until its deadline"):
+            settle_round(anyone, 1)
+        for _ in range(3):  # training, then revealing: no update means nothing to vote on
+            time.sleep(DURATION + 1)
+            try:
+                message = settle_round(anyone, 1)
+                break
+            except CommandError as exc:
+                assert "until its deadline" in str(exc)
+        assert message.startswith("round 1 settled:") and "finalized in 0x" in message
+        assert task.round_info().phase.name == "FINALIZED"
