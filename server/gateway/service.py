@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -54,6 +55,7 @@ class _RawCall:
 T = TypeVar("T")
 
 PARTICIPANT_FUNCTIONS = ("register", "addStake", "fundPool")
+_UNAFFORDABLE = re.compile(r"cannot afford|insufficient funds", re.IGNORECASE)
 SETTLE_FUNCTIONS = ("advancePhase", "finalizeRound")
 """Anyone may send these once a phase's deadline passed (``fedledger round settle``)."""
 MODEL_FUNCTIONS = ("proposeAggregate", "publishAndOpen", "publishGlobal")
@@ -85,6 +87,8 @@ def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     revert = as_contract_revert(exc)
     if revert is not None:
         return grpc.StatusCode.FAILED_PRECONDITION, f"the contract refuses it: {revert.describe()}"
+    if _UNAFFORDABLE.search(str(exc)):  # the node's own refusal: eth-tester and nodes raise different types
+        return grpc.StatusCode.FAILED_PRECONDITION, "the sender cannot pay this transaction's gas and value"
     return None
 
 

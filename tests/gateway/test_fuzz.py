@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from fedledger.contracts import typed_data as td
@@ -35,7 +35,13 @@ PRECISE = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.DATA_LOSS,
 }
-FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    # Shrinking through real RPCs can take many minutes: report the failing example as found.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +264,14 @@ def test_a_cut_off_upload_can_be_sent_again_whole(fuzzed: Gateway, tmp_path: Pat
     assert not fuzzed.server.blobs.path(keccak256(data)).exists()
     whole = fuzzed.client.submit_update(proposer, 1, data, 10)
     assert whole.status == pb.INCLUDED and fuzzed.client.fetch_blob(keccak256(data)) == data
+
+
+def test_an_unfunded_sender_is_a_precondition_not_an_internal_error(fuzzed: Gateway) -> None:
+    """Found by the fuzzing above: eth-tester's "cannot afford" surfaced as INTERNAL."""
+    from eth_account import Account
+
+    pauper = Account.create()
+    with pytest.raises(grpc.RpcError) as refused:
+        fuzzed.client.signed_transaction(pauper, "addStake", value=10**18)
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "cannot pay" in (refused.value.details() or "")
