@@ -206,13 +206,9 @@ class RpcBackend:
 
     def chain_time(self) -> int:
         """The latest block's timestamp (an idle development chain mines a block first, so time moves)."""
-        from fedledger.deploy.chain import DEV_CHAIN_ID
+        from fedledger.deploy.chain import mine_if_idle
 
-        latest = int(self.w3.eth.get_block("latest")["timestamp"])
-        if self.manifest.chain_id == DEV_CHAIN_ID and latest < time.time() - 1:
-            self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-            latest = int(self.w3.eth.get_block("latest")["timestamp"])
-        return latest
+        return mine_if_idle(self.w3)
 
     def current_round(self) -> RoundState:
         """The task's current round, from its views."""

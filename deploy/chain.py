@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from eth.estimators.gas import binary_gas_search_intrinsic_tolerance
@@ -17,6 +18,20 @@ DEV_BALANCE_WEI = 1_000_000 * 10**18
 
 DEV_CHAIN_ID = 31337
 """anvil's (and Hardhat's) chain id: a local development chain."""
+
+
+def mine_if_idle(w3: Web3) -> int:
+    """Mine an empty block on an idle development node (chain id 31337); return the latest timestamp.
+
+    Only when the latest block is older than the clock, so that calls and deadline checks see the
+    current time: anvil in automine mode calls and estimates against its latest block, whose timestamp stands
+    still on an idle chain. Public chains produce blocks on their own.
+    """
+    latest = int(w3.eth.get_block("latest")["timestamp"])
+    if latest < time.time() - 1 and w3.eth.chain_id == DEV_CHAIN_ID:
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        latest = int(w3.eth.get_block("latest")["timestamp"])
+    return latest
 
 
 class ChainUnavailable(RuntimeError):

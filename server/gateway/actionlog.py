@@ -45,9 +45,13 @@ CREATE TABLE IF NOT EXISTS actions (
 """
 
 
-def action_digest(signed: td.SignedAction) -> bytes:
+def _canonical(signed: td.SignedAction) -> str:
+    return json.dumps(checks.jsonable(signed.message), sort_keys=True, separators=(",", ":"))
+
+
+def action_digest(signed: td.SignedAction, canonical: str | None = None) -> bytes:
     """The identity of a signed action: keccak256 of its type name, canonical message and signature."""
-    message = json.dumps(checks.jsonable(signed.message), sort_keys=True, separators=(",", ":"))
+    message = canonical if canonical is not None else _canonical(signed)
     return keccak(signed.action.name.encode() + b"\0" + message.encode() + b"\0" + signed.signature)
 
 
@@ -82,8 +86,8 @@ class ActionLog:
 
     def append(self, signed: td.SignedAction) -> bytes:
         """Write ``signed`` durably (a no-op when it is logged already); return its digest."""
-        digest = action_digest(signed)
-        message = json.dumps(checks.jsonable(signed.message), sort_keys=True)
+        message = _canonical(signed)
+        digest = action_digest(signed, message)
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO actions (digest, action, signer, message_json, signature, logged_at)"
@@ -107,11 +111,6 @@ class ActionLog:
             )
             self._db.execute("COMMIT")
 
-    def forget(self, digests: Iterable[bytes]) -> None:
-        """Drop actions that were never applied and whose callers were told so (they may send them again)."""
-        with self._lock:
-            self._db.executemany("DELETE FROM actions WHERE digest = ? AND done = 0", [(d,) for d in digests])
-
     def outcome(self, digest: bytes) -> Outcome | None:
         """The recorded outcome of a finished action (None: unknown, or not finished)."""
         with self._lock:
@@ -132,9 +131,3 @@ class ActionLog:
             ).fetchall()
         names = tuple(td.ACTION_TYPES)
         return [checks.parse_signed_action(name, message, bytes(sig), names) for name, message, sig in rows]
-
-    def counts(self) -> dict[str, int]:
-        """Number of finished and unfinished actions (for status output and tests)."""
-        with self._lock:
-            done, total = self._db.execute("SELECT COALESCE(SUM(done), 0), COUNT(*) FROM actions").fetchone()
-        return {"done": int(done), "unfinished": int(total) - int(done)}

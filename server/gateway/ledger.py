@@ -31,6 +31,7 @@ from fedledger.deploy.chain import (
     embedded_web3,
     fund,
     is_embedded,
+    mine_if_idle,
     use_account,
 )
 from fedledger.deploy.deployer import deploy_task
@@ -136,8 +137,8 @@ class Ledger:
             tester = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
             if int(tester.get_block_by_number("pending")["timestamp"]) < now:
                 tester.time_travel(now)
-        elif self.chain_id == DEV_CHAIN_ID and int(self.w3.eth.get_block("latest")["timestamp"]) < now - 1:
-            self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        elif self.chain_id == DEV_CHAIN_ID:
+            mine_if_idle(self.w3)
 
     def chain_time(self) -> int:
         """Timestamp of the latest block (on the embedded chain: at least the clock's, as its next block gets)."""

@@ -138,9 +138,7 @@ class Relayer:
         if logged is None:
             return None
         done: Future[Outcome] = Future()
-        done.set_result(
-            Outcome(logged.included, logged.reason, logged.transaction_hash, logged.block_number, logged.batch_size)
-        )
+        done.set_result(logged)
         return done
 
     def recover(self, applied: Callable[[SignedAction], Outcome | None]) -> tuple[int, int]:
@@ -216,6 +214,8 @@ class Relayer:
             leftovers = [p for q in self._queues.values() for p in q.entries]
             for q in self._queues.values():
                 q.entries.clear()
+            for p in leftovers:  # they stay unfinished in the log: the next start relays them
+                self._futures.pop(p.digest, None)
         for p in leftovers:
             p.future.set_exception(RelayFailed("the gateway stopped before relaying this action"))
 
@@ -261,21 +261,22 @@ class Relayer:
                 self.stats.failures += 1
                 error = exc if isinstance(exc, RelayFailed) else RelayFailed(f"relay failed: {exc}")
                 if isinstance(exc, ContractRevert):  # final: the same batch would revert again
-                    self._record(batch, Outcome(False, f"the batch reverted: {exc}", b"", 0, len(batch)))
+                    reverted = Outcome(False, f"the batch reverted: {exc}", b"", 0, len(batch))
+                    self._record(batch, [reverted] * len(batch))
                 # Otherwise (chain unreachable, ...) the logged actions stay unfinished: the next
                 # start replays them, and a client's retry queues them again.
                 self._settle(batch, error)
                 return 0
             self.stats.batch_sizes.append(len(batch))
             outcomes = self._outcomes(batch, sent)
-            for p, outcome in zip(batch, outcomes, strict=True):
-                self._record([p], outcome)
+            self._record(batch, outcomes)
             self._settle(batch, outcomes)
             return len(batch)
 
-    def _record(self, batch: list[_Pending], outcome: Outcome) -> None:
+    def _record(self, batch: list[_Pending], outcomes: list[Outcome]) -> None:
+        """The batch's outcomes into the log, in one transaction (before any caller hears them)."""
         if self.log is not None:
-            self.log.complete([(p.digest, outcome) for p in batch if p.digest])
+            self.log.complete([(p.digest, o) for p, o in zip(batch, outcomes, strict=True) if p.digest])
 
     def _settle(self, batch: list[_Pending], result: Exception | list[Outcome]) -> None:
         """Resolve the callers' futures (after the log has the outcomes)."""
