@@ -51,6 +51,17 @@ def require_anvil() -> None:
         pytest.skip("anvil not installed (npm ci)")
 
 
+def assert_books_balance(node_url: str, manifest: Path, members: list[str]) -> None:
+    """The contract invariant: the task holds exactly its ``members``' stakes, what it owes them and the pool."""
+    from fedledger.deploy.chain import connect
+    from fedledger.deploy.manifest import DeploymentManifest
+
+    w3 = connect(node_url)
+    task = FLTaskContract(w3, DeploymentManifest.load(manifest).task.address)
+    held = sum(m.stake + m.owed for m in map(task.member, members)) + task.reward_pool()
+    assert w3.eth.get_balance(task.address) == held
+
+
 def model_hash(label: str) -> bytes:
     """A deterministic 32-byte stand-in for a model hash."""
     return keccak(text=label)

@@ -141,9 +141,14 @@ class Ledger:
             mine_if_idle(self.w3)
 
     def chain_time(self) -> int:
-        """Timestamp of the latest block (on the embedded chain: at least the clock's, as its next block gets)."""
+        """Timestamp of the latest block; on the embedded or a dev chain at least the clock's.
+
+        Those chains' next transaction sees the clock (:meth:`send` brings an idle one's time up
+        first), so a deadline that passed on the clock has passed for it: a client deciding from
+        this time (``round settle``) must not wait for an unrelated block to be mined.
+        """
         latest = self._cached("time", lambda: int(self.w3.eth.get_block("latest")["timestamp"]))
-        return max(latest, int(time.time())) if self.embedded else latest
+        return max(latest, int(time.time())) if self.embedded or self.chain_id == DEV_CHAIN_ID else latest
 
     def current_round(self) -> int:
         """The task's current round."""

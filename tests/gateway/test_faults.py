@@ -18,7 +18,7 @@ from fedledger.deploy.anvil import AnvilNode
 from fedledger.server.gateway.client import GatewayClient
 from fedledger.server.gateway.proto import gateway_pb2 as pb
 
-from ..conftest import fedledger, require_anvil
+from ..conftest import assert_books_balance, fedledger, require_anvil
 from .test_cli_processes import GatewayProcess
 
 ETH = 10**18
@@ -141,20 +141,6 @@ def _play_round(client: GatewayClient, coordinator: LocalAccount, keys: dict[str
     return roles.round
 
 
-def _books_balance(node_url: str, manifest: Path) -> None:
-    """The contract invariant: the task holds exactly its members' stakes, what it owes them and the pool."""
-    from fedledger.contracts.bindings import FLTaskContract
-    from fedledger.deploy.chain import connect
-    from fedledger.deploy.manifest import DeploymentManifest
-
-    deployment = DeploymentManifest.load(manifest)
-    w3 = connect(node_url)
-    task = FLTaskContract(w3, deployment.task.address)
-    members = [task.member(k.address) for k in anvil_keys(10)]
-    held = sum(m.stake + m.owed for m in members) + task.reward_pool()
-    assert w3.eth.get_balance(task.address) == held
-
-
 @pytest.mark.anvil
 @pytest.mark.slow
 def test_anvil_stopped_and_started_again_from_its_state_file_the_federation_continues(tmp_path: Path) -> None:
@@ -193,7 +179,7 @@ def test_anvil_stopped_and_started_again_from_its_state_file_the_federation_cont
             source = GatewaySource(client)
             events = source.events()
             assert verify(replay(events, source.config), source, len(events)).disagreements == []
-        _books_balance(node.url, tmp_path / "deployment.json")
+        assert_books_balance(node.url, tmp_path / "deployment.json", [k.address for k in anvil_keys(10)])
     finally:
         if server is not None:
             server.stop(grace=1)

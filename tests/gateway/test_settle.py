@@ -13,7 +13,8 @@ from fedledger.aggregation.registry import get_strategy
 from fedledger.audit.replay import replay
 from fedledger.audit.report import verify
 from fedledger.audit.source import GatewaySource
-from fedledger.client.lifecycle import GatewayBackend, settle_round
+from fedledger.client.lifecycle import GatewayBackend, RoundState, settle_round
+from fedledger.contracts.types import Phase
 from fedledger.errors import CommandError
 from fedledger.server.coordinator.binding import Binding
 from fedledger.server.coordinator.governed import GovernedStrategy
@@ -144,3 +145,27 @@ def test_settle_straight_on_an_anvil_node_with_rpc_url(tmp_path: Path) -> None:
                 assert "until its deadline" in str(exc)
         assert message.startswith("round 1 settled:") and "finalized in 0x" in message
         assert task.round_info().phase.name == "FINALIZED"
+
+
+class _BoundaryChain:
+    """A backend whose clock says a deadline passed while the chain's next block is a second earlier."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+    def current_round(self) -> RoundState:
+        return RoundState(2, Phase.VOTING, (), (), deadline=1_000)
+
+    def chain_time(self) -> int:
+        return 1_001
+
+    def settle_step(self, function: str, round_: int) -> str:
+        self.steps.append(function)
+        raise RuntimeError("gateway answered FAILED_PRECONDITION: the contract refuses it: PhaseNotOver(deadline=1000)")
+
+
+def test_a_step_the_chain_still_finds_early_is_the_deadline_refusal_not_an_error() -> None:
+    chain = _BoundaryChain()
+    with pytest.raises(CommandError, match=r"round 2 is voting until its deadline, 0m 01s from now"):
+        settle_round(chain, 2)  # type: ignore[arg-type]
+    assert chain.steps == ["advancePhase"]

@@ -1,12 +1,14 @@
 """A live federation with real processes on 127.0.0.1, driven by the commands of docs/live-federation.md.
 
 anvil (`chain up`), `deploy`, `gateway serve --rpc-url`, `coordinate` (SuperLink + governed
-ServerApp) and three `node join` SuperNodes run two rounds. Between the rounds the gateway is
-restarted; in round 2 the proposer's node is killed (SIGKILL of all its processes). The round
-still finalizes after its deadline, the contract slashes the missing proposer, and `audit
-verify` against the chain finds no disagreement. The surviving nodes then reconnect to a
-restarted SuperLink and leave cleanly on Ctrl-C. Every process is stopped by PID at the end.
-"""
+ServerApp) and three `node join` SuperNodes run three rounds. Between rounds 1 and 2 the gateway
+is restarted; in round 2 the proposer's node is killed (SIGKILL of all its processes), then the
+coordinator with its SuperLink and ServerApp (a crash of its host). `round settle 2` finishes the
+round once its deadlines passed (the contract slashes the missing proposer); a second
+`coordinate` resumes with round 3, which the surviving nodes play after reconnecting. `audit
+verify` against the chain then finds no disagreement and the task's books balance. The survivors
+finally reconnect to a restarted SuperLink and leave cleanly on Ctrl-C. Every process is stopped
+by PID at the end."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from fedledger.processes import MARKER_ENV, ManagedProcess, kill_marked, marked_
 from fedledger.server.coordinator.flower import superlink_command
 from fedledger.server.gateway.client import GatewayClient, event_args
 
-from ..conftest import fedledger, require_anvil
+from ..conftest import assert_books_balance, fedledger, require_anvil
 
 pytestmark = pytest.mark.slow
 
@@ -82,8 +84,13 @@ class Federation:
         return process
 
     def kill(self, name: str) -> None:
-        """SIGKILL every process of ``name`` at once (a crash), then wait until they are gone."""
-        for pid in marked_pids(self.markers[name]):
+        """SIGKILL every process of ``name`` and their descendants at once (a crash), then wait until they are gone.
+
+        Descendants count too: the coordinator's SuperLink and ServerApp carry a marker of its own.
+        """
+        pids = marked_pids(self.markers[name])
+        pids += [child for pid in pids for child in descendants(pid)]
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):  # it may have exited since it was listed
                 os.kill(pid, signal.SIGKILL)
         kill_marked(self.markers[name])
@@ -97,6 +104,21 @@ class Federation:
 
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{p.tail(30)}" for name, p in self.processes.items())
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children first found through /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 @pytest.fixture
@@ -119,8 +141,7 @@ def progress(out: Path) -> list[dict]:
 def wait_for(condition: object, what: str, fed: Federation, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
-        coordinator = fed.processes["coordinator"]
-        assert coordinator.running(), f"the coordinator stopped before {what}:\n{fed.logs()}"
+        assert fed.processes["coordinator"].running(), f"the coordinator stopped before {what}:\n{fed.logs()}"
         assert time.monotonic() < deadline, f"no {what} after {timeout:.0f}s:\n{fed.logs()}"
         time.sleep(0.2)
 
@@ -133,7 +154,24 @@ def wait_for_logs(logs: dict[str, Path], before: dict[str, int], line: str, time
         time.sleep(0.3)
 
 
-def test_two_rounds_survive_a_gateway_restart_and_a_killed_node_then_audit_clean(federation: Federation) -> None:
+def settle(fed: Federation, round_: int, timeout: float = 180) -> str:
+    """``round settle`` until it finalizes: it refuses while a deadline is ahead, and each call ends what is due."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = fedledger(
+            "round", "settle", str(round_), "--gateway", fed.gateway, "--keystore", "keys/node-0.json",
+            env=fed.env, cwd=fed.root,
+        )  # fmt: skip
+        if done.returncode == 0:
+            return done.stdout
+        assert "until its deadline" in done.stderr, done.stderr
+        assert time.monotonic() < deadline, f"round {round_} not settled after {timeout:.0f}s: {done.stderr}"
+        time.sleep(2)
+
+
+def test_three_rounds_survive_gateway_restart_killed_node_and_crashed_coordinator_then_audit_clean(
+    federation: Federation,
+) -> None:
     fed = federation
     started = time.monotonic()
     url = fed.run("chain", "up", "--port", str(fed.rpc_port), "--state", "chain-state.json").strip()
@@ -145,15 +183,13 @@ def test_two_rounds_survive_a_gateway_restart_and_a_killed_node_then_audit_clean
     fed.run("chain", "fund", "--rpc-url", url, *keystores)
     fed.run(
         "deploy", "--rpc-url", url, "--key-file", "keys/coordinator.json", "--out", "deployments/local.json",
-        "--initial-model", "digits:0", "--rounds", "2", "--max-committee", "3", "--pool", "5",
+        "--initial-model", "digits:0", "--rounds", "3", "--max-committee", "3", "--pool", "5",
         "--training-duration", str(TRAINING), "--voting-duration", str(VOTING), "--reveal-duration", str(REVEAL),
     )  # fmt: skip
     fed.start_gateway("gateway")
     out = fed.root / "runs" / "live"
-    fed.start(
-        "coordinator", "coordinate", "--gateway", fed.gateway, "--keystore", "keys/coordinator.json",
-        "--nodes", "3", "--local-epochs", "1", "--port", str(fed.superlink_port), "--out", str(out),
-    )  # fmt: skip
+    coordinate = ("coordinate", "--gateway", fed.gateway, "--keystore", "keys/coordinator.json", "--local-epochs", "1")
+    fed.start("coordinator", *coordinate, "--nodes", "3", "--port", str(fed.superlink_port), "--out", str(out))
     nodes = {}
     for i in range(3):
         nodes["0x" + json.loads((fed.root / "keys" / f"node-{i}.json").read_text())["address"].lower()] = f"node-{i}"
@@ -169,40 +205,54 @@ def test_two_rounds_survive_a_gateway_restart_and_a_killed_node_then_audit_clean
     fed.processes["gateway"].stop()
     fed.start_gateway("gateway-restarted")
 
-    # Mid-round 2: the proposer's node crashes before it could submit.
+    # Mid-round 2: the proposer's node crashes before it could submit, then the coordinator's host.
     wait_for(lambda: any(e["phase"] == "training" and e["round"] == 2 for e in progress(out)), "round 2", fed)
     with GatewayClient(fed.gateway, timeout=30) as client:
         proposer = client.round(2).proposers[0].address
         fed.kill(nodes[proposer.lower()])
         victim_stake = int(client.account(proposer).stake_wei)
+    fed.kill("coordinator")
+    with GatewayClient(fed.gateway, timeout=30) as client:
+        assert client.round(2).phase == "TRAINING"  # cut off: nothing advances it now
+    settled = settle(fed, 2)
+    assert "round 2 settled" in settled and "finalized in 0x" in settled, settled
 
-    coordinator = fed.processes["coordinator"]
-    assert coordinator.wait(timeout=300) == 0, fed.logs()
+    survivors = sorted(name for name in nodes.values() if name != nodes[proposer.lower()])
+    resumed_out = fed.root / "runs" / "live-resumed"
+    resumed = fed.start(
+        "coordinator-resumed", *coordinate, "--nodes", str(len(survivors)), "--port", str(fed.superlink_port),
+        "--out", str(resumed_out),
+    )  # fmt: skip
+    assert resumed.wait(timeout=400) == 0, fed.logs()
     # The surviving nodes reconnect to the coordinator's SuperLink restarted on its database, then
     # leave on Ctrl-C (checked after the audit, which runs meanwhile).
-    survivors = sorted(name for name in nodes.values() if name != nodes[proposer.lower()])
     logs = {name: fed.root / "logs" / f"supernode-{name[-1]}.log" for name in survivors}
     before = {name: log.read_text(errors="replace").count(RECONNECTED) for name, log in logs.items()}
     wait_for_logs(logs, {name: log.read_text(errors="replace").count(FAILED) for name, log in logs.items()}, FAILED)
     database = fed.root / ".fedledger" / "superlink" / "state.db"
     command = superlink_command(database, fed.superlink_port, free_port(), simulation=False)
     superlink = fed.start_command("superlink-restarted", command)
-    summary = json.loads((out / "server" / "summary.json").read_text())
-    rounds = [json.loads(line) for line in (out / "server" / "rounds.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rounds] == [1, 2]
-    assert rounds[0]["accepted"] is True and rounds[0]["metrics"]["accuracy"] > 0.3
-    assert rounds[1]["accepted"] is False  # its only proposer never submitted: the model stays
-    assert summary["chain_id"] == 31337 and len(summary["nodes"]) == 3
+    first = [json.loads(line) for line in (out / "server" / "rounds.jsonl").read_text().splitlines()]
+    rounds = [json.loads(line) for line in (resumed_out / "server" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in first] == [1] and not (out / "server" / "summary.json").exists()
+    assert first[0]["accepted"] is True and first[0]["metrics"]["accuracy"] > 0.3
+    assert [r["round"] for r in rounds] == [3]
+    summary = json.loads((resumed_out / "server" / "summary.json").read_text())
+    assert summary["chain_id"] == 31337 and len(summary["nodes"]) == len(survivors)
+    assert rounds[0]["rejected"] == []  # honest updates of the survivors are never rejected
+    if any(nodes[p.lower()] in survivors for p in rounds[0]["proposers"]):
+        assert rounds[0]["accepted"] is True and rounds[0]["metrics"]["accuracy"] > 0.3
 
     with GatewayClient(fed.gateway, timeout=30) as client:
         state = client.round(2)
         assert state.phase == "FINALIZED"
         assert not state.proposers[0].committed
-        slashed = [event_args(e) for e in client.events(2, names=("Slashed",))]
-        assert any(a["account"].lower() == proposer.lower() for a in slashed), slashed
-        stake_after = int(client.account(proposer).stake_wei)
+        assert client.round(3).phase == "FINALIZED" and client.task_info().current_round == 3
         rate = client.task().config.slash_rate_bps
-    assert stake_after == victim_stake - victim_stake * rate // 10_000
+        slashed = {r: [event_args(e) for e in client.events(r, names=("Slashed",))] for r in (1, 2, 3)}
+    # Only the crashed node loses stake: in round 2 as the missing proposer (and in round 3 if drawn).
+    assert {a["account"].lower() for r in slashed for a in slashed[r]} == {proposer.lower()}, slashed
+    assert [a["amount"] for a in slashed[2]] == [victim_stake * rate // 10_000]
 
     audit = fed.run(
         "audit", "--rpc-url", url, "--deployment", "deployments/local.json",
@@ -210,6 +260,7 @@ def test_two_rounds_survive_a_gateway_restart_and_a_killed_node_then_audit_clean
     )  # fmt: skip
     verdict = json.loads(audit)
     assert verdict["disagreements"] == [], verdict
+    assert_books_balance(url, fed.root / "deployments" / "local.json", list(nodes))
     wait_for_logs(logs, before, RECONNECTED)
     assert superlink.running()
     for name in survivors:
@@ -217,5 +268,5 @@ def test_two_rounds_survive_a_gateway_restart_and_a_killed_node_then_audit_clean
     for name in survivors:
         assert fed.processes[name].wait(timeout=60) == 0, fed.processes[name].tail()
         assert marked_pids(fed.markers[name]) == [], f"{name} left processes behind"
-    walls = ", ".join(f"{r['wall_s']:.1f}s" for r in rounds)
+    walls = ", ".join(f"{r['wall_s']:.1f}s" for r in first + rounds)
     print(f"\nlive federation: set-up {setup_s:.1f}s, rounds {walls}, total {time.monotonic() - started:.1f}s")
