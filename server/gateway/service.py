@@ -233,7 +233,12 @@ class GatewayService(pb_grpc.GatewayServicer):
         params = {"from": sender, "to": ledger.task.address, "data": bytes(request.data), "value": value}
 
         def prepare() -> tuple[int, int, int]:
-            gas = int(ledger.w3.eth.estimate_gas(params) * GAS_MARGIN) + 10_000  # type: ignore[arg-type]
+            # Against the pending block, as the transaction will run: an idle node's latest block
+            # can predate a deadline that has passed (``round settle`` would be refused). The
+            # embedded chain estimates only against its latest block, which follows the clock.
+            block = None if ledger.embedded else "pending"
+            estimate = ledger.w3.eth.estimate_gas(params, block)  # type: ignore[arg-type]
+            gas = int(estimate * GAS_MARGIN) + 10_000
             base_fee = int(ledger.w3.eth.get_block("latest").get("baseFeePerGas", 0))
             return ledger.w3.eth.get_transaction_count(sender, "pending"), gas, base_fee
 
