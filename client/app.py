@@ -37,7 +37,8 @@ def _participant(context: Context) -> Participant:
     settings = RunSettings.from_run_config(context.run_config).model_dump_json()
     node = context.node_config
     if "agent" in node:
-        return live_participant(settings, str(node["agent"]), str(node["data"]), str(node["gateway"]))
+        ca = str(node.get("gateway-ca", ""))
+        return live_participant(settings, str(node["agent"]), str(node["data"]), str(node["gateway"]), ca)
     return participant(settings, int(node["partition-id"]))
 
 

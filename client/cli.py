@@ -112,6 +112,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     add_gateway_options(join)
     join.add_argument("--superlink", required=True, help="the coordinator's SuperLink host:port")
     join.add_argument("--superlink-ca", type=Path, help="CA certificate (PEM) when the SuperLink uses TLS")
+    join.add_argument(
+        "--auth-key",
+        type=Path,
+        help="the SuperNode's authentication key (`fedledger node auth-key`) if the SuperLink admits only known nodes",
+    )
     join.add_argument("--keystore", type=Path, default=DEFAULT_KEYSTORE, help="this node's key (default %(default)s)")
     join.add_argument(
         "--data", required=True, help="TASK:INDEX/COUNT (a demo partition, e.g. digits:0/3) or a .npz file"
@@ -119,6 +124,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     join.add_argument("--stake", type=ether, help="stake to hold in ether (default: the task's minimum)")
     join.add_argument("--log-file", type=Path, help="write the SuperNode's log here instead of the terminal")
     join.set_defaults(handler=_join)
+    auth = sub.add_parser(
+        "auth-key",
+        help="make this node's SuperNode authentication key pair (the coordinator admits the .pub)",
+    )
+    auth.add_argument("--out", type=Path, required=True, help="private key file; the public key goes to OUT.pub")
+    auth.set_defaults(handler=_auth_key)
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
 
 
@@ -250,7 +261,7 @@ def signing_key(path: Path) -> LocalAccount:
 def _lifecycle(args: argparse.Namespace) -> int:
     key = signing_key(args.keystore)
     with backend_for(args, key) as backend:
-        console.print(args.action(backend, args), highlight=False)
+        console.print(args.action(backend, args), highlight=False, soft_wrap=True)  # hashes stay whole
     return 0
 
 
@@ -306,6 +317,20 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _auth_key(args: argparse.Namespace) -> int:
+    from .join import make_auth_key
+
+    public = make_auth_key(args.out)
+    console.print(
+        f"SuperNode key: {args.out} (private, stays here); public key: {public}\n"
+        f"give {public} to the coordinator (`fedledger coordinate --allow-node {public.name}`), then join with "
+        f"`--auth-key {args.out}`",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
 def _join(args: argparse.Namespace) -> int:
     from fedledger.keys import PASSWORD_ENV, load_key, read_password
     from fedledger.processes import interrupt_on_terminate
@@ -335,7 +360,10 @@ def _join(args: argparse.Namespace) -> int:
             highlight=False,
         )
         agent = NodeAgent(key, gateway).start()
-        command = supernode_command(args.superlink, agent.path, data, args.gateway, args.superlink_ca)
+        command = supernode_command(
+            args.superlink, agent.path, data, args.gateway, args.superlink_ca,
+            gateway_ca=args.tls_ca, auth_key=args.auth_key,
+        )  # fmt: skip
         node = SuperNode(command, args.log_file)
         interrupt_on_terminate()
         try:

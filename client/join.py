@@ -71,16 +71,60 @@ def ensure_member(gateway: GatewayClient, key: LocalAccount, stake_wei: int | No
     return Membership(key.address, view.task_address, stake, registered_now, 0 if registered_now else missing)
 
 
-def supernode_command(superlink: str, agent: Path, data: DataSpec, gateway: str, root_ca: Path | None) -> list[str]:
-    """``flower-supernode`` for this node: its ClientAppIo port is free, its node config names its agent and data."""
+def supernode_command(
+    superlink: str,
+    agent: Path,
+    data: DataSpec,
+    gateway: str,
+    root_ca: Path | None,
+    *,
+    gateway_ca: Path | None = None,
+    auth_key: Path | None = None,
+) -> list[str]:
+    """``flower-supernode`` for this node: its ClientAppIo port is free, its node config names its agent and data.
+
+    ``root_ca`` checks the SuperLink's TLS (None: plain text), ``gateway_ca`` the gateway's (the
+    ClientApps read it from the node config), ``auth_key`` is the SuperNode's authentication key.
+    """
     node_config = {"agent": str(agent.resolve()), "data": str(data), "gateway": gateway}
-    security = ["--root-certificates", str(root_ca)] if root_ca is not None else ["--insecure"]
+    if gateway_ca is not None:
+        node_config["gateway-ca"] = str(gateway_ca.resolve())
+    security = ["--root-certificates", str(root_ca.resolve())] if root_ca is not None else ["--insecure"]
+    if auth_key is not None:
+        security += ["--auth-supernode-private-key", str(auth_key.resolve())]
     return [
         flower_bin("flower-supernode"), *security,
         "--superlink", superlink,
         "--host", "127.0.0.1", "--port", str(free_port()),
         "--node-config", " ".join(f"{k}={toml_value(v)}" for k, v in node_config.items()),
     ]  # fmt: skip
+
+
+def make_auth_key(path: Path) -> Path:
+    """Write a SuperNode authentication key pair: ``path`` (OpenSSH private key, 0600) and ``path.pub``.
+
+    A NIST P-384 key, as Flower's SuperNode authentication takes. The coordinator admits the node
+    with the ``.pub`` file (``fedledger coordinate --allow-node``); the private key stays here.
+    Refuses to overwrite an existing key. Returns the public key's path.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = path.with_name(path.name + ".pub")
+    for existing in (path, public):
+        if existing.exists():
+            raise CommandError(f"{existing} exists already; choose another --out (or remove it first)")
+    key = ec.generate_private_key(ec.SECP384R1())
+    private_bytes = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private_bytes)
+    openssh = serialization.Encoding.OpenSSH
+    public.write_bytes(key.public_key().public_bytes(openssh, serialization.PublicFormat.OpenSSH))
+    return public
 
 
 def _die_with_parent() -> None:

@@ -23,7 +23,7 @@ from fedledger import codec
 from fedledger.aggregation.registry import get_strategy
 from fedledger.config import RunSettings
 from fedledger.contracts import typed_data as td
-from fedledger.server.gateway.client import BlobVerificationError, GatewayClient
+from fedledger.server.gateway.client import BlobVerificationError, GatewayClient, read_ca
 from fedledger.server.gateway.proto import gateway_pb2 as pb
 from fedledger.simulation.attacks import Attack, PoisonContext, VoterAttack, parse_attack, parse_voter_attack
 from fedledger.simulation.tasks import TrainSettings, get_task
@@ -55,8 +55,8 @@ class Vote:
 
 
 @functools.cache
-def _gateway(address: str) -> GatewayClient:
-    return GatewayClient(address, timeout=300, reconnect=True)
+def _gateway(address: str, ca: str = "") -> GatewayClient:
+    return GatewayClient(address, root_certificates=read_ca(ca), timeout=300, reconnect=True)
 
 
 def round_seed(seed: int, round_: int, partition_id: int) -> int:
@@ -104,18 +104,20 @@ class Participant:
         key: LocalAccount | None = None,
         data: ClientData | None = None,
         gateway: str | None = None,
+        gateway_ca: str = "",
     ) -> None:
         """Load the client's data and strategy.
 
         A simulated client (the defaults) takes its configured key, partition ``partition_id``
         of ``settings.num_clients`` and the run's gateway, and attacks if the run says so. A
         live node (``fedledger node join``) brings its own ``key``, ``data`` and ``gateway``
-        address and never attacks.
+        address (over TLS checked with the CA file ``gateway_ca``) and never attacks.
         """
         torch.set_num_threads(1)  # determinism, and two actors share two cores
         self.settings = settings
         self.partition_id = partition_id
         self.gateway_address = gateway or settings.gateway
+        self.gateway_ca = gateway_ca if gateway else settings.gateway_ca
         self.key = key or node_key(settings.keys, partition_id)
         self.task = get_task(settings.task)
         self.plugin = get_strategy(settings.strategy, settings.strategy_options)
@@ -137,7 +139,7 @@ class Participant:
     @property
     def gateway(self) -> GatewayClient:
         """The (process-wide) gateway client."""
-        return _gateway(self.gateway_address)
+        return _gateway(self.gateway_address, self.gateway_ca)
 
     @property
     def silent(self) -> bool:
@@ -351,10 +353,17 @@ def participant(settings_json: str, partition_id: int) -> Participant:
 
 
 @functools.cache
-def live_participant(settings_json: str, agent: str, data: str, gateway: str) -> Participant:
+def live_participant(settings_json: str, agent: str, data: str, gateway: str, gateway_ca: str = "") -> Participant:
     """A live node's participant: it signs through the node agent at socket ``agent``, with its data and gateway."""
     settings = RunSettings.model_validate_json(settings_json)
     spec = parse_data_spec(data)
     local = spec.load(get_task(settings.task), settings.partition, settings.seed)
     key = AgentAccount(agent)
-    return Participant(settings, spec.partition_id, key=key, data=local, gateway=gateway)  # type: ignore[arg-type]
+    return Participant(
+        settings,
+        spec.partition_id,
+        key=key,
+        data=local,
+        gateway=gateway,
+        gateway_ca=gateway_ca,  # type: ignore[arg-type]
+    )

@@ -32,6 +32,7 @@ class RunSettings(BaseModel):
     voter_attack: str = Field(default="honest", description="the attackers' voter attack (simulation/attacks.py)")
     governance: bool = Field(default=True, description="False: the same strategy as plain Flower")
     gateway: str = Field(default="127.0.0.1:50051", description="gateway address host:port")
+    gateway_ca: str = Field(default="", description="CA certificate (PEM) of the gateway's TLS ('' = plain text)")
     out_dir: str = Field(default="", description="where the ServerApp writes results ('' = ./runs/flwr)")
     local_epochs: int = Field(default=5, ge=1)
     lr: float = Field(default=0.1, gt=0)

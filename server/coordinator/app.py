@@ -22,7 +22,7 @@ from fedledger.aggregation.registry import get_strategy
 from fedledger.client.identity import coordinator_key
 from fedledger.config import RunSettings
 from fedledger.server.gateway.blobstore import keccak256
-from fedledger.server.gateway.client import GatewayClient
+from fedledger.server.gateway.client import GatewayClient, read_ca
 from fedledger.simulation.tasks import get_task
 
 from .binding import Binding, bind_nodes
@@ -82,7 +82,8 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
     recorder.event(0, "waiting for nodes", expected=settings.num_clients)
     nodes = _wait_for_nodes(grid, settings.num_clients, settings.node_wait)
     if settings.governance:
-        gateway = GatewayClient(settings.gateway, timeout=600, reconnect=True)
+        root = read_ca(settings.gateway_ca)
+        gateway = GatewayClient(settings.gateway, root_certificates=root, timeout=600, reconnect=True)
         gateway.wait_ready()
         recorder.event(0, "binding nodes")
         binding = bind_nodes(

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from fedledger.errors import CommandError
+
 from .settings import CoordinatorOptions
+
+if TYPE_CHECKING:
+    from .results import RoundResult, RunSummary
 
 console = Console()
 DEFAULTS = {name: field.default for name, field in CoordinatorOptions.model_fields.items()}
@@ -20,7 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "coordinate",
         help="coordinator of a live federation: SuperLink + governed ServerApp",
         description=(
-            "Start a Flower SuperLink on 127.0.0.1:PORT for nodes (`fedledger node join`) to join, then run the "
+            "Start a Flower SuperLink on HOST:PORT for nodes (`fedledger node join`) to join, then run the "
             "deployed task's governed rounds on it through the gateway. The keystore must hold the task's "
             "coordinator key (password from $FEDLEDGER_KEY_PASSWORD or asked)."
         ),
@@ -45,8 +52,22 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.add_argument(
         "--batch-size", type=int, default=DEFAULTS["batch_size"], help="client batch size (default %(default)s)"
     )
+    cmd.add_argument("--port", type=int, default=DEFAULTS["port"], help="SuperLink port (default %(default)s)")
     cmd.add_argument(
-        "--port", type=int, default=DEFAULTS["port"], help="SuperLink port on 127.0.0.1 (default %(default)s)"
+        "--host", default=DEFAULTS["host"], help="address the SuperLink listens on, for nodes (default %(default)s)"
+    )
+    cmd.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) of the gateway's and the SuperLink's TLS")
+    cmd.add_argument(
+        "--tls-cert", type=Path, help="the SuperLink's TLS certificate (PEM, e.g. from `fedledger gateway certs`)"
+    )
+    cmd.add_argument("--tls-key", type=Path, help="the SuperLink's TLS private key (PEM)")
+    cmd.add_argument(
+        "--allow-node",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PUBLIC_KEY",
+        help="admit only SuperNodes with these public keys (`fedledger node auth-key`; repeatable)",
     )
     cmd.add_argument(
         "--node-wait",
@@ -69,7 +90,19 @@ def _coordinate(args: argparse.Namespace) -> int:
 
     from .coordinate import Coordinator
 
-    options = CoordinatorOptions(
+    try:
+        options = _options(args)
+    except ValidationError as exc:
+        raise CommandError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
+    coordinator = Coordinator(options, on_event=_print_event)
+    interrupt_on_terminate()
+    summary, rounds = coordinator.run()
+    _print_results(summary, rounds, coordinator.out)
+    return 0
+
+
+def _options(args: argparse.Namespace) -> CoordinatorOptions:
+    return CoordinatorOptions(
         gateway=args.gateway,
         keystore=args.keystore,
         nodes=args.nodes,
@@ -85,10 +118,15 @@ def _coordinate(args: argparse.Namespace) -> int:
         node_wait=args.node_wait,
         superlink_db=args.superlink_db,
         out=args.out,
+        host=args.host,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        allow_nodes=tuple(args.allow_node),
     )
-    coordinator = Coordinator(options, on_event=_print_event)
-    interrupt_on_terminate()
-    summary, rounds = coordinator.run()
+
+
+def _print_results(summary: RunSummary, rounds: list[RoundResult], out: Path) -> None:
     table = Table(title=f"task {summary.task_address} on chain {summary.chain_id}")
     for column in ("round", "adopted", "proposers", "rejected", "voters", "accuracy", "wall s"):
         table.add_column(column, justify="right")
@@ -104,8 +142,7 @@ def _coordinate(args: argparse.Namespace) -> int:
             f"{r.wall_s:.1f}",
         )
     console.print(table)
-    console.print(f"results in {coordinator.out}", highlight=False)
-    return 0
+    console.print(f"results in {out}", highlight=False)
 
 
 def _print_event(event: dict[str, object]) -> None:

@@ -24,10 +24,12 @@ from fedledger.server.gateway.blobstore import keccak256
 from fedledger.server.gateway.client import GatewayClient
 
 from .flower import (
+    SuperLinkSecurity,
     failure_cause,
     flower_env,
     flwr_run_command,
     follow_run,
+    register_nodes,
     start_superlink,
     write_app,
 )
@@ -55,6 +57,7 @@ class Coordinator:
         self.out = (options.out or Path("runs") / f"live-{stamp}").resolve()
         self.marker = new_marker()
         self.processes: list[ManagedProcess] = []
+        self.security = SuperLinkSecurity(options.tls_ca, options.tls_cert, options.tls_key, options.allow_nodes)
 
     def run(self) -> tuple[RunSummary, list[RoundResult]]:
         """Check the task, start the SuperLink, run the rounds, stop everything; return the results."""
@@ -65,7 +68,16 @@ class Coordinator:
         self.out.mkdir(parents=True, exist_ok=True)
         try:
             address = self._start_superlink(password)
-            self.on_event({"phase": "SuperLink ready", "address": address, "nodes": settings.num_clients})
+            if self.options.allow_nodes:
+                env = flower_env(self.out / "flwr-home", self.marker)
+                for line in register_nodes(self.out / "flwr-home", self.options.allow_nodes, env):
+                    self.on_event({"phase": "SuperNode key", "key": line})
+            security = ("TLS" if self.security.tls else "plain text") + (
+                ", authenticated nodes" if self.options.allow_nodes else ""
+            )
+            self.on_event(
+                {"phase": "SuperLink ready", "address": address, "nodes": settings.num_clients, "links": security}
+            )
             app = write_app(self.out / "app", settings, "A fedledger live federation run")
             flwr = self._start("flwr-run", flwr_run_command(app), password)
             follow_run(flwr, self.out / "server", self.on_event, self.processes, CoordinatorError)
@@ -91,7 +103,8 @@ class Coordinator:
 
         o = self.options
         key = load_key(o.keystore, password)
-        with GatewayClient(o.gateway, timeout=30) as gateway:
+        root = o.tls_ca.read_bytes() if o.tls_ca is not None else None
+        with GatewayClient(o.gateway, root_certificates=root, timeout=30) as gateway:
             try:
                 gateway.wait_ready(timeout=30)
             except TimeoutError as exc:
@@ -140,6 +153,7 @@ class Coordinator:
             batch_size=o.batch_size,
             node_wait=o.node_wait,
             coordinator_keystore=str(o.keystore.resolve()),
+            gateway_ca=str(o.tls_ca.resolve()) if o.tls_ca is not None else "",
         )
 
     def _start(self, name: str, command: list[str], password: str) -> ManagedProcess:
@@ -157,7 +171,8 @@ class Coordinator:
         o = self.options
         return start_superlink(
             lambda command: self._start("superlink", command, password), self.out / "flwr-home", o.superlink_db,
-            o.port, simulation=False, timeout=STARTUP_TIMEOUT, error=CoordinatorError,
+            o.port, simulation=False, timeout=STARTUP_TIMEOUT, error=CoordinatorError, host=o.host,
+            security=self.security,
         )  # fmt: skip
 
 

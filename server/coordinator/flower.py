@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fedledger.config import RunSettings
@@ -52,28 +53,71 @@ def flower_bin(name: str) -> str:
     return found
 
 
-def http_ok(url: str) -> bool:
-    """True when ``url`` answers 200."""
+@dataclass(frozen=True)
+class SuperLinkSecurity:
+    """TLS and SuperNode authentication of a SuperLink; the default is neither (one machine only).
+
+    With ``cert``/``key`` the SuperLink serves every API over TLS (nodes, ``flwr``, its own
+    SuperExec and ServerApp), and ``ca`` is what those clients check it with. With
+    ``allowed_nodes`` it runs with ``--enable-supernode-auth``: only SuperNodes whose public
+    keys were registered (:func:`register_nodes`) may connect.
+    """
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    allowed_nodes: tuple[Path, ...] = ()
+
+    @property
+    def tls(self) -> bool:
+        """Whether the SuperLink serves TLS."""
+        return self.cert is not None
+
+    def superlink_flags(self) -> list[str]:
+        """The ``flower-superlink`` flags for this security."""
+        if self.cert is None or self.key is None or self.ca is None:
+            flags = ["--insecure"]
+        else:
+            flags = ["--ssl-ca-certfile", str(self.ca.resolve()), "--ssl-certfile", str(self.cert.resolve())]
+            flags += ["--ssl-keyfile", str(self.key.resolve())]
+        return flags + (["--enable-supernode-auth"] if self.allowed_nodes else [])
+
+
+INSECURE = SuperLinkSecurity()
+
+
+def http_ok(url: str, ca: Path | None = None) -> bool:
+    """True when ``url`` answers 200 (an ``https`` URL verified against ``ca``)."""
+    import ssl
     import urllib.request
 
+    context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=1, context=context) as response:
             return bool(response.status == 200)
     except OSError:
         return False
 
 
-def superlink_command(database: Path, port: int, health_port: int, *, simulation: bool) -> list[str]:
-    """``flower-superlink`` on 127.0.0.1:``port`` (nodes, ``flwr run`` and its health at ``/health``).
+def superlink_command(
+    database: Path,
+    port: int,
+    health_port: int,
+    *,
+    simulation: bool,
+    host: str = "127.0.0.1",
+    security: SuperLinkSecurity = INSECURE,
+) -> list[str]:
+    """``flower-superlink`` on ``host``:``port`` (nodes, ``flwr run`` and its health at ``/health``).
 
     Its state (registered nodes, runs) lives in ``database``: a SuperLink restarted on the same
     file knows its nodes again, and they reconnect by themselves.
     """
     mode = ["--simulation"] if simulation else []
     return [
-        flower_bin("flower-superlink"), "--insecure", *mode,
+        flower_bin("flower-superlink"), *security.superlink_flags(), *mode,
         "--isolation", "subprocess", "--disable-runtime-dependency-installation",
-        "--host", "127.0.0.1", "--port", str(port),
+        "--host", host, "--port", str(port),
         "--health-server-address", f"127.0.0.1:{health_port}",
         "--database", str(database),
     ]  # fmt: skip
@@ -88,23 +132,55 @@ def start_superlink(
     simulation: bool,
     timeout: float,
     error: Callable[[str], Exception] = CommandError,
+    host: str = "127.0.0.1",
+    security: SuperLinkSecurity = INSECURE,
 ) -> str:
-    """Start a SuperLink on 127.0.0.1:``port`` with ``start(command)``, point ``flwr`` (``FLWR_HOME=home``) at it.
+    """Start a SuperLink on ``host``:``port`` with ``start(command)``, point ``flwr`` (``FLWR_HOME=home``) at it.
 
     Returns its address once it answers; raises ``error(message)`` if it exits or ``timeout`` passes first.
     """
-    address = f"127.0.0.1:{port}"
-    write_flwr_config(home, address)
+    address = f"{host}:{port}"
+    write_flwr_config(home, address, security.ca if security.tls else None)
     database.parent.mkdir(parents=True, exist_ok=True)
-    superlink = start(superlink_command(database.resolve(), port, free_port(), simulation=simulation))
-    wait_until(lambda: http_ok(f"http://{address}/health"), superlink, "the Flower SuperLink", timeout, error)
+    command = superlink_command(
+        database.resolve(), port, free_port(), simulation=simulation, host=host, security=security
+    )
+    superlink = start(command)
+    health = f"{'https' if security.tls else 'http'}://{address}/health"
+    ca = security.ca if security.tls else None
+    wait_until(lambda: http_ok(health, ca), superlink, "the Flower SuperLink", timeout, error)
     return address
 
 
-def write_flwr_config(home: Path, address: str) -> None:
-    """Point ``flwr`` (with ``FLWR_HOME=home``) at the SuperLink at ``address``."""
+def register_nodes(home: Path, public_keys: tuple[Path, ...], env: dict[str, str]) -> list[str]:
+    """Register each SuperNode public key with the SuperLink ``flwr`` (``FLWR_HOME=home``) points at.
+
+    A key registered before (the SuperLink's database outlives it) counts as done. Returns one
+    line per key; raises :class:`CommandError` with Flower's answer for a key it refuses.
+    """
+    import subprocess
+
+    lines = []
+    for key in public_keys:
+        done = subprocess.run(
+            [flower_bin("flwr"), "supernode", "register", str(key.resolve()), FEDERATION, "--format", "json"],
+            capture_output=True, text=True, check=False, env=env | {"FLWR_HOME": str(home)},
+        )  # fmt: skip
+        answer = done.stdout + done.stderr
+        if done.returncode == 0:
+            lines.append(f"{key}: admitted")
+        elif "already in use" in answer:
+            lines.append(f"{key}: admitted already")
+        else:
+            raise CommandError(f"the SuperLink refused SuperNode key {key}: {answer.strip()[-400:]}")
+    return lines
+
+
+def write_flwr_config(home: Path, address: str, root_ca: Path | None = None) -> None:
+    """Point ``flwr`` (with ``FLWR_HOME=home``) at the SuperLink at ``address`` (over TLS checked with ``root_ca``)."""
     home.mkdir(parents=True, exist_ok=True)
-    connection = f'[superlink.{FEDERATION}]\naddress = "{address}"\ninsecure = true\n'
+    security = "insecure = true\n" if root_ca is None else f'root-certificates = "{root_ca.resolve()}"\n'
+    connection = f'[superlink.{FEDERATION}]\naddress = "{address}"\n' + security
     (home / "config.toml").write_text(f'[superlink]\ndefault = "{FEDERATION}"\n\n' + connection)
 
 

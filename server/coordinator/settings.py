@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedledger.server.gateway.settings import DEFAULT_GATEWAY
 
@@ -36,3 +36,21 @@ class CoordinatorOptions(BaseModel):
         default=DEFAULT_SUPERLINK_DB, description="the SuperLink's state: nodes stay known across coordinator restarts"
     )
     out: Path | None = None
+    host: str = Field(default="127.0.0.1", description="address the SuperLink listens on (nodes connect to it)")
+    tls_ca: Path | None = Field(default=None, description="CA that the gateway's and SuperLink's TLS are checked with")
+    tls_cert: Path | None = Field(default=None, description="the SuperLink's TLS certificate (PEM), with tls_key")
+    tls_key: Path | None = Field(default=None, description="the SuperLink's TLS private key (PEM)")
+    allow_nodes: tuple[Path, ...] = Field(
+        default=(), description="SuperNode public keys admitted (SuperNode authentication); empty: any node"
+    )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> CoordinatorOptions:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_cert is not None and self.tls_ca is None:
+            raise ValueError("a SuperLink with --tls-cert needs --tls-ca: the CA flwr and the ServerApp check it with")
+        for path in (self.tls_ca, self.tls_cert, self.tls_key, *self.allow_nodes):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} does not exist")
+        return self

@@ -49,7 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     add_task_options(serve)
     serve.set_defaults(handler=_serve)
 
-    certs = sub.add_parser("certs", help="make a CA and a server certificate for TLS")
+    certs = sub.add_parser("certs", help="make a CA and a server certificate for the gateway's and SuperLink's TLS")
     certs.add_argument("--out", type=Path, required=True, help="folder for ca.pem, server.pem and their keys")
     certs.add_argument(
         "--host",

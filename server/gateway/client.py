@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -77,6 +78,16 @@ class TaskView:
 
 class BlobVerificationError(Exception):
     """Fetched bytes do not hash to the requested blob hash."""
+
+
+def read_ca(path: str | Path | None) -> bytes | None:
+    """The CA certificate (PEM) at ``path`` for ``root_certificates``; None for a plain-text gateway (no path)."""
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the gateway's CA certificate {path}: {exc.strerror}") from exc
 
 
 class GatewayClient:
