@@ -48,6 +48,29 @@ def _wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
+def _bind(grid: Grid, settings: RunSettings, gateway: GatewayClient, nodes: list[int], recorder: Recorder) -> Binding:
+    """Bind nodes until ``num_clients`` of them answered, within ``node_wait``.
+
+    A SuperLink restarted on its database lists the nodes it knew, also those that are gone or
+    not reconnected yet: the message does not reach them. They are asked again, with any node
+    listed since, until enough answered (bound, or refused for a reason of their own).
+    """
+    deadline = time.monotonic() + settings.node_wait
+    binding = Binding()
+    while True:
+        asked = [n for n in nodes if n not in binding.answered()]
+        binding.merge(
+            bind_nodes(grid, asked, gateway, on_registering=lambda count: recorder.event(0, "registering", nodes=count))
+        )
+        if len(binding.answered()) >= settings.num_clients:
+            return binding
+        if time.monotonic() > deadline:
+            answered, wanted = len(binding.answered()), settings.num_clients
+            raise TimeoutError(f"only {answered} of {wanted} nodes answered after {settings.node_wait:.0f}s")
+        time.sleep(1.0)
+        nodes = sorted(grid.get_node_ids())
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the configured rounds and record them under the run's out dir."""
@@ -86,9 +109,7 @@ def _main(grid: Grid, settings: RunSettings, recorder: Recorder) -> None:
         gateway = GatewayClient(settings.gateway, root_certificates=root, timeout=600, reconnect=True)
         gateway.wait_ready()
         recorder.event(0, "binding nodes")
-        binding = bind_nodes(
-            grid, nodes, gateway, on_registering=lambda count: recorder.event(0, "registering", nodes=count)
-        )
+        binding = _bind(grid, settings, gateway, nodes, recorder)
         recorder.event(0, "nodes bound", nodes=len(binding.nodes))
         final, vote_mode, task_address, chain_id = _governed(
             grid, settings, plugin, gateway, binding, recorder, evaluate, initial, server_update

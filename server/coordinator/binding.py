@@ -15,12 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from fedledger.contracts import typed_data as td
 from fedledger.server.gateway.client import GatewayClient
 
 log = logging.getLogger(__name__)
+
+UNREACHED = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
+"""Flower's errors for a message that never reached a node: the node did not answer, it may yet."""
 
 
 @dataclass
@@ -32,10 +36,24 @@ class Binding:
     refused: dict[int, str] = field(default_factory=dict)
     self_revealing: set[str] = field(default_factory=set)
     """Addresses whose node agent reveals votes without being asked (``fedledger node join``)."""
+    unreached: set[int] = field(default_factory=set)
+    """Listed node ids that did not answer (a SuperLink's database remembers nodes that are gone)."""
 
     def node_of(self, address: str) -> int | None:
         """The node id bound to ``address`` (None if no node proved it)."""
         return self.nodes.get(address)
+
+    def answered(self) -> set[int]:
+        """The node ids that answered: bound, or refused for a reason."""
+        return set(self.nodes.values()) | set(self.refused)
+
+    def merge(self, other: Binding) -> None:
+        """Add what a later :func:`bind_nodes` of other node ids found."""
+        self.nodes |= other.nodes
+        self.partitions |= other.partitions
+        self.refused |= other.refused
+        self.self_revealing |= other.self_revealing
+        self.unreached = (self.unreached | other.unreached) - self.answered()
 
 
 def _query(grid: Grid, node_ids: list[int], configs: dict[int, ConfigRecord], timeout: float) -> list[Message]:
@@ -44,6 +62,13 @@ def _query(grid: Grid, node_ids: list[int], configs: dict[int, ConfigRecord], ti
         for n in node_ids
     ]
     return list(grid.send_and_receive(messages, timeout=timeout))
+
+
+def _reached(replies: list[Message], binding: Binding) -> list[Message]:
+    """The replies from nodes the message reached; the others stay in ``binding.unreached``."""
+    reached = [r for r in replies if not (r.has_error() and r.error.code in UNREACHED)]
+    binding.unreached -= {r.metadata.src_node_id for r in reached}
+    return reached
 
 
 def bind_nodes(
@@ -57,10 +82,10 @@ def bind_nodes(
 
     ``on_registering(count)`` is told before the ``count`` registrations are relayed.
     """
-    binding = Binding()
+    binding = Binding(unreached=set(node_ids))  # until their reply comes
     if gateway is None:
         replies = _query(grid, node_ids, {n: ConfigRecord({"action": "identify"}) for n in node_ids}, timeout)
-        for reply in replies:
+        for reply in _reached(replies, binding):
             if reply.has_error():
                 binding.refused[reply.metadata.src_node_id] = reply.error.reason
                 continue
@@ -73,7 +98,7 @@ def bind_nodes(
     configs = {n: ConfigRecord({"action": "join", "challenge": challenges[n]}) for n in node_ids}
     domain = gateway.task().domain
     registrations: dict[str, bytes] = {}
-    for reply in _query(grid, node_ids, configs, timeout):
+    for reply in _reached(_query(grid, node_ids, configs, timeout), binding):
         node_id = reply.metadata.src_node_id
         if reply.has_error():
             binding.refused[node_id] = reply.error.reason
