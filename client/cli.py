@@ -377,5 +377,11 @@ def _join(args: argparse.Namespace) -> int:
     finally:
         gateway.close()
     if code != 0:
-        raise CommandError(f"the SuperNode exited with code {code}")
+        hint = (
+            f"; if it could not activate, the SuperLink does not admit this node's key: the coordinator passes "
+            f"`--allow-node {args.auth_key}.pub` to `fedledger coordinate`"
+            if args.auth_key is not None
+            else ""
+        )
+        raise CommandError(f"the SuperNode exited with code {code} (its log says why){hint}")
     return 0

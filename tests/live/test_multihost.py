@@ -173,6 +173,8 @@ def test_one_round_across_namespaces_with_tls_on_every_link_and_authenticated_no
             "--nodes", "2", "--local-epochs", "1", "--out", str(out),
         ),
     )  # fmt: skip
+    # The keys are admitted before the SuperLink says it is ready; a node refused at activation exits.
+    wait_for_log(coordinator, "SuperLink ready", fed)
     for i, namespace in enumerate(nodes):
         fed.start(
             f"node-{i}", namespace, fed.argv(
@@ -182,12 +184,11 @@ def test_one_round_across_namespaces_with_tls_on_every_link_and_authenticated_no
                 "--log-file", str(fed.root / "logs" / f"supernode-{i}.log"),
             ),
         )  # fmt: skip
-    # A SuperNode whose key nobody registered: the SuperLink refuses it.
-    wait_for_log(coordinator, "SuperLink ready", fed)
+    # A SuperNode whose key nobody registered: the SuperLink refuses to activate it.
     fed.start(
         "intruder", intruder, [
             flower_bin("flower-supernode"), "--root-certificates", "certs/ca.pem", "--superlink", superlink,
-            "--auth-supernode-private-key", "keys/intruder-auth", "--max-retries", "0",
+            "--auth-supernode-private-key", "keys/intruder-auth",
         ],
     )  # fmt: skip
 
@@ -200,6 +201,7 @@ def test_one_round_across_namespaces_with_tls_on_every_link_and_authenticated_no
 
     refused = fed.processes["intruder"]
     assert refused.wait(timeout=60) != 0, refused.tail()
+    assert "Failed to activate SuperNode" in refused.log_file.read_text(errors="replace"), refused.tail()
     audit = fed.run(
         hub, "audit", "--rpc-url", url, "--deployment", "deployments/local.json",
         "--blob-dir", ".fedledger/gateway/blobs", "--json", "verify",
