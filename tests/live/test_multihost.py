@@ -192,6 +192,11 @@ def test_one_round_across_namespaces_with_tls_on_every_link_and_authenticated_no
         ],
     )  # fmt: skip
 
+    # From a node's host, while the round runs: both servers speak TLS the CA vouches for, never plain text.
+    probe = fed.hosts.command(nodes[0], [sys.executable, "-c", PROBE, gateway, superlink, "certs/ca.pem"])
+    done = subprocess.run(probe, capture_output=True, text=True, check=False, cwd=fed.root, timeout=120)
+    answers = ["gateway-tls", "gateway-plain-refused", "superlink-tls", "superlink-plain-refused"]
+    assert done.stdout.split() == answers, done.stdout + done.stderr
     assert coordinator.wait(timeout=400) == 0, fed.logs()
     rounds = [json.loads(line) for line in (out / "server" / "rounds.jsonl").read_text().splitlines()]
     summary = json.loads((out / "server" / "summary.json").read_text())
@@ -208,9 +213,4 @@ def test_one_round_across_namespaces_with_tls_on_every_link_and_authenticated_no
     )  # fmt: skip
     verdict = json.loads(audit)
     assert verdict["disagreements"] == [], verdict
-    # From a node's host: both servers answer over TLS the CA vouches for, neither in the clear.
-    probe = fed.hosts.command(nodes[0], [sys.executable, "-c", PROBE, gateway, superlink, "certs/ca.pem"])
-    done = subprocess.run(probe, capture_output=True, text=True, check=False, cwd=fed.root, timeout=120)
-    answers = ["gateway-tls", "gateway-plain-refused", "superlink-tls", "superlink-plain-refused"]
-    assert done.stdout.split() == answers, done.stdout + done.stderr
     print(f"\nmulti-host federation (namespaces, TLS, node auth): {time.monotonic() - started:.1f}s")
