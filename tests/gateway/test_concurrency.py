@@ -37,4 +37,5 @@ def test_client_processes_against_a_gateway_on_anvil_lose_and_duplicate_nothing(
     assert figures["lost_actions"] == 0 and figures["duplicated_actions"] == 0
     assert on_chain == acknowledged and acknowledged["UpdateCommitted"] == figures["proposers"] > 1
     assert max(figures["mean_batch_size"].values()) > 1  # the relayer batches what queued together
-    assert figures["inclusion_p50_s"] >= figures["submit_ack_p50_s"] > 0
+    # The same actions, each included after its ack (the ack comes once it is logged, before the flush).
+    assert figures["inclusion_p50_s"] >= figures["ack_p50_s"] > 0

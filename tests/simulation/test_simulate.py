@@ -220,20 +220,26 @@ def test_fedsto_runs_governed_uploading_backbones_then_whole_models(tmp_path: Pa
 
     report, _ = simulate(
         tmp_path / "run", strategy="fedsto", strategy_options="selective_rounds=1,local_epochs=1",
-        seed=4, clients=4, rounds=2, attackers=1, attack="scale:-10",
+        seed=4, clients=4, rounds=2, attackers=2, attack="scale:-10",
     )  # fmt: skip
     assert report.task == "detdigits" and report.strategy == "fedsto"
     assert {"map50", "map50_clear", "map50_low_contrast", "map50_streaks", "map50_salt"} <= set(report.final)
-    (attacker,) = report.attackers.addresses
-    proposed = [r for r in report.rounds if attacker in r.proposers]
-    assert proposed, "seed 4 draws the attacker as a proposer"
+    # Two attackers of four: some round draws one as a proposer whatever the chain's seeds (which
+    # follow the warm-up model's hash, so the installed libraries), unless both rounds draw the
+    # two honest nodes (1 in 36).
+    attackers = set(report.attackers.addresses)
+    assert any(attackers & set(r.proposers) for r in report.rounds), "no attacker was drawn as a proposer"
     for r in report.rounds:
-        assert attacker not in r.proposers or attacker in r.rejected, (r.round, r.rejected)
-    # In round 1 no voter has trained: its teacher is the starting model itself, which matches its
-    # own pseudo labels best, so honest updates may fail (docs/fedsto.md "Voting without labels").
-    for r in report.rounds[1:]:
-        assert set(r.rejected) == ({attacker} & set(r.proposers)), (r.round, r.rejected)
-        assert r.accepted  # the honest updates went through
+        assert attackers & set(r.proposers) <= set(r.rejected), (r.round, r.rejected)
+    # A voter that never trained takes the starting model itself as teacher, which matches its own
+    # pseudo labels best, so honest updates may fail (docs/fedsto.md "Voting without labels"):
+    # where every voter has trained (proposed before), exactly the attackers' updates fail.
+    trained: set[str] = set()
+    for r in report.rounds:
+        if set(r.voters) <= trained:
+            assert set(r.rejected) == attackers & set(r.proposers), (r.round, r.rejected)
+            assert r.accepted == bool(set(r.proposers) - attackers)  # the honest updates went through
+        trained |= set(r.proposers)
     kinds = set()
     for blob in (p for p in (tmp_path / "run" / "gateway" / "blobs").rglob("*") if p.is_file()):
         names = list(codec.decode(blob.read_bytes()))
