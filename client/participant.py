@@ -362,8 +362,8 @@ def live_participant(settings_json: str, agent: str, data: str, gateway: str, ga
     return Participant(
         settings,
         spec.partition_id,
-        key=key,
+        key=key,  # type: ignore[arg-type]  # signs like a LocalAccount
         data=local,
         gateway=gateway,
-        gateway_ca=gateway_ca,  # type: ignore[arg-type]
+        gateway_ca=gateway_ca,
     )

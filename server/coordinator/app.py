@@ -58,7 +58,8 @@ def _bind(grid: Grid, settings: RunSettings, gateway: GatewayClient, nodes: list
     deadline = time.monotonic() + settings.node_wait
     binding = Binding()
     while True:
-        asked = [n for n in nodes if n not in binding.answered()]
+        answered = binding.answered()
+        asked = [n for n in nodes if n not in answered]
         binding.merge(
             bind_nodes(grid, asked, gateway, on_registering=lambda count: recorder.event(0, "registering", nodes=count))
         )

@@ -21,7 +21,7 @@ from fedledger.errors import CommandError
 from fedledger.keys import PASSWORD_ENV, load_key, read_password
 from fedledger.processes import ManagedProcess, kill_marked, new_marker
 from fedledger.server.gateway.blobstore import keccak256
-from fedledger.server.gateway.client import GatewayClient
+from fedledger.server.gateway.client import GatewayClient, read_ca
 
 from .flower import (
     SuperLinkSecurity,
@@ -68,13 +68,12 @@ class Coordinator:
         self.out.mkdir(parents=True, exist_ok=True)
         try:
             address = self._start_superlink(password)
-            if self.options.allow_nodes:
+            allowed = self.security.allowed_nodes
+            if allowed:
                 env = flower_env(self.out / "flwr-home", self.marker)
-                for line in register_nodes(self.out / "flwr-home", self.options.allow_nodes, env):
+                for line in register_nodes(self.out / "flwr-home", allowed, env):
                     self.on_event({"phase": "SuperNode key", "key": line})
-            security = ("TLS" if self.security.tls else "plain text") + (
-                ", authenticated nodes" if self.options.allow_nodes else ""
-            )
+            security = ("TLS" if self.security.tls else "plain text") + (", authenticated nodes" if allowed else "")
             self.on_event(
                 {"phase": "SuperLink ready", "address": address, "nodes": settings.num_clients, "links": security}
             )
@@ -103,8 +102,7 @@ class Coordinator:
 
         o = self.options
         key = load_key(o.keystore, password)
-        root = o.tls_ca.read_bytes() if o.tls_ca is not None else None
-        with GatewayClient(o.gateway, root_certificates=root, timeout=30) as gateway:
+        with GatewayClient(o.gateway, root_certificates=read_ca(o.tls_ca), timeout=30) as gateway:
             try:
                 gateway.wait_ready(timeout=30)
             except TimeoutError as exc:

@@ -70,8 +70,13 @@ class SuperLinkSecurity:
 
     @property
     def tls(self) -> bool:
-        """Whether the SuperLink serves TLS."""
-        return self.cert is not None
+        """Whether the SuperLink serves TLS (a certificate, its key and the CA are all given)."""
+        return None not in (self.cert, self.key, self.ca)
+
+    @property
+    def root_ca(self) -> Path | None:
+        """The CA its clients check it with; None when it speaks plain text."""
+        return self.ca if self.tls else None
 
     def superlink_flags(self) -> list[str]:
         """The ``flower-superlink`` flags for this security."""
@@ -139,15 +144,14 @@ def start_superlink(
 
     Returns its address once it answers; raises ``error(message)`` if it exits or ``timeout`` passes first.
     """
-    address = f"{host}:{port}"
-    write_flwr_config(home, address, security.ca if security.tls else None)
+    address, ca = f"{host}:{port}", security.root_ca
+    write_flwr_config(home, address, ca)
     database.parent.mkdir(parents=True, exist_ok=True)
     command = superlink_command(
         database.resolve(), port, free_port(), simulation=simulation, host=host, security=security
     )
     superlink = start(command)
-    health = f"{'https' if security.tls else 'http'}://{address}/health"
-    ca = security.ca if security.tls else None
+    health = f"{'https' if ca else 'http'}://{address}/health"
     wait_until(lambda: http_ok(health, ca), superlink, "the Flower SuperLink", timeout, error)
     return address
 
