@@ -65,6 +65,15 @@ class FedSTOConfig(BaseModel):
     )
     unsup_weight: float = Field(default=3.0, ge=0, description="weight of the pseudo-label loss")
     srip_weight: float = Field(default=1e-3, ge=0, description="lambda of SRIP in phase 2")
+    srip_scope: Literal["all", "neck_head"] = Field(
+        default="all", description="the weights SRIP constrains: every conv and linear one, or the neck's and head's"
+    )
+    teacher_reset: bool = Field(
+        default=False, description="start each round's local EMA teacher from the received global model"
+    )
+    server_augment: Literal["weak", "strong"] = Field(
+        default="weak", description="the photometric augmentation of the server's supervised steps (and warm-up)"
+    )
 
 
 def _detection_task(task: Task) -> DetDigitsTask:
@@ -117,7 +126,8 @@ class FedSTOStrategy(FedAvgStrategy):
 
     def _regulariser(self, phase: int) -> Callable[[torch.nn.Module], torch.Tensor] | None:
         weight = self.config.srip_weight
-        return (lambda model: weight * srip(model)) if phase == 2 and weight > 0 else None
+        scope = ("neck", "head") if self.config.srip_scope == "neck_head" else ()
+        return (lambda model: weight * srip(model, scope=scope)) if phase == 2 and weight > 0 else None
 
     # ------------------------------------------------------------------ state
 
@@ -125,14 +135,16 @@ class FedSTOStrategy(FedAvgStrategy):
         """The warm-up model: supervised training on the server's labels (cached on disk, deterministic)."""
         detection = _detection_task(task)
         c = self.config
-        path = cache_dir() / "fedsto" / f"warmup-{task.name}-{seed}-{c.warmup_epochs}-{c.lr}-{c.batch_size}.bin"
+        augment = "" if c.server_augment == "weak" else f"-{c.server_augment}"
+        name = f"warmup-{task.name}-{seed}-{c.warmup_epochs}-{c.lr}-{c.batch_size}{augment}.bin"
+        path = cache_dir() / "fedsto" / name
 
         def build(tmp: object) -> None:
             model = detection.build_model(seed)
             settings = TrainSettings(local_epochs=c.warmup_epochs, lr=c.lr, batch_size=c.batch_size, seed=seed)
             if c.warmup_epochs:
                 with _one_thread():
-                    fit_supervised(model, detection.server_data(seed), settings)
+                    fit_supervised(model, detection.server_data(seed), settings, strong=c.server_augment == "strong")
             tmp.write_bytes(codec.encode(model_arrays(model)))  # type: ignore[attr-defined]
 
         build_once(path, build)
@@ -156,7 +168,8 @@ class FedSTOStrategy(FedAvgStrategy):
         c = self.config
         phase = self.phase(settings.round)
         student = load_arrays(detection.build_model(seed), state)
-        teacher = load_arrays(detection.build_model(seed), private.get(TEACHER) or state).eval()
+        kept = None if c.teacher_reset else private.get(TEACHER)
+        teacher = load_arrays(detection.build_model(seed), kept or state).eval()
         trained = student.backbone.parameters() if phase == 1 else student.parameters()
         optimizer = torch.optim.Adam(trained, lr=c.lr)
         regulariser = self._regulariser(phase)
@@ -267,6 +280,7 @@ class FedSTOStrategy(FedAvgStrategy):
                 detection.server_data(seed),
                 settings,
                 self._regulariser(self.phase(server_round)),
+                strong=c.server_augment == "strong",
             )
         return model_arrays(model)
 

@@ -32,10 +32,16 @@ def spectral_norm(matrix: torch.Tensor, iterations: int = 2) -> torch.Tensor:
     return (matrix @ vector).norm()
 
 
-def srip(model: torch.nn.Module, iterations: int = 2) -> torch.Tensor:
-    """R(model) = sum of sigma(W W^T - I)^2 over its convolution and linear weights."""
+def srip(model: torch.nn.Module, iterations: int = 2, scope: tuple[str, ...] = ()) -> torch.Tensor:
+    """R(model) = sum of sigma(W W^T - I)^2 over its convolution and linear weights.
+
+    ``scope``: only the modules whose qualified names start with one of these prefixes (e.g.
+    ``("neck.", "head")``); empty, every module.
+    """
     total = torch.zeros(())
-    for module in model.modules():
+    for name, module in model.named_modules():
+        if scope and not name.startswith(scope):
+            continue
         if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
             total = total + spectral_norm(gram_deviation(module.weight), iterations) ** 2
     return total

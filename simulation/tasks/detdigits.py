@@ -154,8 +154,13 @@ def fit_supervised(
     data: DetectionSplit,
     settings: TrainSettings,
     regulariser: Callable[[torch.nn.Module], torch.Tensor] | None = None,
+    *,
+    strong: bool = False,
 ) -> dict[str, float]:
-    """Adam on the detection loss (plus ``regulariser(model)`` if given) for ``local_epochs``; deterministic."""
+    """Adam on the detection loss (plus ``regulariser(model)`` if given) for ``local_epochs``; deterministic.
+
+    ``strong``: the strong photometric augmentation (:func:`..glyphs.jitter`) instead of the weak one.
+    """
     generator = torch.Generator().manual_seed(int(settings.seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     x = torch.from_numpy(data.x)
@@ -165,7 +170,7 @@ def fit_supervised(
     for _ in range(settings.local_epochs):
         for batch in batches_of(len(x), settings.batch_size, generator):
             optimizer.zero_grad()
-            loss = detection_loss(model(jitter(x[batch], generator)), targets.select(batch))
+            loss = detection_loss(model(jitter(x[batch], generator, strong=strong)), targets.select(batch))
             if regulariser is not None:
                 loss = loss + regulariser(model)
             loss.backward()

@@ -95,6 +95,14 @@ def test_srip_vanishes_on_orthogonal_weights_and_a_gradient_step_lowers_it() -> 
     assert srip(model).item() < before.item()
 
 
+def test_srip_scope_constrains_only_the_named_modules() -> None:
+    model = get_task("detdigits").build_model(0)
+    everything, neck_head = srip(model), srip(model, scope=("neck", "head"))
+    assert 0 < neck_head.item() < everything.item()
+    neck_head.backward()
+    assert model.backbone[0].weight.grad is None and model.head.weight.grad is not None
+
+
 # ----------------------------------------------------------------- teacher and buckets
 
 
@@ -183,6 +191,16 @@ def test_phase_one_uploads_the_backbone_only_and_phase_two_everything(setting: t
     assert np.array_equal(aggregate_2["head.weight"], update_2["head.weight"])
     with pytest.raises(ValueError, match="backbone"):
         plugin.check_update(state, OrderedDict(list(update_2.items())[:-1]))
+
+
+def test_teacher_reset_starts_each_round_from_the_global_model(setting: tuple) -> None:
+    plugin, task, state, data = setting
+    reset = FedSTOStrategy(plugin.config.model_copy(update={"teacher_reset": True}))
+    kept = {TEACHER: OrderedDict((k, np.zeros_like(v)) for k, v in state.items())}  # a teacher that finds nothing
+    settings = TrainSettings(seed=1, round=2)
+    _, with_kept = plugin.client_update(task, 0, state, data, settings, dict(kept))
+    _, with_reset = reset.client_update(task, 0, state, data, settings, dict(kept))
+    assert with_kept["reliable"] == 0 and with_reset["reliable"] > 0
 
 
 def test_the_server_step_learns_from_labels_and_is_deterministic(setting: tuple) -> None:

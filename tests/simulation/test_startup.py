@@ -63,6 +63,31 @@ def test_a_head_that_never_comes_up_is_an_error(tmp_path: Path, monkeypatch: pyt
         ray_head.start_ray_head(start, 1)
 
 
+def test_two_heads_get_disjoint_port_blocks_held_while_their_process_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two clusters on Ray's default ports (workers from 10002) made a driver fail with
+    # "Failed to start the grpc server. The specified port is 10002".
+    monkeypatch.setattr(ray_head, "REGISTRY", tmp_path / "ports.json")
+    first = ray_head.reserve_ports()
+    sleeper = ManagedProcess("holder", ["sleep", "30"], tmp_path / "holder.log", {"PATH": "/usr/bin:/bin"})
+    ray_head.hold_ports(first, sleeper.pid)
+    blocks = [ray_head.reserve_ports() for _ in range(20)]
+    try:
+        for block in blocks:
+            assert len(block) == ray_head.BLOCK_SIZE and not set(block) & set(first)
+            assert ray_head.PORT_RANGE[0] <= block.start and block.stop <= ray_head.PORT_RANGE[1]
+        assert all(not set(a) & set(b) for i, a in enumerate(blocks) for b in blocks[i + 1 :])
+        command = ray_head.ray_command(first, 2)
+        assert f"--port={first.start}" in command and f"--max-worker-port={first.stop - 1}" in command
+        assert all(int(arg.split("=")[1]) in first for arg in command if arg.startswith("--") and "port" in arg)
+    finally:
+        sleeper.stop()
+    registry = (tmp_path / "ports.json").read_text()
+    ray_head.release_ports(blocks[0])  # the holder has exited: its block is pruned at the next look
+    assert str(first.start) in registry and str(first.start) not in (tmp_path / "ports.json").read_text()
+
+
 @pytest.mark.slow
 def test_simulate_attaches_to_a_running_ray_head(tmp_path: Path) -> None:
     """--ray-address: Flower's simulation runs on a cluster someone else started (here: this test, on 127.0.0.1)."""
