@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -64,7 +64,16 @@ class FedKSeedConfig(BaseModel):
     clip: float = Field(default=1000.0, gt=0, description="Pro: |g| clip for importance")
     grad_clip: float = Field(default=0.0, ge=0, description="skip a step when |L+ - L-| exceeds this (0: off)")
     equal_weight: bool = Field(default=False, description="weigh clients equally, not by examples")
+    tune: Literal["all", "bias"] = Field(
+        default="all",
+        description="the parameters perturbed: all (the paper) or only biases and layer norms (BitFit's subset)",
+    )
     pro: bool = False
+
+
+def tuned(name: str, tune: str) -> bool:
+    """Whether parameter ``name`` is perturbed under ``tune`` (``bias``: biases and layer norms)."""
+    return tune == "all" or name.endswith("bias") or "layernorm" in name
 
 
 # ----------------------------------------------------------------- pure functions
@@ -213,12 +222,12 @@ class ReplayCache:
         """Keep at most ``size`` accumulators per base model."""
         self.size = size
         self._lock = threading.Lock()
-        self._entries: dict[tuple[bytes, int], list[Accumulator]] = {}
+        self._entries: dict[tuple[bytes, int, str], list[Accumulator]] = {}
         self.replayed = 0
 
-    def model(self, theta0: torch.nn.Module, state: Arrays, lr: float) -> torch.nn.Module:
-        """``theta0`` (modified in place) set to the weights of ``state``."""
-        key = (bytes(state[BASE]), int(state[ROOT][0]))
+    def model(self, theta0: torch.nn.Module, state: Arrays, lr: float, tune: str = "all") -> torch.nn.Module:
+        """``theta0`` (modified in place) set to the weights of ``state`` (its ``tune`` parameters replayed)."""
+        key = (bytes(state[BASE]), int(state[ROOT][0]), tune)
         grads = state[GRADS]
         with self._lock:
             entries = self._entries.setdefault(key, [])
@@ -344,7 +353,14 @@ class FedKSeedStrategy(FedledgerStrategy):
             raise ValueError(f"not a {self.name} state with K={self.config.k}: {list(state)}")
         if self._base_hash(task, seed) != bytes(state[BASE]):
             raise ValueError("the state's base model is not this task's model (a different pretraining?)")
-        return self.cache.model(task.build_model(seed), state, self.config.lr)
+        return self.cache.model(self._theta0(task, seed), state, self.config.lr, self.config.tune)
+
+    def _theta0(self, task: Task, seed: int) -> torch.nn.Module:
+        """The pretrained model with only the tuned parameters trainable (what every step perturbs)."""
+        model = task.build_model(seed)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(tuned(name, self.config.tune))
+        return model
 
     # ------------------------------------------------------------- client
 

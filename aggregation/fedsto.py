@@ -69,7 +69,7 @@ class FedSTOConfig(BaseModel):
         default="all", description="the weights SRIP constrains: every conv and linear one, or the neck's and head's"
     )
     teacher_reset: bool = Field(
-        default=False, description="start each round's local EMA teacher from the received global model"
+        default=True, description="start each round's local EMA teacher from the received global model"
     )
     server_augment: Literal["weak", "strong"] = Field(
         default="weak", description="the photometric augmentation of the server's supervised steps (and warm-up)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import ClientData, Split, Task, TrainSettings, load_arrays, model_arrays
-from .charlm import CharLMTask
+from .charlm import CharCodeTask, CharLMTask
 from .detdigits import DetDigitsTask
 from .digits import DigitsTask
 from .ltdigits import LongTailDigitsTask
@@ -13,6 +13,7 @@ from .ltdigits import LongTailDigitsTask
 _TASKS: dict[str, Callable[[], Task]] = {
     "digits": DigitsTask,
     "charlm": CharLMTask,
+    "charcode": CharCodeTask,
     "ltdigits": LongTailDigitsTask,
     "detdigits": DetDigitsTask,
 }

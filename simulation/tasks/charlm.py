@@ -323,3 +323,64 @@ class CharLMTask(Task):
 @functools.cache
 def _load_state(path: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+
+
+CODE_MODULES = (
+    "argparse", "ast", "base64", "bdb", "calendar", "codecs", "compileall", "configparser", "contextlib",
+    "dataclasses", "datetime", "difflib", "dis", "doctest", "enum", "fractions", "ftplib", "functools",
+    "gettext", "gzip", "heapq", "imaplib", "ipaddress", "locale", "mailbox", "mimetypes", "modulefinder",
+    "optparse", "pdb", "pickle", "pickletools", "pkgutil", "platform", "plistlib", "pprint", "profile",
+)  # fmt: skip
+"""Pure-Python standard-library modules present in CPython 3.11 to 3.13: the ``charcode`` domain."""
+HELD_OUT_MODULES = 6
+MODULE_CHARS = 40_000
+"""Characters read from the start of each module (so that no client's share dwarfs another's)."""
+
+
+@functools.cache
+def _module_text(names: tuple[str, ...]) -> str:
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts = []
+    for name in names:
+        path = root / f"{name}.py"
+        if not path.is_file():
+            raise ValueError(f"the charcode task reads the standard library's Python sources; {path} is missing")
+        parts.append(path.read_text(encoding="utf-8", errors="replace")[:MODULE_CHARS])
+    return "\n".join(parts)
+
+
+class CharCodeTask(CharLMTask):
+    """Domain adaptation: the char-GPT pretrained on pydoc's prose, tuned on Python source code.
+
+    The target domain is the standard library's own code (:data:`CODE_MODULES`, the first
+    :data:`MODULE_CHARS` characters of each): the last :data:`HELD_OUT_MODULES` modules are held
+    out for the test set, the others dealt round-robin to the clients (each client its own
+    modules: non-IID). The model and its pretraining are ``charlm``'s (one cached base).
+    """
+
+    name = "charcode"
+
+    @staticmethod
+    def modules_of(partition_id: int, num_partitions: int) -> tuple[str, ...]:
+        """The modules dealt to client ``partition_id`` (round-robin over the non-held-out ones)."""
+        modules = CODE_MODULES[:-HELD_OUT_MODULES]
+        if num_partitions > len(modules):
+            raise ValueError(f"the charcode task has {len(modules)} client modules, too few for {num_partitions}")
+        return tuple(name for i, name in enumerate(modules) if i % num_partitions == partition_id)
+
+    def client_data(self, partition_id: int, num_partitions: int, partitioning: str, seed: int) -> ClientData:
+        """Client ``partition_id``'s modules, 20 % of their windows kept for voting."""
+        if not 0 <= partition_id < num_partitions:
+            raise ValueError(f"partition {partition_id} out of range for {num_partitions} partitions")
+        rows = windows(_module_text(self.modules_of(partition_id, num_partitions)), self.config.context)
+        rows = rows[np.random.default_rng(seed + 1_000 + partition_id).permutation(len(rows))]
+        n_val = max(1, int(VAL_FRACTION * len(rows)))
+        return ClientData(_split(rows[n_val:]), _split(rows[:n_val]))
+
+    def test_data(self, seed: int) -> Split:
+        """Up to 256 windows of the held-out modules."""
+        rows = windows(_module_text(CODE_MODULES[-HELD_OUT_MODULES:]), self.config.context)
+        picked = np.random.default_rng(7).permutation(len(rows))[:TEST_WINDOWS]
+        return _split(rows[np.sort(picked)])

@@ -61,6 +61,38 @@ def test_replaying_the_pairs_rebuilds_the_model_trained_in_place() -> None:
     assert max_diff(accumulator.load_into(small_model()), trained) < 1e-5
 
 
+def test_tuning_biases_moves_only_biases_and_layer_norms_and_the_state_rebuilds_the_model() -> None:
+    from fedledger.simulation.tasks import get_task
+
+    task = get_task("charcode")
+    plugin = get_strategy("fedkseed", "tune=bias,steps=20,k=64")
+    state = plugin.initial_state(task, 0)
+    update, _ = plugin.client_update(task, 0, state, task.client_data(0, 6, "iid", 0), TrainSettings(seed=5))
+    after = plugin.build(task, 0, plugin.aggregate_offline(state, [(update, 1)]))
+    before = task.build_model(0)
+    moved = {n for (n, a), (_, b) in zip(after.named_parameters(), before.named_parameters(), strict=True) if
+             not torch.equal(a, b)}  # fmt: skip
+    assert moved and all(fk.tuned(name, "bias") for name in moved)
+    assert "token.weight" not in moved and any("layernorm" in name for name in moved)
+    assert fk.tuned("blocks.0.qkv.weight", "all") and not fk.tuned("blocks.0.qkv.weight", "bias")
+
+
+def test_charcode_clients_hold_their_own_modules_and_the_test_set_others() -> None:
+    from fedledger.simulation.tasks import get_task
+    from fedledger.simulation.tasks.charlm import CODE_MODULES, HELD_OUT_MODULES, _module_text
+
+    task, charlm = get_task("charcode"), get_task("charlm")
+    assert max_diff(task.build_model(0), charlm.build_model(0)) == 0  # one pretrained base
+    dealt = [set(task.modules_of(k, 6)) for k in range(6)]
+    assert set().union(*dealt) == set(CODE_MODULES[:-HELD_OUT_MODULES]) and sum(map(len, dealt)) == 30
+    shares = [task.client_data(k, 6, "iid", 0) for k in range(6)]
+    assert all(len(d.train) > 1_000 and len(d.val) > 250 for d in shares)
+    test = {r.tobytes() for r in task.test_data(0).x}
+    seen = {r.tobytes() for d in shares for r in np.concatenate([d.train.x, d.val.x])}
+    assert len(test) == 256 and len(test & seen) < 5  # only boilerplate windows (licence lines) recur
+    assert "def " in _module_text(CODE_MODULES[-HELD_OUT_MODULES:])
+
+
 def test_a_zo_step_restores_theta_exactly_before_updating() -> None:
     model = small_model()
     before = [p.detach().clone() for p in model.parameters()]
