@@ -94,14 +94,15 @@ class Row:
         def spread(values: list[float]) -> float:
             return statistics.stdev(values) if len(values) > 1 else 0.0
 
-        base = self.baseline_values or [float("nan")]
+        nan = [float("nan")]
+        ours, base = self.ours_values or nan, self.baseline_values or nan
         return {
             "claim": self.claim,
             "paper": self.paper,
             "metric": self.metric,
             "ours": self.ours,
-            "ours_mean": statistics.fmean(self.ours_values),
-            "ours_std": spread(self.ours_values),
+            "ours_mean": statistics.fmean(ours),
+            "ours_std": spread(ours),
             "ours_values": self.ours_values,
             "baseline": self.baseline,
             "baseline_mean": statistics.fmean(base),
@@ -110,7 +111,7 @@ class Row:
             "threshold": self.threshold,
             "higher_is_better": self.higher_is_better,
             "seeds": seeds,
-            "holds": self.holds(),
+            "holds": bool(self.ours_values) and self.holds(),
         } | self.extra
 
 
@@ -118,12 +119,25 @@ class Row:
 
 
 def governed_run(options: dict[str, Any]) -> dict[str, Any]:
-    """``fedledger simulate`` with ``options`` (in this worker process); the report as a dict."""
-    from fedledger.simulation.runner import Simulation, SimulationOptions
+    """``fedledger simulate`` with ``options`` (in this worker process); the report as a dict.
+
+    A run that fails is a finding, not a crash of the bench: its report is ``{"error": ...}``
+    and the rows leave it out of their means, naming it.
+    """
+    from fedledger.simulation.runner import Simulation, SimulationError, SimulationOptions
 
     with tempfile.TemporaryDirectory(prefix="fidelity-") as out:
-        report = Simulation(SimulationOptions(out=Path(out) / "run", **options)).run()
+        try:
+            report = Simulation(SimulationOptions(out=Path(out) / "run", **options)).run()
+        except SimulationError as error:
+            cause = str(error).strip().splitlines()
+            return {"error": next((line for line in reversed(cause) if "details" in line), cause[-1])}
     return report.model_dump(mode="json")
+
+
+def failures(reports: dict[tuple[str, int], dict[str, Any]]) -> dict[str, str]:
+    """The runs that failed, as ``name seed N`` -> cause."""
+    return {f"{name} seed {seed}": r["error"] for (name, seed), r in reports.items() if "error" in r}
 
 
 def proposer_bytes(report: dict[str, Any]) -> float:
@@ -146,7 +160,10 @@ def fedloge_rows(pool: Executor, seeds: list[int], scale: Scale) -> list[Row]:
         for seed in seeds
         for name in ("fedloge", "fedavg")
     }
-    finals = {key: future.result()["final"] for key, future in jobs.items()}
+    reports = {key: future.result() for key, future in jobs.items()}
+    failed = failures(reports)
+    seeds = [s for s in seeds if all("error" not in reports[(name, s)] for name in ("fedloge", "fedavg"))]
+    finals = {key: r["final"] for key, r in reports.items() if "error" not in r}
     paper = "FedLoGe: better generic and personalised models than FedAvg on long-tailed data (arXiv:2401.08977)"
     rows = []
     for metric, label in (
@@ -157,6 +174,7 @@ def fedloge_rows(pool: Executor, seeds: list[int], scale: Scale) -> list[Row]:
         row = Row("FedLoGe beats FedAvg", paper, label, "fedloge", "fedavg")
         row.ours_values = [finals[("fedloge", s)][metric] for s in seeds]
         row.baseline_values = [finals[("fedavg", s)].get(metric, finals[("fedavg", s)]["accuracy"]) for s in seeds]
+        row.extra = {"failed_runs": failed, "seeds_measured": seeds}
         rows.append(row)
     return rows
 
@@ -214,19 +232,23 @@ def fedkseed_rows(pool: Executor, seeds: list[int], scale: Scale) -> list[Row]:
         for name, options in runs.items()
     }
     reports = {key: future.result() for key, future in jobs.items()}
-    drop = {key: r["initial"]["loss"] - r["final"]["loss"] for key, r in reports.items()}
+    failed = failures(reports)
+    seeds = [s for s in seeds if all("error" not in reports[(name, s)] for name in runs)]
+    drop = {key: r["initial"]["loss"] - r["final"]["loss"] for key, r in reports.items() if "error" not in r}
     paper = "FedKSeed: full-parameter tuning that learns with under 18 KB per round (arXiv:2312.06353)"
     learns = Row("FedKSeed learns at least half of FedAvg's gain", paper, "held-out loss drop", "fedkseed", "fedavg")
     learns.ours_values = [drop[("fedkseed", s)] for s in seeds]
     learns.baseline_values = [drop[("fedavg", s)] for s in seeds]
-    learns.threshold = 0.5 * statistics.fmean(learns.baseline_values)
+    learns.threshold = 0.5 * statistics.fmean(learns.baseline_values or [float("nan")])
     ratio = Row(
         "FedKSeed moves <= 1/100 of FedAvg's bytes", paper, "proposer bytes per round", "fedkseed", "fedavg",
         higher_is_better=False,
     )  # fmt: skip
     ratio.ours_values = [proposer_bytes(reports[("fedkseed", s)]) for s in seeds]
     ratio.baseline_values = [proposer_bytes(reports[("fedavg", s)]) for s in seeds]
-    ratio.threshold = statistics.fmean(ratio.baseline_values) / 100
+    ratio.threshold = statistics.fmean(ratio.baseline_values or [float("nan")]) / 100
+    for row in (learns, ratio):
+        row.extra = {"failed_runs": failed, "seeds_measured": seeds}
     if not scale.kseed_pro:
         return [learns, ratio]
     pro = Row(
