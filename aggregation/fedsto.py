@@ -75,6 +75,11 @@ class FedSTOConfig(BaseModel):
         default="weak", description="the photometric augmentation of the server's supervised steps (and warm-up)"
     )
 
+    @property
+    def strong_server_augment(self) -> bool:
+        """Whether the server's supervised steps use the strong augmentation."""
+        return self.server_augment == "strong"
+
 
 def _detection_task(task: Task) -> DetDigitsTask:
     if not isinstance(task, DetDigitsTask):
@@ -135,7 +140,7 @@ class FedSTOStrategy(FedAvgStrategy):
         """The warm-up model: supervised training on the server's labels (cached on disk, deterministic)."""
         detection = _detection_task(task)
         c = self.config
-        augment = "" if c.server_augment == "weak" else f"-{c.server_augment}"
+        augment = "-strong" if c.strong_server_augment else ""
         name = f"warmup-{task.name}-{seed}-{c.warmup_epochs}-{c.lr}-{c.batch_size}{augment}.bin"
         path = cache_dir() / "fedsto" / name
 
@@ -144,7 +149,7 @@ class FedSTOStrategy(FedAvgStrategy):
             settings = TrainSettings(local_epochs=c.warmup_epochs, lr=c.lr, batch_size=c.batch_size, seed=seed)
             if c.warmup_epochs:
                 with _one_thread():
-                    fit_supervised(model, detection.server_data(seed), settings, strong=c.server_augment == "strong")
+                    fit_supervised(model, detection.server_data(seed), settings, strong=c.strong_server_augment)
             tmp.write_bytes(codec.encode(model_arrays(model)))  # type: ignore[attr-defined]
 
         build_once(path, build)
@@ -280,7 +285,7 @@ class FedSTOStrategy(FedAvgStrategy):
                 detection.server_data(seed),
                 settings,
                 self._regulariser(self.phase(server_round)),
-                strong=c.server_augment == "strong",
+                strong=c.strong_server_augment,
             )
         return model_arrays(model)
 

@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,7 @@ def fully_supervised(
     )
     model = task.build_model(seed)
     settings = TrainSettings(local_epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=seed)
-    fit_supervised(model, pooled, settings, strong=config.server_augment == "strong")
+    fit_supervised(model, pooled, settings, strong=config.strong_server_augment)
     return model
 
 
@@ -161,17 +161,22 @@ def plan(
     return jobs
 
 
-def run_all(jobs: list[Job], workers: int) -> list[dict[str, float]]:
-    """Every job's metrics, in order; ``workers`` processes (warm-ups first, so federations find them cached)."""
-    if workers <= 1:
-        return [run_job(job) for job in jobs]
+def run_on(pool: Executor, jobs: list[Job]) -> list[dict[str, float]]:
+    """Every job's metrics, in order, on ``pool`` (warm-ups first, so federations find them cached)."""
     warmups = [i for i, job in enumerate(jobs) if job.kind == "warmup"]
     rest = [i for i, job in enumerate(jobs) if job.kind != "warmup"]
     results: dict[int, dict[str, float]] = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for order in (warmups, rest):
-            results |= dict(zip(order, pool.map(run_job, [jobs[i] for i in order]), strict=True))
+    for order in (warmups, rest):
+        results |= dict(zip(order, pool.map(run_job, [jobs[i] for i in order]), strict=True))
     return [results[i] for i in range(len(jobs))]
+
+
+def run_all(jobs: list[Job], workers: int) -> list[dict[str, float]]:
+    """Every job's metrics, in order; in ``workers`` processes (one: in this process)."""
+    if workers <= 1:
+        return [run_job(job) for job in jobs]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return run_on(pool, jobs)
 
 
 def summarise(jobs: list[Job], results: list[dict[str, float]]) -> list[dict[str, Any]]:
@@ -201,6 +206,7 @@ def summarise(jobs: list[Job], results: list[dict[str, float]]) -> list[dict[str
             gaps.append((result["map50"] - low) / (high - low))
         row["gap_closed_mean"] = statistics.fmean(gaps)
         row["gap_closed_std"] = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+        row["per_seed_gap_closed"] = gaps
         row["per_seed_map50"] = [result["map50"] for _, result in members]
         rows.append(row)
     return rows

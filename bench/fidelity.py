@@ -135,9 +135,23 @@ def governed_run(options: dict[str, Any]) -> dict[str, Any]:
     return report.model_dump(mode="json")
 
 
-def failures(reports: dict[tuple[str, int], dict[str, Any]]) -> dict[str, str]:
-    """The runs that failed, as ``name seed N`` -> cause."""
-    return {f"{name} seed {seed}": r["error"] for (name, seed), r in reports.items() if "error" in r}
+def governed_runs(
+    pool: Executor, seeds: list[int], runs: dict[str, dict[str, Any]], common: dict[str, Any]
+) -> tuple[dict[tuple[str, int], dict[str, Any]], list[int], dict[str, str]]:
+    """Every run of ``runs`` (name -> options) for every seed, on ``pool``.
+
+    Returns the successful reports by (name, seed), the seeds whose runs all succeeded, and the
+    failed runs as ``name seed N`` -> cause.
+    """
+    jobs = {
+        (name, seed): pool.submit(governed_run, common | options | {"seed": seed})
+        for seed in seeds
+        for name, options in runs.items()
+    }
+    reports = {key: future.result() for key, future in jobs.items()}
+    failed = {f"{name} seed {seed}": r["error"] for (name, seed), r in reports.items() if "error" in r}
+    measured = [seed for seed in seeds if all("error" not in reports[(name, seed)] for name in runs)]
+    return {key: r for key, r in reports.items() if "error" not in r}, measured, failed
 
 
 def proposer_bytes(report: dict[str, Any]) -> float:
@@ -154,16 +168,9 @@ def fedloge_rows(pool: Executor, seeds: list[int], scale: Scale) -> list[Row]:
     """FedLoGe vs FedAvg, governed on ltdigits at lr 0.1."""
     common = {"task": "ltdigits", "rounds": scale.loge_rounds, "lr": 0.1}
     # FedLoGe's own learning rate is a strategy option (its reference default, 0.03, trails at 20 rounds).
-    options = {"fedloge": {"strategy_options": "lr=0.1"}, "fedavg": {}}
-    jobs = {
-        (name, seed): pool.submit(governed_run, common | options[name] | {"strategy": name, "seed": seed})
-        for seed in seeds
-        for name in ("fedloge", "fedavg")
-    }
-    reports = {key: future.result() for key, future in jobs.items()}
-    failed = failures(reports)
-    seeds = [s for s in seeds if all("error" not in reports[(name, s)] for name in ("fedloge", "fedavg"))]
-    finals = {key: r["final"] for key, r in reports.items() if "error" not in r}
+    runs = {"fedloge": {"strategy": "fedloge", "strategy_options": "lr=0.1"}, "fedavg": {"strategy": "fedavg"}}
+    reports, seeds, failed = governed_runs(pool, seeds, runs, common)
+    finals = {key: r["final"] for key, r in reports.items()}
     paper = "FedLoGe: better generic and personalised models than FedAvg on long-tailed data (arXiv:2401.08977)"
     rows = []
     for metric, label in (
@@ -182,37 +189,21 @@ def fedloge_rows(pool: Executor, seeds: list[int], scale: Scale) -> list[Row]:
 def fedsto_rows(pool: Executor, seeds: list[int], scale: Scale) -> list[Row]:
     """FedSTO vs its three baselines (bench.fedsto_compare), in process."""
     jobs = fedsto_compare.plan(seeds, 3, scale.sto_rounds, scale.supervised_epochs, {})
-    warm = [pool.submit(fedsto_compare.run_job, j) for j in jobs if j.kind == "warmup"]
-    for future in warm:
-        future.result()  # warm-ups first: the federations read them from the cache
-    results = [pool.submit(fedsto_compare.run_job, j) for j in jobs]
-    summary = {row["variant"]: row for row in fedsto_compare.summarise(jobs, [f.result() for f in results])}
+    summary = {row["variant"]: row for row in fedsto_compare.summarise(jobs, fedsto_compare.run_on(pool, jobs))}
     paper = "FedSTO: with labels only at the server, nearly as well as fully supervised training (arXiv:2310.17097)"
-
-    def values(label: str, key: str = "per_seed_map50") -> list[float]:
-        return list(summary[label][key])
-
     fedsto = summary[fedsto_compare.FEDSTO]
     rows = []
     for baseline in (fedsto_compare.SERVER_ONLY, fedsto_compare.NAIVE):
         row = Row("FedSTO beats " + baseline, paper, "mean client mAP@0.5", "FedSTO", baseline)
-        row.ours_values, row.baseline_values = values(fedsto_compare.FEDSTO), values(baseline)
+        row.ours_values, row.baseline_values = fedsto["per_seed_map50"], summary[baseline]["per_seed_map50"]
         rows.append(row)
-    gaps = [
-        (o - lo) / (hi - lo)
-        for o, lo, hi in zip(
-            values(fedsto_compare.FEDSTO),
-            values(fedsto_compare.SERVER_ONLY),
-            values(fedsto_compare.SUPERVISED),
-            strict=True,
-        )
-    ]
+    gaps = fedsto["per_seed_gap_closed"]
     row = Row("FedSTO closes >= 70 % of the gap", paper, "gap closed", "FedSTO", "fully supervised", threshold=0.7)
     row.ours_values, row.baseline_values = gaps, [1.0] * len(gaps)
     row.extra = {
-        "gap_closed": statistics.fmean(gaps),
-        "supervised_map50": values(fedsto_compare.SUPERVISED),
-        "server_only_map50": values(fedsto_compare.SERVER_ONLY),
+        "gap_closed": fedsto["gap_closed_mean"],
+        "supervised_map50": summary[fedsto_compare.SUPERVISED]["per_seed_map50"],
+        "server_only_map50": summary[fedsto_compare.SERVER_ONLY]["per_seed_map50"],
         "ours_map50": fedsto["map50_mean"],
     }
     rows.append(row)
@@ -226,15 +217,8 @@ def fedkseed_rows(pool: Executor, seeds: list[int], scale: Scale) -> list[Row]:
     runs = {"fedkseed": {"strategy": "fedkseed"} | zo, "fedavg": FEDAVG_CHARLM}
     if scale.kseed_pro:
         runs["fedkseed_pro"] = {"strategy": "fedkseed_pro"} | zo
-    jobs = {
-        (name, seed): pool.submit(governed_run, common | options | {"seed": seed})
-        for seed in seeds
-        for name, options in runs.items()
-    }
-    reports = {key: future.result() for key, future in jobs.items()}
-    failed = failures(reports)
-    seeds = [s for s in seeds if all("error" not in reports[(name, s)] for name in runs)]
-    drop = {key: r["initial"]["loss"] - r["final"]["loss"] for key, r in reports.items() if "error" not in r}
+    reports, seeds, failed = governed_runs(pool, seeds, runs, common)
+    drop = {key: r["initial"]["loss"] - r["final"]["loss"] for key, r in reports.items()}
     paper = "FedKSeed: full-parameter tuning that learns with under 18 KB per round (arXiv:2312.06353)"
     learns = Row("FedKSeed learns at least half of FedAvg's gain", paper, "held-out loss drop", "fedkseed", "fedavg")
     learns.ours_values = [drop[("fedkseed", s)] for s in seeds]

@@ -260,21 +260,26 @@ class CharLMTask(Task):
         """
         if not 0 <= partition_id < num_partitions:
             raise ValueError(f"partition {partition_id} out of range for {num_partitions} partitions")
-        _, clients, _ = topic_groups()
-        if num_partitions > len(clients):
-            raise ValueError(f"the charlm task has {len(clients)} client topics, too few for {num_partitions} clients")
-        mine = tuple(name for i, name in enumerate(clients) if i % num_partitions == partition_id)
-        rows = windows(_topic_text(mine), self.config.context)
+        rows = windows(self._client_text(partition_id, num_partitions), self.config.context)
         rows = rows[np.random.default_rng(seed + 1_000 + partition_id).permutation(len(rows))]
         n_val = max(1, int(VAL_FRACTION * len(rows)))
         return ClientData(_split(rows[n_val:]), _split(rows[:n_val]))
 
     def test_data(self, seed: int) -> Split:
-        """Up to 256 windows of the held-out topics (the unseen tasks)."""
-        _, _, held_out = topic_groups()
-        rows = windows(_topic_text(held_out), self.config.context)
+        """Up to 256 windows of the held-out text (the unseen tasks)."""
+        rows = windows(self._held_out_text(), self.config.context)
         picked = np.random.default_rng(7).permutation(len(rows))[:TEST_WINDOWS]
         return _split(rows[np.sort(picked)])
+
+    def _client_text(self, partition_id: int, num_partitions: int) -> str:
+        """Client ``partition_id``'s topics, dealt round-robin."""
+        _, clients, _ = topic_groups()
+        if num_partitions > len(clients):
+            raise ValueError(f"the charlm task has {len(clients)} client topics, too few for {num_partitions} clients")
+        return _topic_text(tuple(name for i, name in enumerate(clients) if i % num_partitions == partition_id))
+
+    def _held_out_text(self) -> str:
+        return _topic_text(topic_groups()[2])
 
     def fit(self, model: torch.nn.Module, data: Split, settings: TrainSettings) -> dict[str, float]:
         """First-order fine-tuning (for FedAvg on this task): SGD over shuffled windows."""
@@ -370,17 +375,8 @@ class CharCodeTask(CharLMTask):
             raise ValueError(f"the charcode task has {len(modules)} client modules, too few for {num_partitions}")
         return tuple(name for i, name in enumerate(modules) if i % num_partitions == partition_id)
 
-    def client_data(self, partition_id: int, num_partitions: int, partitioning: str, seed: int) -> ClientData:
-        """Client ``partition_id``'s modules, 20 % of their windows kept for voting."""
-        if not 0 <= partition_id < num_partitions:
-            raise ValueError(f"partition {partition_id} out of range for {num_partitions} partitions")
-        rows = windows(_module_text(self.modules_of(partition_id, num_partitions)), self.config.context)
-        rows = rows[np.random.default_rng(seed + 1_000 + partition_id).permutation(len(rows))]
-        n_val = max(1, int(VAL_FRACTION * len(rows)))
-        return ClientData(_split(rows[n_val:]), _split(rows[:n_val]))
+    def _client_text(self, partition_id: int, num_partitions: int) -> str:
+        return _module_text(self.modules_of(partition_id, num_partitions))
 
-    def test_data(self, seed: int) -> Split:
-        """Up to 256 windows of the held-out modules."""
-        rows = windows(_module_text(CODE_MODULES[-HELD_OUT_MODULES:]), self.config.context)
-        picked = np.random.default_rng(7).permutation(len(rows))[:TEST_WINDOWS]
-        return _split(rows[np.sort(picked)])
+    def _held_out_text(self) -> str:
+        return _module_text(CODE_MODULES[-HELD_OUT_MODULES:])
