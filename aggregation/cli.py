@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
-from rich.table import Table
+
+from fedledger.tables import fitted_table
 
 console = Console()
 
@@ -19,12 +20,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 def _list(_args: argparse.Namespace) -> int:
     from .registry import entry_point_value, get_strategy, strategy_names
 
-    table = Table(title="strategies (entry points fedledger.strategies)")
-    for column in ("name", "paper", "server strategy", "default task", "entry point"):
-        table.add_column(column)
+    rows = []
     for name in strategy_names():
         plugin = get_strategy(name)
         server = type(plugin.server_strategy()).__name__
-        table.add_row(name, plugin.paper, server, plugin.default_task, entry_point_value(name))
-    console.print(table)
+        rows.append((name, plugin.paper, server, plugin.default_task, entry_point_value(name)))
+    columns = ("name", "paper", "server strategy", "default task", "entry point")
+    console.print(fitted_table("strategies (entry points fedledger.strategies)", columns, rows, console=console))
     return 0

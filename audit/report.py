@@ -15,15 +15,17 @@ def _hex(value: bytes | None) -> str | None:
 
 
 class TaskReport(BaseModel):
-    """``audit task``: the immutable parameters a vote is re-run and a payout re-computed with."""
+    """``audit task``: the immutable parameters a vote is re-run and a payout re-computed with, and the pool left."""
 
     task: str
     parameters: dict[str, str | int | bool]
+    reward_pool: int
+    """What is left in the reward pool (wei), from the events."""
 
 
-def task_report(task: str, config: TaskConfig) -> TaskReport:
+def task_report(task: str, config: TaskConfig, state: Replay) -> TaskReport:
     """The task's parameters as the contract's ``config()`` returns them (hashes as hex, labels for enums)."""
-    return TaskReport(task=task, parameters=config.model_dump(mode="json"))
+    return TaskReport(task=task, parameters=config.model_dump(mode="json"), reward_pool=state.reward_pool)
 
 
 class RoundSummary(BaseModel):
@@ -89,6 +91,9 @@ class ParticipantEvent(BaseModel):
     event: str
     round: int | None
     amount: int | None
+    """Wei it moved: a reward, slash, withdrawal or stake; for StakeChanged the signed change."""
+    stake: int | None = None
+    """The stake after it, for the events that set the stake (Registered, StakeChanged, Slashed, Exited)."""
 
 
 class ParticipantReport(BaseModel):
@@ -196,14 +201,31 @@ def participant_report(state: Replay, address: str) -> ParticipantReport:
     """History and balances of one participant."""
     books = state.books(address)
     rewarded = slashed = 0
+    stake: int | None = None
     history = []
     for e in books.history:
         amount = e.args.get("amount", e.args.get("stake"))
+        if e.name == "Registered":
+            stake = e.args["stake"]
+        elif e.name == "StakeChanged":
+            amount, stake = e.args["newStake"] - e.args["oldStake"], e.args["newStake"]
+        elif e.name == "Slashed":
+            slashed += e.args["amount"]
+            stake = None if stake is None else stake - e.args["amount"]
+        elif e.name == "Exited":
+            stake = 0
         if e.name == "Rewarded":
             rewarded += e.args["amount"]
-        if e.name == "Slashed":
-            slashed += e.args["amount"]
-        history.append(ParticipantEvent(block=e.block_number, event=e.name, round=e.args.get("round"), amount=amount))
+        setting = e.name in ("Registered", "StakeChanged", "Slashed", "Exited")
+        history.append(
+            ParticipantEvent(
+                block=e.block_number,
+                event=e.name,
+                round=e.args.get("round"),
+                amount=amount,
+                stake=stake if setting else None,
+            )
+        )
     return ParticipantReport(
         address=address,
         registered=books.registered,

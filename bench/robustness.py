@@ -2,6 +2,7 @@
 
 Usage: python -m bench.robustness [--quick] [--seeds N] [--clients 10] [--rounds 10]
                                   [--defences D,...] [--vote-rules R,...] [--reviewers K,...]
+                                  [--task digits] [--partitions iid,dirichlet:0.5]
                                   [--workers 2] [--json FILE] [--markdown]
 
 Every run is played by the in-process federation (simulation/inprocess.py): the product's
@@ -112,8 +113,10 @@ def scenarios(
     rounds: int,
     defences: tuple[str, ...],
     attacks: tuple[tuple[str, str], ...] | None = None,
+    task: str = "digits",
+    partitions: tuple[str, ...] = PARTITIONS,
 ) -> tuple[list[tuple[tuple[Any, ...], Scenario]], list[tuple[tuple[Any, ...], Scenario]]]:
-    """(attacked runs, clean runs), each keyed by its cell; ``attacks`` replaces the matrix's."""
+    """(attacked runs, clean runs) of ``task``, each keyed by its cell; ``attacks`` replaces the matrix's."""
     chosen = attacks
     attacks = attacks or (QUICK_ATTACKS if quick else ATTACKS)
     etas = (0.4,) if quick else ETAS
@@ -122,11 +125,11 @@ def scenarios(
         (
             (attack, voter, eta, partition, defence),
             _scenario(
-                defence, clients=clients, rounds=rounds, partition=partition, attackers=round(eta * clients),
-                attack=attack, voter_attack=voter, seed=seed,
+                defence, task=task, clients=clients, rounds=rounds, partition=partition,
+                attackers=round(eta * clients), attack=attack, voter_attack=voter, seed=seed,
             ),
         )
-        for attack, voter in attacks for eta in etas for partition in PARTITIONS for defence in defences
+        for attack, voter in attacks for eta in etas for partition in partitions for defence in defences
         for seed in seed_list
     ]  # fmt: skip
     if not quick and chosen is None:
@@ -134,17 +137,20 @@ def scenarios(
             (
                 (attack, voter, eta, partition, defence),
                 _scenario(
-                    defence, clients=clients, rounds=rounds, partition=partition, attackers=round(eta * clients),
-                    attack=attack, voter_attack=voter, seed=seed,
+                    defence, task=task, clients=clients, rounds=rounds, partition=partition,
+                    attackers=round(eta * clients), attack=attack, voter_attack=voter, seed=seed,
                 ),
             )
-            for attack, voter in VOTER_ATTACKS for eta in etas for partition in PARTITIONS
+            for attack, voter in VOTER_ATTACKS for eta in etas for partition in partitions
             for defence in defences if defence.startswith("governed") and defence != "governed_aggregate"
             for seed in seed_list
         ]  # fmt: skip
     clean = [
-        ((partition, defence), _scenario(defence, clients=clients, rounds=rounds, partition=partition, seed=seed))
-        for partition in PARTITIONS
+        (
+            (partition, defence),
+            _scenario(defence, task=task, clients=clients, rounds=rounds, partition=partition, seed=seed),
+        )
+        for partition in partitions
         for defence in defences
         for seed in seed_list
     ]
@@ -229,11 +235,13 @@ def run_study(
     workers: int = 2,
     defences: tuple[str, ...] | None = None,
     attacks: tuple[tuple[str, str], ...] | None = None,
+    task: str = "digits",
+    partitions: tuple[str, ...] = PARTITIONS,
 ) -> dict[str, Any]:
     """Play every run (in ``workers`` processes) and summarise."""
     started = time.monotonic()
     defences = defences or (("fedavg", "governed") if quick else DEFENCES)
-    attacked, clean = scenarios(quick, seeds, clients, rounds, defences, attacks)
+    attacked, clean = scenarios(quick, seeds, clients, rounds, defences, attacks, task, partitions)
     every = [s for _, s in attacked] + [s for _, s in clean]
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
@@ -244,6 +252,8 @@ def run_study(
     done_clean = [(key, r) for (key, _), r in zip(clean, results[len(attacked) :], strict=True)]
     return {
         "quick": quick,
+        "task": task,
+        "partitions": list(partitions),
         "clients": clients,
         "rounds": rounds,
         "defences": list(defences),
@@ -267,7 +277,12 @@ def markdown(study: dict[str, Any]) -> str:
     index = {(c["attack"], c["voter_attack"], c["eta"], c["partition"], c["defence"]): c for c in cells}
     rows = sorted(
         {k[:4] for k in index},
-        key=lambda k: (ORDER.index(k[:2]) if k[:2] in ORDER else len(ORDER), k[0], k[2], PARTITIONS.index(k[3])),
+        key=lambda k: (
+            ORDER.index(k[:2]) if k[:2] in ORDER else len(ORDER),
+            k[0],
+            k[2],
+            (PARTITIONS.index(k[3]) if k[3] in PARTITIONS else len(PARTITIONS)),
+        ),
     )
     defences = study["defences"]
     plain = [(d, label) for d, label in PLAIN_COLUMNS if d in defences]
@@ -318,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--attacks", help="replace the attack matrix: ATTACK[+VOTER_ATTACK],... (e.g. noise:0.1,noise:0.5,none+collude)"
     )
+    parser.add_argument(
+        "--task", default="digits", help="the task every run plays (default %(default)s; e.g. ltdigits)"
+    )
+    parser.add_argument(
+        "--partitions", default=",".join(PARTITIONS), help="comma-separated partitions (default %(default)s)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2: this machine's cores)")
     parser.add_argument("--json", type=Path, dest="json_path", help="write the study here")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables instead of JSON")
@@ -358,7 +379,20 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         attacks = tuple(pairs)
-    study = run_study(args.quick, args.seeds, args.clients, args.rounds, args.workers, defences, attacks)
+    from fedledger.simulation.partition import parse_partitioning
+    from fedledger.simulation.tasks import task_names
+
+    if args.task not in task_names():
+        parser.error(f"unknown task {args.task!r}; use one of {', '.join(task_names())}")
+    partitions = tuple(p.strip() for p in args.partitions.split(","))
+    try:
+        for partition in partitions:
+            parse_partitioning(partition)
+    except ValueError as exc:
+        parser.error(str(exc))
+    study = run_study(
+        args.quick, args.seeds, args.clients, args.rounds, args.workers, defences, attacks, args.task, partitions
+    )
     if args.json_path is not None:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)
         args.json_path.write_text(json.dumps(study, indent=1) + "\n", encoding="utf-8")

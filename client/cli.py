@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.table import Table
 
 from fedledger.deploy.cli import ether
 from fedledger.errors import CommandError
+from fedledger.tables import fitted_table
 
 if TYPE_CHECKING:  # grpc and the proto stubs load only when a command talks to a gateway
     from eth_account.signers.local import LocalAccount
@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # grpc and the proto stubs load only when a command talks to 
 console = Console()
 
 DEFAULT_KEYSTORE = Path.home() / ".fedledger" / "keystore.json"
+NODE_HOME = Path(".fedledger")
+"""Where ``node join`` keeps the node's own files (the working folder's, as ``chain up`` and the gateway do)."""
 
 
 def add_gateway_options(cmd: argparse.ArgumentParser) -> None:
@@ -123,6 +125,17 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     join.add_argument("--stake", type=ether, help="stake to hold in ether (default: the task's minimum)")
     join.add_argument("--log-file", type=Path, help="write the SuperNode's log here instead of the terminal")
+    join.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep serving after the task's last round (by default the node says the task is over and exits 0)",
+    )
+    join.add_argument(
+        "--home",
+        type=Path,
+        default=NODE_HOME,
+        help="folder of the node's own files: Flower's home goes in HOME/nodes/ADDRESS/flwr (default %(default)s)",
+    )
     join.set_defaults(handler=_join)
     auth = sub.add_parser(
         "auth-key",
@@ -200,17 +213,12 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _address(args: argparse.Namespace) -> str:
-    from eth_utils import is_address, to_checksum_address
+    from fedledger.keys import KeyFileError, address_of
 
-    if args.address:
-        if not is_address(args.address):
-            raise CommandError(f"not an address: {args.address}")
-        return to_checksum_address(args.address)
-    path = args.keystore or DEFAULT_KEYSTORE
     try:
-        return to_checksum_address(json.loads(path.read_text(encoding="utf-8"))["address"])
-    except (OSError, KeyError, ValueError) as exc:
-        raise CommandError(f"cannot read an address from keystore {path}: {exc}") from exc
+        return address_of(args.address or str(args.keystore or DEFAULT_KEYSTORE))
+    except KeyFileError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def lifecycle_add_stake(backend: object, amount: int) -> str:
@@ -298,22 +306,21 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    table = Table(title=f"node {address}", show_header=False)
-    table.add_row("task", task_address)
-    table.add_row("registered", f"yes (member index {member.index})" if member.registered else "no")
-    table.add_row("exit", exit_state)
-    table.add_row("stake", ether(member.stake))
-    table.add_row("owed (withdrawable)", ether(member.owed))
-    table.add_row("balance", ether(balance))
-    table.add_row("current round", f"{current.round} ({current.phase.name.lower()})")
-    console.print(table)
+    facts = [
+        ("task", task_address),
+        ("registered", f"yes (member index {member.index})" if member.registered else "no"),
+        ("exit", exit_state),
+        ("stake", ether(member.stake)),
+        ("owed (withdrawable)", ether(member.owed)),
+        ("balance", ether(balance)),
+        ("current round", f"{current.round} ({current.phase.name.lower()})"),
+    ]
+    console.print(fitted_table(f"node {address}", ("what", "value"), facts, console=console, show_header=False))
     if rounds:
-        history = Table(title=f"last {len(rounds)} rounds of this node")
-        for column in ("round", "role", "acted", "outcome", "rewarded", "slashed"):
-            history.add_column(column, justify="right" if column in ("round", "rewarded", "slashed") else "left")
-        for r in rounds:
-            history.add_row(str(r.round), r.role, r.acted, r.outcome, ether(r.rewarded_wei), ether(r.slashed_wei))
-        console.print(history)
+        columns = ("round", "role", "acted", "outcome", "rewarded", "slashed")
+        rows = [(str(r.round), r.role, r.acted, r.outcome, ether(r.rewarded_wei), ether(r.slashed_wei)) for r in rounds]
+        title = f"last {len(rounds)} rounds of this node"
+        console.print(fitted_table(title, columns, rows, console=console, right=("round", "rewarded", "slashed")))
     return 0
 
 
@@ -337,21 +344,27 @@ def _join(args: argparse.Namespace) -> int:
 
     from .agent import NodeAgent
     from .data import DataSpecError, parse_data_spec
-    from .join import SuperNode, ensure_member, supernode_command
+    from .join import SuperNode, ensure_member, serve, supernode_command, task_over
 
     try:
         data = parse_data_spec(args.data)
     except DataSpecError as exc:
         raise CommandError(str(exc)) from exc
-    password = os.environ.get(PASSWORD_ENV) or read_password(f"password for {args.keystore}: ")
-    key = load_key(args.keystore, password)
-    del password
     gateway = gateway_client(args, timeout=60.0, reconnect=True)
     try:
         try:
             gateway.wait_ready(timeout=60)
         except TimeoutError as exc:
             raise CommandError(f"no gateway answers at {args.gateway}") from exc
+        finished = task_over(gateway)
+        if finished is not None and not args.stay:
+            console.print(f"{finished}; not joining", highlight=False, soft_wrap=True)
+            return 0
+        password = os.environ.get(PASSWORD_ENV) or read_password(f"password for {args.keystore}: ")
+        key = load_key(args.keystore, password)
+        del password
+        if finished is not None and not gateway.account(key.address).registered:
+            raise CommandError(f"{finished}: registering now would only lock the stake")
         member = ensure_member(gateway, key, args.stake)
         joined = "registered" if member.registered_now else "already a member"
         console.print(
@@ -364,10 +377,16 @@ def _join(args: argparse.Namespace) -> int:
             args.superlink, agent.path, data, args.gateway, args.superlink_ca,
             gateway_ca=args.tls_ca, auth_key=args.auth_key,
         )  # fmt: skip
-        node = SuperNode(command, args.log_file)
+        node = SuperNode(command, args.log_file, flwr_home=args.home / "nodes" / member.address / "flwr")
         interrupt_on_terminate()
         try:
-            code = node.wait()
+            code = serve(
+                node,
+                lambda: task_over(gateway),
+                lambda line: console.print(line, highlight=False, soft_wrap=True),
+                stay=args.stay,
+                waiting_for=f"a SuperLink at {args.superlink}",
+            )
         except KeyboardInterrupt:
             console.print("stopping the node ...")
             return 0

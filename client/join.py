@@ -14,11 +14,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
+import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+import grpc
 from eth_account.signers.local import LocalAccount
 
 from fedledger.deploy.anvil import free_port
@@ -133,11 +139,25 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
+ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
+"""Terminal colour and cursor codes (Flower colours its log levels whatever the output is)."""
+
+
+def _copy_without_colours(source: IO[bytes], sink: IO[bytes]) -> None:
+    """Copy ``source`` to ``sink`` line by line, without ANSI codes, until ``source`` closes."""
+    for line in iter(source.readline, b""):
+        sink.write(ANSI.sub(b"", line))
+        sink.flush()
+
+
 class SuperNode:
     """The node's ``flower-supernode`` and everything it spawns (found by a marker in their environment)."""
 
-    def __init__(self, command: list[str], log_file: Path | None = None) -> None:
-        """Start it now; output goes to ``log_file`` or this terminal."""
+    def __init__(self, command: list[str], log_file: Path | None = None, flwr_home: Path | None = None) -> None:
+        """Start it now; output goes to ``log_file`` or this terminal, and Flower's files to ``flwr_home``.
+
+        Written to a file or to anything but a terminal, the output loses Flower's colour codes.
+        """
         self.marker = os.environ.get(MARKER_ENV) or new_marker()
         env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}  # the agent holds the key
         env |= {
@@ -148,24 +168,93 @@ class SuperNode:
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
         }
-        output = open(log_file, "ab") if log_file is not None else None  # noqa: SIM115
+        if flwr_home is not None:  # the installed app and its state stay with the node, not in ~/.flwr
+            flwr_home.mkdir(parents=True, exist_ok=True)
+            env["FLWR_HOME"] = str(flwr_home.resolve())
+        self._sink: IO[bytes] | None = None
+        if log_file is not None:
+            self._sink = open(log_file, "ab")  # noqa: SIM115  # closed in stop()
+        elif not sys.stdout.isatty():
+            self._sink = sys.stdout.buffer
         self.process = subprocess.Popen(
             command,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT if output else None,
+            stdout=subprocess.PIPE if self._sink is not None else None,
+            stderr=subprocess.STDOUT if self._sink is not None else None,
             start_new_session=True,  # Ctrl-C reaches this command, which stops the node in order
             preexec_fn=_die_with_parent,
         )
-        if output is not None:
-            output.close()  # the child holds its own copy
+        self._copier: threading.Thread | None = None
+        if self._sink is not None and self.process.stdout is not None:
+            self._copier = threading.Thread(
+                target=_copy_without_colours, args=(self.process.stdout, self._sink), daemon=True
+            )
+            self._copier.start()
 
-    def wait(self) -> int:
-        """Block until the SuperNode exits; return its exit code."""
-        return self.process.wait()
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the SuperNode exits (at most ``timeout`` seconds); its exit code, None if still running."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the SuperNode's process group (SIGKILL after ``timeout``), then anything left it spawned."""
         stop_group(self.process, timeout)
         kill_marked(self.marker)  # helpers in sessions of their own (kill_marked spares this process)
+        if self._copier is not None:
+            self._copier.join(timeout=5)  # the pipe closes with the last process holding it
+        if self._sink is not None and self._sink is not sys.stdout.buffer:
+            self._sink.close()
+
+
+def rounds_left(gateway: GatewayClient) -> int:
+    """Rounds of the task not finalized yet (the one under way counts)."""
+    total = gateway.task().config.total_rounds
+    current = int(gateway.task_info().current_round)
+    if current == 0:
+        return total
+    finished = gateway.round(current, brief=True).phase == "FINALIZED"
+    return max(total - current + (0 if finished else 1), 0)
+
+
+def task_over(gateway: GatewayClient) -> str | None:
+    """One line saying the task has no rounds left to serve, or None while it has (or the gateway is away)."""
+    try:
+        if rounds_left(gateway) > 0:
+            return None
+    except grpc.RpcError:
+        return None  # a gateway that restarts says nothing about the task
+    view = gateway.task()
+    return f"task {view.task_address} has played all its {view.config.total_rounds} rounds: nothing left to serve"
+
+
+def serve(
+    node: SuperNode,
+    over: Callable[[], str | None],
+    say: Callable[[str], None],
+    *,
+    stay: bool = False,
+    waiting_for: str = "",
+    poll: float = 10.0,
+) -> int:
+    """Run until the SuperNode exits (its code) or the task is over (0); with ``stay``, only until it exits.
+
+    ``over`` says why the task is over (or None); ``say`` prints one line.
+    """
+    said = False
+    while True:
+        code = node.wait(timeout=poll)
+        if code is not None:
+            return code
+        reason = over()
+        if reason is None or said:
+            continue
+        if stay:
+            say(f"{reason}; staying as asked (--stay): the SuperNode keeps waiting for {waiting_for} (Ctrl-C to leave)")
+            said = True
+            continue
+        say(f"{reason}; leaving")
+        node.stop()
+        return 0

@@ -20,14 +20,12 @@ from fedledger.contracts import typed_data as td
 from fedledger.contracts.history import RoundHistory, TaskHistory
 from fedledger.contracts.types import MemberInfo, Phase, TaskConfig
 from fedledger.errors import CommandError
-
-ETH = 10**18
+from fedledger.tables import eth
 
 
 def ether(wei: int) -> str:
     """``wei`` as ether for people: up to 6 decimals, no trailing zeros."""
-    text = f"{wei / ETH:.6f}".rstrip("0").rstrip(".")
-    return f"{text} ETH"
+    return f"{eth(wei).rstrip('0').rstrip('.')} ETH"
 
 
 @dataclass(frozen=True)

@@ -92,16 +92,9 @@ def _fund(args: argparse.Namespace) -> int:
 
 def _address(text: str) -> str:
     """An address, given as such or as the keystore file holding it (no password needed)."""
-    import json
+    from fedledger.keys import KeyFileError, address_of
 
-    from eth_utils import is_address, to_checksum_address
-
-    if is_address(text):
-        return str(to_checksum_address(text))
-    path = Path(text)
-    if path.is_file():
-        try:
-            return str(to_checksum_address(json.loads(path.read_text(encoding="utf-8"))["address"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CommandError(f"{path} is not a keystore with an address") from exc
-    raise CommandError(f"not an address or a keystore file: {text}")
+    try:
+        return address_of(text)
+    except KeyFileError as exc:
+        raise CommandError(str(exc)) from exc

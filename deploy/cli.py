@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
 
 from fedledger.config import DEFAULT_POOL_WEI
 from fedledger.errors import CommandError
+from fedledger.tables import eth, fitted_table
 
 if TYPE_CHECKING:  # the chain libraries are heavy: import them only when a command runs
     from web3 import Web3
@@ -259,17 +259,13 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _print_summary(manifest: DeploymentManifest, out: Path | None) -> None:
-    table = Table(title=f"deployed on chain {manifest.chain_id}", show_header=True)
-    table.add_column("contract")
-    table.add_column("address")
-    table.add_column("gas", justify="right")
-    for name, record in manifest.records():
-        table.add_row(name, record.address, f"{record.gas_used:,}")
-    console.print(table)
+    rows = [(name, record.address, f"{record.gas_used:,}") for name, record in manifest.records()]
+    title = f"deployed on chain {manifest.chain_id}"
+    console.print(fitted_table(title, ("contract", "address", "gas"), rows, console=console, right=("gas",)))
     cfg = manifest.task_config
     console.print(
         f"task: strategy={cfg.strategy} rounds={cfg.total_rounds} vote_mode={cfg.vote_mode.label} "
-        f"stake_weighted={cfg.stake_weighted} pool={manifest.reward_pool_wei} wei"
+        f"stake_weighted={cfg.stake_weighted} pool={eth(manifest.reward_pool_wei)} ETH"
     )
     console.print(f"coordinator: {cfg.coordinator}")
     if out is not None:

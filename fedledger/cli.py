@@ -8,6 +8,7 @@ into one clear line and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 
@@ -44,11 +45,54 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fedledger",
         description="Federated learning whose rounds are governed by Ethereum smart contracts.",
     )
-    parser.add_argument("--version", action="version", version=f"fedledger {__version__}")
+    parser.add_argument(
+        "--version", action=_Version, help="print the package, contracts and library versions, then exit"
+    )
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     for register in _registrars():
         register(commands)
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this machine: Python, torch, Node.js, the npm toolchain, anvil, the default ports",
+        description="Check what fedledger needs on this machine; print what is missing and the command that fixes it.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(handler=_doctor)
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``, computed only when asked (it reads the contract artifacts)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        from fedledger.doctor import version_text
+
+        print(version_text())
+        parser.exit()
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Run every check; exit 1 when something needed is missing."""
+    from fedledger.doctor import run_checks
+    from fedledger.tables import fitted_table
+
+    checks = run_checks()
+    missing = [c for c in checks if c.status == "missing"]
+    if args.json:
+        print(json.dumps([c.model_dump() for c in checks], indent=2))
+        return 1 if missing else 0
+    console = Console()
+    colour = {"ok": "green", "warning": "yellow", "missing": "bold red"}
+    rows = [(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail, c.fix) for c in checks]
+    console.print(fitted_table("fedledger doctor", ("check", "status", "found", "fix"), rows, console=console))
+    if missing:
+        console.print(f"{len(missing)} missing: run the commands in the fix column", highlight=False)
+        return 1
+    console.print(f"fedledger {__version__}: everything it needs is here", highlight=False)
+    return 0
 
 
 def _user_error(exc: BaseException) -> str | None:

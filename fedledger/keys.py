@@ -44,6 +44,25 @@ def load_key(path: Path, password: str | None = None) -> LocalAccount:
         raise KeyFileError(f"cannot load key from {path}: {exc}") from exc
 
 
+def address_of(text: str) -> str:
+    """The checksummed address ``text`` names: an address, or a keystore file holding one (no password needed).
+
+    Raises:
+        KeyFileError: ``text`` is neither an address nor a readable keystore with an address.
+    """
+    from eth_utils import is_address, to_checksum_address
+
+    if is_address(text):
+        return str(to_checksum_address(text))
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise KeyFileError(f"not an address or a keystore file: {text}")
+    try:
+        return str(to_checksum_address(json.loads(path.read_text(encoding="utf-8"))["address"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KeyFileError(f"{path} is not a keystore with an address") from exc
+
+
 def create_keystore(path: Path, password: str) -> LocalAccount:
     """Create a new key and write it as an encrypted keystore (mode 0600); refuse to overwrite."""
     if path.exists():

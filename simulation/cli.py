@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedledger.tables import fitted_table
+
+if TYPE_CHECKING:  # the runner imports Flower and torch: only when a run starts
+    from .runner import SimulationOptions
+
 console = Console()
 
 UPDATE_ATTACKS = ("none", "label_flip", "scale:FACTOR", "sign_flip", "noise:SIGMA", "free_ride", "alie", "silent")
 VOTER_ATTACKS = ("honest", "random", "invert", "accept_all", "no_reveal", "collude")
+DEFAULT_ATTACKERS = 2
+DEFAULT_ATTACK = "sign_flip"
+"""The default run shows what the votes are for: 2 of 10 clients send their updates reversed."""
 RULE_NAMES = ("share", "full", "loo", "reference")
 """Spelled here for --help (the CLI imports nothing heavy); a test checks them against the modules."""
 
@@ -38,8 +46,17 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.add_argument("--clients", type=int, default=10, help="simulated clients (default %(default)s)")
     cmd.add_argument("--rounds", type=int, default=5, help="rounds (default %(default)s)")
     cmd.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA (default %(default)s)")
-    cmd.add_argument("--attackers", type=int, default=0, help="how many clients attack (default 0)")
-    cmd.add_argument("--attack", default="", help=f"the attackers' update attack: {', '.join(UPDATE_ATTACKS)}")
+    cmd.add_argument(
+        "--attackers",
+        type=int,
+        default=DEFAULT_ATTACKERS,
+        help="how many clients attack (default %(default)s, so that the votes have someone to catch; 0: a clean run)",
+    )
+    cmd.add_argument(
+        "--attack",
+        default=DEFAULT_ATTACK,
+        help=f"the attackers' update attack: {', '.join(UPDATE_ATTACKS)} (default %(default)s)",
+    )
     cmd.add_argument(
         "--voter-attack", default="honest", help=f"the attackers' voting: {', '.join(VOTER_ATTACKS)} (default honest)"
     )
@@ -68,10 +85,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.set_defaults(handler=_simulate)
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    from .runner import Simulation, SimulationOptions
+def options_from(args: argparse.Namespace) -> SimulationOptions:
+    """The run ``fedledger simulate ARGS`` asks for (``--attackers 0``: a clean run, whatever the attack)."""
+    from .runner import SimulationOptions
 
-    options = SimulationOptions(
+    return SimulationOptions(
         strategy=args.strategy,
         strategy_options=",".join(args.strategy_option),
         task=args.task,
@@ -79,8 +97,8 @@ def _simulate(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         partition=args.partition,
         attackers=args.attackers,
-        attack=args.attack,
-        voter_attack=args.voter_attack,
+        attack=args.attack if args.attackers else "",
+        voter_attack=args.voter_attack if args.attackers else "honest",
         vote_mode=args.vote_mode,
         vote_rule=args.vote_rule,
         reviewers_per_update=args.reviewers_per_update,
@@ -93,6 +111,12 @@ def _simulate(args: argparse.Namespace) -> int:
         local_epochs=args.local_epochs,
         lr=args.lr,
     )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .runner import Simulation
+
+    options = options_from(args)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -122,28 +146,14 @@ def _simulate(args: argparse.Namespace) -> int:
         report = simulation.run()
     _summary(report)
     console.print(f"report: {simulation.out / 'report.json'}")
+    plots = sorted(p.name for p in simulation.out.glob("*.png"))
+    if plots:
+        console.print(f"plots in {simulation.out}: {', '.join(plots)}")
     return 0
 
 
 def _summary(report: Any) -> None:
-    table = Table(title=f"{report.strategy} · governance {'on' if report.governance else 'off'} · seed {report.seed}")
-    for column in ("round", "accepted", "tally", "proposers", "rejected", "accuracy", "loss", "gas", "wall s"):
-        table.add_column(column, justify="right")
-    attackers = set(report.attackers.addresses)
-    for r in report.rounds:
-        rejected = ", ".join(("A:" if a in attackers else "") + a[:8] for a in r.rejected) or "-"
-        table.add_row(
-            str(r.round),
-            "-" if r.accepted is None else ("yes" if r.accepted else "no"),
-            " ".join(map(str, r.tally)) if r.tally else "-",
-            str(len(r.proposers)),
-            rejected,
-            f"{r.metrics.get('accuracy', float('nan')):.4f}",
-            f"{r.metrics.get('loss', float('nan')):.4f}",
-            f"{r.gas_used:,}",
-            f"{r.wall_s:.1f}",
-        )
-    console.print(table)
+    console.print(summary_table(report))
     accuracy, loss = report.final.get("accuracy", float("nan")), report.final.get("loss", float("nan"))
     console.print(f"final accuracy {accuracy:.4f}, loss {loss:.4f}; wall {report.wall_s:.1f} s")
     per_client = [b for r in report.rounds for b in r.client_bytes()]
@@ -173,6 +183,35 @@ def _summary(report: Any) -> None:
             f"{_share(outcome.attacker_rejected, outcome.attacker_updates)} attacker updates rejected (recall), "
             f"{_share(outcome.honest_rejected, outcome.honest_updates)} honest updates rejected"
         )
+
+
+SUMMARY_COLUMNS = ("rnd", "ok", "tally", "prop", "rejected", "acc", "loss", "gas", "s")
+SUMMARY_LEGEND = (
+    "ok: a new global model adopted · tally: per update · prop: proposers · rejected: their addresses "
+    "(A: an attacker) · acc: test accuracy · gas: the round's gas · s: wall seconds"
+)
+
+
+def summary_table(report: Any, console: Console = console) -> Table:
+    """One row per round; it folds rather than cuts in a narrow terminal (an attacker's address is marked A:)."""
+    attackers = set(report.attackers.addresses)
+    numbers = ("rnd", "prop", "acc", "loss", "gas", "s")
+    rows = [
+        (
+            str(r.round),
+            "-" if r.accepted is None else ("yes" if r.accepted else "no"),
+            " ".join(map(str, r.tally)) if r.tally else "-",
+            str(len(r.proposers)),
+            " ".join(("A:" if a in attackers else "") + a[:8] for a in r.rejected) or "-",
+            f"{r.metrics.get('accuracy', float('nan')):.4f}",
+            f"{r.metrics.get('loss', float('nan')):.4f}",
+            f"{r.gas_used:,}",
+            f"{r.wall_s:.1f}",
+        )
+        for r in report.rounds
+    ]
+    title = f"{report.strategy} · governance {'on' if report.governance else 'off'} · seed {report.seed}"
+    return fitted_table(title, SUMMARY_COLUMNS, rows, console=console, right=numbers, caption=SUMMARY_LEGEND)
 
 
 def _share(part: int, whole: int) -> str:

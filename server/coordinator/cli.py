@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
 
 from fedledger.errors import CommandError
+from fedledger.tables import fitted_table
 
 from .settings import CoordinatorOptions
 
@@ -127,21 +127,21 @@ def _options(args: argparse.Namespace) -> CoordinatorOptions:
 
 
 def _print_results(summary: RunSummary, rounds: list[RoundResult], out: Path) -> None:
-    table = Table(title=f"task {summary.task_address} on chain {summary.chain_id}")
-    for column in ("round", "adopted", "proposers", "rejected", "voters", "accuracy", "wall s"):
-        table.add_column(column, justify="right")
-    for r in rounds:
-        accuracy = r.metrics.get("accuracy")
-        table.add_row(
+    columns = ("round", "adopted", "proposers", "rejected", "voters", "accuracy", "wall s")
+    rows = [
+        (
             str(r.round),
             "yes" if r.accepted else "no",
             str(len(r.proposers)),
             str(len(r.rejected)),
             str(len(r.voters)),
-            "-" if accuracy is None else f"{accuracy:.3f}",
+            "-" if r.metrics.get("accuracy") is None else f"{r.metrics['accuracy']:.3f}",
             f"{r.wall_s:.1f}",
         )
-    console.print(table)
+        for r in rounds
+    ]
+    title = f"task {summary.task_address} on chain {summary.chain_id}"
+    console.print(fitted_table(title, columns, rows, console=console, right=columns))
     console.print(f"results in {out}", highlight=False)
 
 

@@ -22,6 +22,7 @@ from fedledger.audit.source import GatewaySource
 from fedledger.contracts import sortition
 from fedledger.contracts import typed_data as td
 from fedledger.server.gateway.proto import gateway_pb2 as pb
+from tests.conftest import fedledger
 from tests.gateway.conftest import Gateway, start_gateway
 
 
@@ -186,6 +187,76 @@ def test_balances_from_the_events_match_the_contracts_books(tmp_path: Path) -> N
         with pytest.raises(grpc.RpcError) as refused:
             gw.client.balances(["not an address"])
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        gw.client.close()
+        gw.server.stop(grace=1)
+
+
+def assert_fits_80_columns(text: str) -> None:
+    assert "…" not in text, text  # nothing cut
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+
+
+def test_options_go_before_or_after_the_query_and_one_source_is_needed(played: tuple[Gateway, pb.RoundRoles]) -> None:
+    gw, _roles = played
+    before = fedledger("audit", "--gateway", gw.server.address, "--json", "rounds")
+    after = fedledger("audit", "rounds", "--json", "--gateway", gw.server.address)
+    mixed = fedledger("audit", "--gateway", gw.server.address, "rounds", "--json")
+    assert before.returncode == after.returncode == mixed.returncode == 0, after.stderr
+    assert json.loads(before.stdout) == json.loads(after.stdout) == json.loads(mixed.stdout)
+    none = fedledger("audit", "rounds")
+    assert none.returncode == 1 and "give one of --gateway, --rpc-url" in none.stderr
+    two = fedledger("audit", "--gateway", gw.server.address, "rounds", "--run", "somewhere")
+    assert two.returncode == 1 and "(got --gateway, --run)" in two.stderr
+
+
+def test_tables_speak_eth_fit_80_columns_and_show_the_pool(
+    played: tuple[Gateway, pb.RoundRoles], tmp_path: Path
+) -> None:
+    from fedledger.tables import eth
+
+    gw, roles = played
+    rounds = audit_cli(gw, "rounds")
+    detail = audit_cli(gw, "round", "1")
+    task = audit_cli(gw, "task")
+    for table in (rounds, detail, task):
+        assert table.returncode == 0, table.stderr
+        assert_fits_80_columns(table.stdout)
+    pool = int(gw.client.task_info().reward_pool_wei)
+    assert f"reward pool left: {eth(pool)} ETH" in rounds.stdout
+    assert any(line.split() == ["reward", "pool", "left", eth(pool), "ETH"] for line in task.stdout.splitlines())
+    assert json.loads(audit_cli(gw, "--json", "task").stdout)["reward_pool"] == pool
+
+    voter = roles.voters[0]
+    keystore = tmp_path / "voter.json"  # only the address field is read: no password needed
+    keystore.write_text(json.dumps({"address": voter[2:].lower(), "crypto": {}, "version": 3}))
+    person = json.loads(audit_cli(gw, "--json", "participant", voter).stdout)
+    table = audit_cli(gw, "participant", str(keystore))
+    assert table.returncode == 0, table.stderr
+    assert_fits_80_columns(table.stdout)
+    assert "wei" not in table.stdout and f"rewarded {eth(person['total_rewarded'])} ETH" in table.stdout
+    assert "amount ETH" in table.stdout and f"stake {eth(person['stake'])} ETH" in table.stdout
+    exact = audit_cli(gw, "participant", voter, "--wei")
+    assert f"rewarded {person['total_rewarded']} wei" in exact.stdout
+    missing = audit_cli(gw, "participant", str(tmp_path / "nobody.json"))
+    assert missing.returncode == 1 and "not an address or a keystore file" in missing.stderr
+
+
+def test_a_stake_change_shows_its_amount_and_the_stake_after(tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path / "gateway")
+    try:
+        roles = play(gw)
+        voter = gw.key(roles.voters[0])
+        before = int(gw.client.account(voter.address).stake_wei)
+        gw.client.add_stake(voter, 5 * 10**17)
+        gw.client.flush(gw.coordinator)
+        person = json.loads(audit_cli(gw, "--json", "participant", voter.address).stdout)
+        change = next(h for h in person["history"] if h["event"] == "StakeChanged")
+        assert change["amount"] == 5 * 10**17 and change["stake"] == before + 5 * 10**17
+        registered = next(h for h in person["history"] if h["event"] == "Registered")
+        assert registered["stake"] == registered["amount"] > 0
+        table = audit_cli(gw, "participant", voter.address).stdout
+        assert "+0.500000" in table, table
     finally:
         gw.client.close()
         gw.server.stop(grace=1)

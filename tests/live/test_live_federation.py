@@ -195,7 +195,7 @@ def test_three_rounds_survive_gateway_restart_killed_node_and_crashed_coordinato
         nodes["0x" + json.loads((fed.root / "keys" / f"node-{i}.json").read_text())["address"].lower()] = f"node-{i}"
         fed.start(
             f"node-{i}", "node", "join", "--gateway", fed.gateway, "--superlink", f"127.0.0.1:{fed.superlink_port}",
-            "--keystore", f"keys/node-{i}.json", "--data", f"digits:{i}/3",
+            "--keystore", f"keys/node-{i}.json", "--data", f"digits:{i}/3", "--stay",
             "--log-file", str(fed.root / "logs" / f"supernode-{i}.log"),
         )  # fmt: skip
     setup_s = time.monotonic() - started
@@ -263,6 +263,18 @@ def test_three_rounds_survive_gateway_restart_killed_node_and_crashed_coordinato
     assert_books_balance(url, fed.root / "deployments" / "local.json", list(nodes))
     wait_for_logs(logs, before, RECONNECTED)
     assert superlink.running()
+    # The task is over: --stay nodes say so once and stay; a node joining now says so and leaves.
+    stay_logs = {name: fed.root / "logs" / f"{name}.log" for name in survivors}
+    wait_for_logs(stay_logs, dict.fromkeys(stay_logs, 0), "nothing left to serve; staying as asked (--stay)")
+    late = fed.run(
+        "node", "join", "--gateway", fed.gateway, "--superlink", f"127.0.0.1:{fed.superlink_port}",
+        "--keystore", "keys/node-0.json", "--data", "digits:0/3",
+    )  # fmt: skip
+    assert late.strip().endswith("has played all its 3 rounds: nothing left to serve; not joining"), late
+    for name in survivors:  # plain logs, and Flower's files in the node's own folder
+        assert "\x1b[" not in logs[name].read_text(errors="replace"), name
+    homes = sorted(p.parent.name.lower() for p in (fed.root / ".fedledger" / "nodes").glob("*/flwr"))
+    assert homes == sorted(nodes), homes
     for name in survivors:
         os.kill(fed.processes[name].pid, signal.SIGINT)
     for name in survivors:

@@ -32,3 +32,21 @@ def test_quick_study_governed_beats_fedavg_and_every_attacker_loses(
             cell = cells[(attack, partition, "governed")]
             assert cell["attacker_net_wei"] < 0, cell  # the best-off attacker still lost money
             assert cell["honest_net_wei"] > 0 and cell["recall"] >= 0.9, cell
+
+
+def test_the_study_runs_on_another_task_and_its_partitions() -> None:
+    """--task / --partitions: the long-tailed digits under one partition, both defences."""
+    from bench.robustness import run_study
+
+    study = run_study(
+        quick=True,
+        rounds=3,
+        workers=1,
+        attacks=(("sign_flip", "honest"),),
+        task="ltdigits",
+        partitions=("dirichlet:0.3",),
+    )
+    assert study["task"] == "ltdigits" and study["partitions"] == ["dirichlet:0.3"]
+    cells = {c["defence"]: c for c in study["cells"]}
+    assert set(cells) == {"fedavg", "governed"} and all(c["partition"] == "dirichlet:0.3" for c in cells.values())
+    assert cells["governed"]["recall"] is not None and cells["fedavg"]["recall"] is None

@@ -40,25 +40,39 @@ def audit(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_default_run_learns_accepts_every_round_and_audits_clean(tmp_path: Path) -> None:
+def test_default_run_catches_its_attackers_pays_the_honest_and_audits_clean(tmp_path: Path) -> None:
+    """`fedledger simulate` as the README's first command runs it: 2 of 10 clients flip their updates' sign."""
     started = time.monotonic()
-    report, _ = simulate(tmp_path / "run", seed=1)
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "fedledger.cli", "simulate", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
     assert time.monotonic() - started < 180
-    assert report.governance and report.clients == 10 and len(report.rounds) == 5
+    assert marked_pids(json.loads((out / "run.json").read_text())["marker"]) == []  # nothing left running
+    report = Report.model_validate_json((out / "report.json").read_text())
+    assert report.governance and report.clients == 10 and len(report.rounds) == 5 and report.seed == 0
+    assert report.attackers.count == 2 and report.attackers.attack == "sign_flip"
     assert report.final["accuracy"] >= 0.93
-    assert all(r.accepted for r in report.rounds)
+    attackers = set(report.attackers.addresses)
+    assert all(attackers & set(r.proposers) <= set(r.rejected) for r in report.rounds)  # every reversed update
+    money = {p.address: p for p in report.participants}
+    for address in attackers:  # both are drawn as proposers in these 5 rounds, caught and slashed
+        assert money[address].slashed_wei > 0 and money[address].net_wei < 0, money[address]
+    assert all(p.net_wei >= 0 for p in report.participants if p.honest), report.participants
     assert all(r.gas_used > 0 and r.bytes_up > 0 and r.bytes_down > 0 for r in report.rounds)
     # 5 proposers, 5 voters: the default 10 reviewers per update means every voter judges every update.
     assert all(r.reviewers == 5 and r.evaluations == 25 for r in report.rounds)
-    assert Report.model_validate_json((tmp_path / "run" / "report.json").read_text()) == report
+    assert "A:0x" in done.stdout and "…" not in done.stdout  # the summary marks attackers and cuts nothing
     for plot in ("accuracy.png", "balance.png", "votes.png"):
-        assert (tmp_path / "run" / plot).stat().st_size > 1000
-    clean = audit("--run", str(tmp_path / "run"), "--json", "verify")
+        assert (out / plot).stat().st_size > 1000
+    clean = audit("--run", str(out), "--json", "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     verified = json.loads(clean.stdout)
     assert verified["disagreements"] == [] and verified["rounds_checked"] == 5 and verified["blobs_corrupted"] == 0
     copy = tmp_path / "copy"
-    shutil.copytree(tmp_path / "run", copy)
+    shutil.copytree(out, copy)
     victim = next(p for p in (copy / "gateway" / "blobs").rglob("*") if p.is_file())
     victim.write_bytes(b"tampered")
     tampered = audit("--run", str(copy), "--json", "verify")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +113,7 @@ def test_deploy_to_anvil_with_the_dev_key_writes_the_manifest(anvil_url: str, tm
         (["--attackers", "2", "--attack", "noise:"], ["noise:0.5"]),
         (["--attackers", "2", "--voter-attack", "lazy"], ["random", "invert", "accept_all", "no_reveal", "collude"]),
         (["--attackers", "11", "--attack", "sign_flip"], ["between 0 and 9"]),
-        (["--attackers", "2"], ["--attack", "--voter-attack"]),
+        (["--attackers", "2", "--attack", ""], ["--attack", "--voter-attack"]),
         (["--vote-rule", "majority"], ["share", "full", "loo", "reference"]),
         (["--strategy", "fedkseed", "--vote-rule", "reference"], ["not models", "share"]),
     ],
@@ -148,3 +150,76 @@ def test_simulate_help_names_the_modules_values() -> None:
     assert attacks.UPDATE_ATTACKS == cli.UPDATE_ATTACKS
     assert attacks.VOTER_ATTACKS == cli.VOTER_ATTACKS
     assert tuple(RULES) == cli.RULE_NAMES
+
+
+def test_version_names_the_package_the_contracts_and_the_libraries() -> None:
+    import importlib.metadata
+
+    from fedledger import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"fedledger {__version__}"
+    assert lines[1].startswith("contracts: 6 artifacts, bytecode keccak 0x") and "solc 0.8.30" in lines[1]
+    for library in ("flwr", "web3", "torch"):
+        assert f"{library} {importlib.metadata.version(library)}" in lines[2]
+
+
+def test_version_fingerprint_follows_the_artifacts(tmp_path: Path) -> None:
+    import shutil
+
+    from fedledger import doctor
+    from fedledger.contracts import artifacts
+
+    same, changed = tmp_path / "same", tmp_path / "changed"
+    shutil.copytree(artifacts.BUILD_DIR, same)
+    shutil.copytree(artifacts.BUILD_DIR, changed)
+    raw = json.loads((changed / "Registry.json").read_text())
+    raw["bytecode"] = raw["bytecode"][:-2] + ("00" if raw["bytecode"][-2:] != "00" else "01")
+    (changed / "Registry.json").write_text(json.dumps(raw))
+    assert doctor.contracts_fingerprint(same) == doctor.contracts_fingerprint()
+    assert doctor.contracts_fingerprint(changed) != doctor.contracts_fingerprint()
+
+
+def test_doctor_passes_on_this_machine_and_names_the_fix_for_what_is_missing(tmp_path: Path) -> None:
+    ok = run_cli("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(ok.stdout)}
+    assert ok.returncode == 0, [c for c in checks.values() if c["status"] == "missing"]
+    assert {"Python", "torch", "flwr", "web3", "contracts", "Node.js", "solcjs", "OpenZeppelin", "anvil"} <= set(checks)
+    assert "CPU build" in checks["torch"]["detail"]
+    table = run_cli("doctor")
+    assert table.returncode == 0 and "everything it needs is here" in table.stdout and "…" not in table.stdout
+
+    empty = tmp_path / "node_modules"
+    empty.mkdir()
+    (empty / "solc").mkdir()
+    (empty / "solc" / "package.json").write_text('{"version": "0.8.20"}')
+    with socket.socket() as held:  # a busy default port is a warning with its fix, not a failure
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {**os.environ, "FEDLEDGER_NODE_MODULES": str(empty)}
+        probe = (
+            f"import json; from fedledger import doctor; doctor.PORTS = {{{port}: 'a test'}};"
+            "print(json.dumps([c.model_dump() for c in doctor.run_checks()]))"
+        )
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    found = {c["name"]: c for c in json.loads(result.stdout)}
+    assert found["solcjs"]["status"] == "missing" and "npm ci" in found["solcjs"]["fix"]
+    assert "0.8.20" in found["solcjs"]["detail"]
+    assert found["OpenZeppelin"]["status"] == "missing"
+    assert found[f"port {port}"]["status"] == "warning" and f"127.0.0.1:{port}" in found[f"port {port}"]["fix"]
+
+
+def test_simulate_attacks_by_default_and_attackers_0_is_the_clean_run() -> None:
+    from fedledger.cli import build_parser
+    from fedledger.simulation.cli import options_from
+
+    parser = build_parser()
+    default = options_from(parser.parse_args(["simulate"]))
+    assert (default.attackers, default.attack, default.clients, default.rounds) == (2, "sign_flip", 10, 5)
+    clean = options_from(parser.parse_args(["simulate", "--attackers", "0"]))
+    assert (clean.attackers, clean.attack, clean.voter_attack) == (0, "", "honest")
+    voters = options_from(parser.parse_args(["simulate", "--attack", "none", "--voter-attack", "collude"]))
+    assert (voters.attackers, voters.attack, voters.voter_attack) == (2, "none", "collude")

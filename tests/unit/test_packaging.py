@@ -65,3 +65,56 @@ def test_non_editable_install_has_only_the_fedledger_package(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     name, location = result.stdout.split()
     assert name == "FLTask" and location.startswith(str(target))
+
+
+@pytest.mark.slow
+def test_the_wheel_builds_without_warnings_and_installs_its_artifacts_in_a_fresh_venv(tmp_path: Path) -> None:
+    """The Solidity sources and compiled artifacts are declared package data: no setuptools warning."""
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-v",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "absent from the `packages` configuration" not in built.stdout + built.stderr
+    (wheel,) = tmp_path.glob("fedledger-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (site,) = venv.glob("lib/python*/site-packages")
+    contracts = site / "fedledger" / "contracts"
+    shipped = {p.relative_to(contracts).as_posix() for p in contracts.rglob("*") if p.suffix in (".json", ".sol")}
+    sources = {
+        p.relative_to(ROOT / "contracts").as_posix() for p in (ROOT / "contracts").rglob("*") if p.suffix == ".sol"
+    }
+    artifacts = {p.relative_to(ROOT / "contracts").as_posix() for p in (ROOT / "contracts" / "build").glob("*.json")}
+    assert shipped == sources | artifacts
+    assert "build/FLTask.json" in shipped and "solidity/libraries/Settlement.sol" in shipped
