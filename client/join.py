@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,22 +239,31 @@ def serve(
     stay: bool = False,
     waiting_for: str = "",
     poll: float = 10.0,
+    grace: float = 30.0,
 ) -> int:
     """Run until the SuperNode exits (its code) or the task is over (0); with ``stay``, only until it exits.
 
-    ``over`` says why the task is over (or None); ``say`` prints one line.
+    ``over`` says why the task is over (or None); ``say`` prints one line. The node leaves
+    ``grace`` seconds after it first sees the task over: the coordinator still publishes the last
+    model and may ask every node for its own final evaluation.
     """
     said = False
+    over_since: float | None = None
     while True:
         code = node.wait(timeout=poll)
         if code is not None:
             return code
+        if over_since is not None and time.monotonic() - over_since < grace:
+            continue
         reason = over()
         if reason is None or said:
             continue
         if stay:
             say(f"{reason}; staying as asked (--stay): the SuperNode keeps waiting for {waiting_for} (Ctrl-C to leave)")
             said = True
+            continue
+        if over_since is None:
+            over_since = time.monotonic()
             continue
         say(f"{reason}; leaving")
         node.stop()

@@ -19,9 +19,10 @@ console = Console()
 
 UPDATE_ATTACKS = ("none", "label_flip", "scale:FACTOR", "sign_flip", "noise:SIGMA", "free_ride", "alie", "silent")
 VOTER_ATTACKS = ("honest", "random", "invert", "accept_all", "no_reveal", "collude")
-DEFAULT_ATTACKERS = 2
+DEFAULT_ATTACKER_SHARE = 0.2
 DEFAULT_ATTACK = "sign_flip"
-"""The default run shows what the votes are for: 2 of 10 clients send their updates reversed."""
+"""The default run shows what the votes are for: a fifth of the clients (rounded down: 2 of 10)
+send their updates reversed."""
 RULE_NAMES = ("share", "full", "loo", "reference")
 """Spelled here for --help (the CLI imports nothing heavy); a test checks them against the modules."""
 
@@ -49,8 +50,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.add_argument(
         "--attackers",
         type=int,
-        default=DEFAULT_ATTACKERS,
-        help="how many clients attack (default %(default)s, so that the votes have someone to catch; 0: a clean run)",
+        help="how many clients attack (default: a fifth of them, rounded down, 2 of 10, so that the votes have "
+        "someone to catch; 0: a clean run)",
     )
     cmd.add_argument(
         "--attack",
@@ -89,6 +90,7 @@ def options_from(args: argparse.Namespace) -> SimulationOptions:
     """The run ``fedledger simulate ARGS`` asks for (``--attackers 0``: a clean run, whatever the attack)."""
     from .runner import SimulationOptions
 
+    attackers = int(DEFAULT_ATTACKER_SHARE * args.clients) if args.attackers is None else args.attackers
     return SimulationOptions(
         strategy=args.strategy,
         strategy_options=",".join(args.strategy_option),
@@ -96,9 +98,9 @@ def options_from(args: argparse.Namespace) -> SimulationOptions:
         clients=args.clients,
         rounds=args.rounds,
         partition=args.partition,
-        attackers=args.attackers,
-        attack=args.attack if args.attackers else "",
-        voter_attack=args.voter_attack if args.attackers else "honest",
+        attackers=attackers,
+        attack=args.attack if attackers else "",
+        voter_attack=args.voter_attack if attackers else "honest",
         vote_mode=args.vote_mode,
         vote_rule=args.vote_rule,
         reviewers_per_update=args.reviewers_per_update,

@@ -223,3 +223,5 @@ def test_simulate_attacks_by_default_and_attackers_0_is_the_clean_run() -> None:
     assert (clean.attackers, clean.attack, clean.voter_attack) == (0, "", "honest")
     voters = options_from(parser.parse_args(["simulate", "--attack", "none", "--voter-attack", "collude"]))
     assert (voters.attackers, voters.attack, voters.voter_attack) == (2, "none", "collude")
+    few = [options_from(parser.parse_args(["simulate", "--clients", str(n)])).attackers for n in (2, 4, 5, 12, 40)]
+    assert few == [0, 0, 1, 2, 8]  # a fifth, rounded down: always a minority, none in the smallest runs

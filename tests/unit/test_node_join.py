@@ -15,11 +15,11 @@ def python(code: str) -> list[str]:
 
 def test_a_node_leaves_when_the_task_is_over(tmp_path: Path) -> None:
     node = SuperNode(python("import time; time.sleep(60)"), tmp_path / "node.log")
-    answers = iter([None, None, "task 0xabc has played all its 3 rounds: nothing left to serve"])
+    answers = iter([None, None, *["task 0xabc has played all its 3 rounds: nothing left to serve"] * 100])
     said: list[str] = []
     started = time.monotonic()
-    assert serve(node, lambda: next(answers), said.append, poll=0.1) == 0
-    assert time.monotonic() - started < 10
+    assert serve(node, lambda: next(answers), said.append, poll=0.1, grace=1.0) == 0
+    assert 1.0 <= time.monotonic() - started < 10  # after the grace the coordinator's last messages need
     assert node.process.poll() is not None  # the SuperNode was stopped
     assert said == ["task 0xabc has played all its 3 rounds: nothing left to serve; leaving"]
 
