@@ -100,19 +100,19 @@ def _audit(args: argparse.Namespace) -> int:
     events = source.events()
     state = replay(events, source.config)
     command = args.audit_command
-    money = Money(args.wei)
+    tables = AuditTables(args.wei)
     if command == "task":
-        _print(args, report.task_report(source.task_address, source.config, state), money.task_table)
+        _print(args, report.task_report(source.task_address, source.config, state), tables.task_table)
         return 0
     if command == "rounds":
         rows = [report.round_summary(state, r) for r in sorted(state.rounds.values(), key=lambda r: r.round)]
-        _print(args, rows, lambda data: money.rounds_table(data, state.reward_pool))
+        _print(args, rows, lambda data: tables.rounds_table(data, state.reward_pool))
         return 0
     if command == "round":
         record = state.rounds.get(args.number)
         if record is None:
             raise CommandError(f"round {args.number} was never opened (rounds: {sorted(state.rounds) or 'none'})")
-        _print(args, report.round_detail(state, record), money.round_table)
+        _print(args, report.round_detail(state, record), tables.round_table)
         return 0
     if command == "participant":
         try:
@@ -121,7 +121,7 @@ def _audit(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from exc
         if address not in state.members:
             raise CommandError(f"{address} never took part in task {source.task_address}")
-        _print(args, report.participant_report(state, address), money.participant_table)
+        _print(args, report.participant_report(state, address), tables.participant_table)
         return 0
     result = report.verify(state, source, len(events))
     _print(args, result, _verify_table)
@@ -139,7 +139,7 @@ def _print(args: argparse.Namespace, data: Any, table: Any) -> None:
         print(TypeAdapter(list[Any]).dump_json(data, indent=2).decode())
 
 
-class Money:
+class AuditTables:
     """The tables, with amounts in ETH (or exact wei with ``--wei``)."""
 
     def __init__(self, wei: bool) -> None:
