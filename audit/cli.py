@@ -91,7 +91,7 @@ def _source(args: argparse.Namespace) -> AuditSource:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from fedledger.keys import KeyFileError, address_of
+    from fedledger.keys import address_of
 
     from . import report
     from .replay import replay
@@ -115,10 +115,7 @@ def _audit(args: argparse.Namespace) -> int:
         _print(args, report.round_detail(state, record), tables.round_table)
         return 0
     if command == "participant":
-        try:
-            address = address_of(args.address)
-        except KeyFileError as exc:
-            raise CommandError(str(exc)) from exc
+        address = address_of(args.address)
         if address not in state.members:
             raise CommandError(f"{address} never took part in task {source.task_address}")
         _print(args, report.participant_report(state, address), tables.participant_table)

@@ -96,6 +96,10 @@ class ParticipantEvent(BaseModel):
     """The stake after it, for the events that set the stake (Registered, StakeChanged, Slashed, Exited)."""
 
 
+STAKE_EVENTS = frozenset({"Registered", "StakeChanged", "Slashed", "Exited"})
+"""The events after which a participant's history shows its stake."""
+
+
 class ParticipantReport(BaseModel):
     """``audit participant ADDR``."""
 
@@ -205,26 +209,18 @@ def participant_report(state: Replay, address: str) -> ParticipantReport:
     history = []
     for e in books.history:
         amount = e.args.get("amount", e.args.get("stake"))
-        if e.name == "Registered":
-            stake = e.args["stake"]
+        if e.name == "Rewarded":
+            rewarded += amount
+        elif e.name == "Slashed":
+            slashed += amount
+            stake = None if stake is None else stake - amount
         elif e.name == "StakeChanged":
             amount, stake = e.args["newStake"] - e.args["oldStake"], e.args["newStake"]
-        elif e.name == "Slashed":
-            slashed += e.args["amount"]
-            stake = None if stake is None else stake - e.args["amount"]
-        elif e.name == "Exited":
-            stake = 0
-        if e.name == "Rewarded":
-            rewarded += e.args["amount"]
-        setting = e.name in ("Registered", "StakeChanged", "Slashed", "Exited")
+        elif e.name in ("Registered", "Exited"):
+            stake = amount if e.name == "Registered" else 0
+        after = stake if e.name in STAKE_EVENTS else None
         history.append(
-            ParticipantEvent(
-                block=e.block_number,
-                event=e.name,
-                round=e.args.get("round"),
-                amount=amount,
-                stake=stake if setting else None,
-            )
+            ParticipantEvent(block=e.block_number, event=e.name, round=e.args.get("round"), amount=amount, stake=after)
         )
     return ParticipantReport(
         address=address,

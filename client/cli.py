@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from fedledger.deploy.cli import ether
+from fedledger.deploy.localchain import DEFAULT_HOME
 from fedledger.errors import CommandError
 from fedledger.tables import fitted_table
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:  # grpc and the proto stubs load only when a command talks to 
 console = Console()
 
 DEFAULT_KEYSTORE = Path.home() / ".fedledger" / "keystore.json"
-NODE_HOME = Path(".fedledger")
-"""Where ``node join`` keeps the node's own files (the working folder's, as ``chain up`` and the gateway do)."""
 
 
 def add_gateway_options(cmd: argparse.ArgumentParser) -> None:
@@ -133,7 +132,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     join.add_argument(
         "--home",
         type=Path,
-        default=NODE_HOME,
+        default=DEFAULT_HOME,  # the working folder's, as `chain up` and the gateway use
         help="folder of the node's own files: Flower's home goes in HOME/nodes/ADDRESS/flwr (default %(default)s)",
     )
     join.set_defaults(handler=_join)
@@ -213,12 +212,9 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _address(args: argparse.Namespace) -> str:
-    from fedledger.keys import KeyFileError, address_of
+    from fedledger.keys import address_of
 
-    try:
-        return address_of(args.address or str(args.keystore or DEFAULT_KEYSTORE))
-    except KeyFileError as exc:
-        raise CommandError(str(exc)) from exc
+    return address_of(args.address or str(args.keystore or DEFAULT_KEYSTORE))
 
 
 def lifecycle_add_stake(backend: object, amount: int) -> str:

@@ -70,12 +70,12 @@ def _down(args: argparse.Namespace) -> int:
 def _fund(args: argparse.Namespace) -> int:
     from eth_account import Account
 
-    from fedledger.keys import load_key
+    from fedledger.keys import address_of, load_key
 
     from .anvil import ANVIL_DEV_KEY
     from .chain import connect, fund, use_account
 
-    addresses = [_address(a) for a in args.addresses]
+    addresses = [address_of(a) for a in args.addresses]  # a bad one is a one-line KeyFileError
     w3 = connect(args.rpc_url)
     if args.key_file is not None:
         payer = use_account(w3, load_key(args.key_file))
@@ -88,13 +88,3 @@ def _fund(args: argparse.Namespace) -> int:
     for address in addresses:
         console.print(f"{address}: {w3.eth.get_balance(address) / 10**18:.4f} ETH", highlight=False)
     return 0
-
-
-def _address(text: str) -> str:
-    """An address, given as such or as the keystore file holding it (no password needed)."""
-    from fedledger.keys import KeyFileError, address_of
-
-    try:
-        return address_of(text)
-    except KeyFileError as exc:
-        raise CommandError(str(exc)) from exc
