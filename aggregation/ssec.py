@@ -62,7 +62,7 @@ def sse_c(d: int, k: int, beta: float = 0.6, seed: int = 0, steps: int = STEPS) 
     """
     from fedledger.simulation.cache import build_once, cache_dir
 
-    path = cache_dir() / f"sse-c-d{d}-k{k}-beta{beta}-seed{seed}-steps{steps}-torch{torch.__version__}.npy"
+    path = cache_dir() / f"sse-c-d{d}-k{k}-beta{beta}-seed{seed}-steps{steps}.npy"
 
     def build(tmp: Path) -> None:
         rng = np.random.default_rng(seed)

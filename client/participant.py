@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -338,7 +337,7 @@ class Participant:
 
     def commit_vote(self, round_: int, bits: int, *, wait: bool = False) -> tuple[pb.ActionResult, bytes]:
         """Commit a hidden vote; returns the result and the salt to reveal it with."""
-        salt = secrets.token_bytes(32)
+        salt = self.gateway.vote_salt(self.key, round_)
         return self.gateway.commit_vote(self.key, round_, bits, salt, wait=wait), salt
 
     def reveal_vote(self, round_: int, bits: int, salt: bytes, *, wait: bool = False) -> pb.ActionResult:

@@ -207,6 +207,22 @@ def reveal_vote_message(voter: str, round_: int, bits: int, salt: bytes) -> dict
     return {"voter": to_checksum_address(voter), "round": round_, "bits": bits, "salt": bytes(salt)}
 
 
+VOTE_SALT = ActionType("VoteSalt", (("voter", "address"), ("round", "uint256")), "", "voter")
+"""Never sent anywhere: a voter's salt for a round is keccak256 of its own signature of this struct.
+
+Only the key's holder can make it (so the commitment still hides the vote until the reveal),
+and ECDSA signatures here are deterministic (RFC 6979), so the same voter and round give the
+same salt: a seeded run is the same to the gas, and a voter that restarts between its commit
+and its reveal can make its salt again.
+"""
+
+
+def vote_salt(account: LocalAccount, round_: int, domain: Domain) -> bytes:
+    """The salt ``account`` hides its vote of round ``round_`` with, on the task of ``domain``."""
+    message = {"voter": to_checksum_address(account.address), "round": round_}
+    return keccak(sign_action(account, VOTE_SALT, message, domain).signature)
+
+
 def member_message(member: str, nonce: int, deadline: int) -> dict[str, Any]:
     """Message of :data:`REQUEST_EXIT`, :data:`COMPLETE_EXIT` or :data:`WITHDRAW`."""
     return {"member": to_checksum_address(member), "nonce": nonce, "deadline": deadline}

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from fedledger import numerics
+
 Status = Literal["ok", "warning", "missing"]
 PORTS = {8545: "anvil (`fedledger chain up`)", 9092: "the SuperLink (`fedledger coordinate`)", 50051: "the gateway"}
 """The default ports of the product's servers on 127.0.0.1."""
@@ -96,19 +98,34 @@ def _libraries() -> list[Check]:
     for name, wanted in (("flwr", "1.41."), ("web3", "8."), ("grpcio", "")):
         version = _version(name)
         if version is None:
-            checks.append(Check(name=name, status="missing", detail="not installed", fix="pip install -e ."))
+            fix = "pip install -c requirements.lock -e ."
+            checks.append(Check(name=name, status="missing", detail="not installed", fix=fix))
         elif not version.startswith(wanted):
             checks.append(
                 Check(
                     name=name,
                     status="warning",
                     detail=f"{version} (verified with {wanted}x)",
-                    fix="pip install -e . (its pins)",
+                    fix="pip install -c requirements.lock -e . (the verified versions)",
                 )
             )
         else:
             checks.append(Check(name=name, status="ok", detail=version))
     return checks
+
+
+def _numerics() -> Check:
+    """Whether the CPU code paths are the pinned ones (fedledger.numerics), so seeds replay here as elsewhere."""
+    overridden = numerics.unpinned()
+    if overridden:
+        names = " ".join(f"{k}={v}" for k, v in overridden.items())
+        return Check(
+            name="CPU code paths",
+            status="warning",
+            detail=f"{names}: a seed gives other runs here than on other machines",
+            fix="unset " + " ".join(overridden),
+        )
+    return Check(name="CPU code paths", status="ok", detail=f"pinned ({numerics.paths_tag()})")
 
 
 def _node() -> Check:
@@ -221,6 +238,7 @@ CHECKS: list[Callable[[], Check | list[Check]]] = [
     _python,
     _torch,
     _libraries,
+    _numerics,
     _artifacts,
     _node,
     _npm_packages,

@@ -5,12 +5,20 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
+
+from fedledger.numerics import paths_tag
 
 
 def cache_dir() -> Path:
-    """``$FEDLEDGER_CACHE`` or ``~/.cache/fedledger``."""
-    return Path(os.environ.get("FEDLEDGER_CACHE") or Path.home() / ".cache" / "fedledger")
+    """``$FEDLEDGER_CACHE`` or ``~/.cache/fedledger``, in a folder per torch version and CPU code paths.
+
+    Weights trained under another torch or on other kernels differ in their last bits, and so
+    would every run that starts from them (fedledger.numerics): they are other artefacts.
+    """
+    root = Path(os.environ.get("FEDLEDGER_CACHE") or Path.home() / ".cache" / "fedledger")
+    return root / f"torch{version('torch')}-{paths_tag()}"
 
 
 def build_once(path: Path, build: Callable[[Path], None]) -> bool:

@@ -289,6 +289,10 @@ class GatewayClient:
         header = pb.SubmitUpdateHeader(commitment=commitment, size=len(data))
         return self.stub.SubmitUpdate(_stream(pb.SubmitUpdateMessage, header, data, chunk_bytes), timeout=self.timeout)
 
+    def vote_salt(self, account: LocalAccount, round_: int) -> bytes:
+        """The salt ``account`` hides its round-``round_`` vote with (:func:`typed_data.vote_salt`)."""
+        return td.vote_salt(account, round_, self.task().domain)
+
     def commit_vote(
         self, account: LocalAccount, round_: int, bits: int, salt: bytes, *, wait: bool = True
     ) -> pb.ActionResult:

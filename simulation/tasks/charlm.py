@@ -198,7 +198,7 @@ class CharLMTask(Task):
     # ------------------------------------------------------------- pretraining
 
     def _cache_file(self) -> Path:
-        key = f"charlm-{self.config.key()}-S{self.pretrain_steps}-seed{self.pretrain_seed}-torch{torch.__version__}"
+        key = f"charlm-{self.config.key()}-S{self.pretrain_steps}-seed{self.pretrain_seed}"
         return cache_dir() / f"{key}.pt"
 
     def prepare(self) -> dict[str, float]:

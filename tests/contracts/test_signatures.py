@@ -217,6 +217,18 @@ def test_sign_action_refuses_a_message_naming_someone_else(h: Harness) -> None:
         td.sign_action(h.key(h.addresses[0]), td.REQUEST_EXIT, msg, h.task.domain())
 
 
+def test_a_vote_salt_is_the_voters_own_and_the_same_every_time(h: Harness) -> None:
+    """Deterministic (a seeded run is the same to the gas; a restarted voter can still reveal), yet
+    made only with the voter's key: other voters, rounds or tasks give unrelated salts."""
+    first, second = h.participants[:2]
+    domain = h.task.domain()
+    salt = td.vote_salt(first, 3, domain)
+    assert len(salt) == 32 and salt == td.vote_salt(first, 3, domain)
+    other_task = replace(domain, verifying_contract=h.relayer)
+    others = {td.vote_salt(first, 4, domain), td.vote_salt(second, 3, domain), td.vote_salt(first, 3, other_task)}
+    assert len(others | {salt}) == 4
+
+
 DEFECTS = ["ok", "forged", "other_round", "wrong_seat", "zero_hash", "no_examples", "malleable", "stranger"]
 
 

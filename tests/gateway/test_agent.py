@@ -39,8 +39,9 @@ def test_agent_signs_a_whole_round_and_reveals_by_itself(gw: Gateway, tmp_path: 
             assert result.status == pb.INCLUDED, result.reason
         assert gw.client.round(roles.round, brief=True).phase == "VOTING"
         for v in roles.voters:
-            salt = secrets.token_bytes(32)
             account = agents[v][1]
+            salt = gw.client.vote_salt(account, roles.round)  # signed by the agent, as a ClientApp makes it
+            assert salt == gw.client.vote_salt(next(k for k in gw.participants if k.address == v), roles.round)
             gw.client.commit_vote(account, roles.round, 1, salt)
             account.reveal_later(roles.round, 1, salt)
         gw.client.flush(gw.coordinator)  # the last commitment moves the round to REVEALING

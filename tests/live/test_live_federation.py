@@ -239,8 +239,13 @@ def test_three_rounds_survive_gateway_restart_killed_node_and_crashed_coordinato
     assert [r["round"] for r in rounds] == [3]
     summary = json.loads((resumed_out / "server" / "summary.json").read_text())
     assert summary["chain_id"] == 31337 and len(summary["nodes"]) == len(survivors)
-    assert rounds[0]["rejected"] == []  # honest updates of the survivors are never rejected
-    if any(nodes[p.lower()] in survivors for p in rounds[0]["proposers"]):
+    # Every participant is honest, but a vote on 3 nodes is not infallible: the reference rule can
+    # reject an honest update (docs/voting.md measures how often; the keys, and so the draws, are
+    # new every run, and a run elsewhere saw a survivor's update rejected in round 3). Such a
+    # rejection is the voters' recorded verdict, checked below as the only other cause of a slash.
+    rejected = {a.lower() for a in rounds[0]["rejected"]}
+    assert rejected <= {p.lower() for p in rounds[0]["proposers"]}
+    if any(nodes[p.lower()] in survivors and p.lower() not in rejected for p in rounds[0]["proposers"]):
         assert rounds[0]["accepted"] is True and rounds[0]["metrics"]["accuracy"] > 0.3
 
     with GatewayClient(fed.gateway, timeout=30) as client:
@@ -250,8 +255,10 @@ def test_three_rounds_survive_gateway_restart_killed_node_and_crashed_coordinato
         assert client.round(3).phase == "FINALIZED" and client.task_info().current_round == 3
         rate = client.task().config.slash_rate_bps
         slashed = {r: [event_args(e) for e in client.events(r, names=("Slashed",))] for r in (1, 2, 3)}
-    # Only the crashed node loses stake: in round 2 as the missing proposer (and in round 3 if drawn).
-    assert {a["account"].lower() for r in slashed for a in slashed[r]} == {proposer.lower()}, slashed
+    # The crashed node loses stake in round 2 as the missing proposer (and in round 3 if drawn);
+    # nobody else does, unless round 3's voters rejected their update.
+    losers = {a["account"].lower() for r in slashed for a in slashed[r]}
+    assert proposer.lower() in losers and losers <= {proposer.lower()} | rejected, slashed
     assert [int(a["amount"]) for a in slashed[2]] == [victim_stake * rate // 10_000]
 
     audit = fed.run(

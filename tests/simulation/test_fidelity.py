@@ -1,4 +1,9 @@
-"""bench.fidelity's quick mode: every paper claim it checks points the paper's way (one seed, fewer rounds)."""
+"""bench.fidelity's quick mode: each paper claim its scale can show points the paper's way.
+
+What is asserted, and over how many seeds, follows five-seed measurements at the quick scale
+(docs/fedloge.md, docs/fedsto.md, docs/fedkseed.md): a claim whose one-seed direction flips
+between seeds is asserted on a mean over seeds, or only reported.
+"""
 
 from __future__ import annotations
 
@@ -41,9 +46,13 @@ def test_quick_mode_every_claim_points_the_papers_way(tmp_path: Path) -> None:
         for key in ("claim", "metric", "ours_mean", "ours_std", "baseline_mean", "seeds"):
             assert key in row, (key, row["claim"])
     assert payload["seeds"] == [0] and payload["quick"]
-    # The directions the quick scale must show (the bounds themselves are for the full run).
-    assert rows["FedLoGe beats FedAvg / personalised accuracy"]["holds"]  # 12 rounds: the tail is still noise
+    # The directions the quick scale shows (the bounds themselves are for the full run).
+    # FedLoGe, 12 governed rounds: personalised accuracy beats FedAvg's on the mean of seeds 0-2
+    # (+2.5 points; per seed of 0-4: -0.9, +2.7, +5.6, +4.4, +2.9); generic and tail are noise.
+    personalised = rows["FedLoGe beats FedAvg / personalised accuracy"]
+    assert personalised["seeds"] == [0, 1, 2] and personalised["holds"]
     assert {"FedLoGe beats FedAvg / generic accuracy", "FedLoGe beats FedAvg / tail-class accuracy"} <= set(rows)
+    # FedSTO, 8 rounds: above server-only by 0.19-0.26 mAP on each of seeds 0-4.
     assert rows["FedSTO beats " + fidelity.fedsto_compare.SERVER_ONLY + " / mean client mAP@0.5"]["holds"]
     assert "FedSTO beats " + fidelity.fedsto_compare.NAIVE + " / mean client mAP@0.5" in rows  # 8 rounds: too close
     assert "gap_closed" in rows["FedSTO closes >= 70 % of the gap / gap closed"]
