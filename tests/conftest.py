@@ -231,3 +231,41 @@ def anvil_url() -> Iterator[str]:
         yield node.url
     finally:
         node.stop()
+
+
+# ------------------------------------------------------------------ scheduling
+
+LONGEST_FIRST = (
+    "tests/simulation/test_fidelity.py::test_quick_mode",  # 325 s, with a pool of its own
+    "tests/live/test_live_federation.py::",  # 166-185 s, mostly waiting on deadlines
+    "tests/simulation/test_simulate.py::test_same_seed_same_roles",  # 67-128 s
+    "tests/live/test_multihost.py::",  # 83-103 s
+    "tests/simulation/test_startup.py::test_governance_overhead_quick_mode",  # 70-102 s
+    "tests/simulation/test_fedkseed.py::test_tuning_biases",  # 85 s (pretrains the char-GPT on a new machine)
+    "tests/simulation/test_simulate.py::test_fedsto_runs_governed",  # 67-84 s
+    "tests/simulation/test_simulate.py::test_aggregate_mode_rejects_every_round",  # 73 s
+    "tests/contracts/test_membership.py::test_task_full_at_1024_members",  # 45-69 s
+    "tests/simulation/test_simulate.py::test_fedkseed_runs_governed",  # 55-64 s
+)
+"""The longest tests (durations of the clean-clone runs), longest first."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start each of two xdist workers on long tests, so that neither ends the suite alone on one.
+
+    ``--dist worksteal`` hands each worker a contiguous half of the collection, runs it in order
+    and lets an idle worker steal from the end of the other's queue. The longest tests go to the
+    heads of the two halves in turn; the rest keep their order. Every worker sorts alike, as
+    xdist requires.
+    """
+    workers = getattr(config, "workerinput", {}).get("workercount")
+    if workers != 2:
+        return
+    rank = {
+        item.nodeid: next((i for i, p in enumerate(LONGEST_FIRST) if item.nodeid.startswith(p)), None) for item in items
+    }
+    long = sorted((item for item in items if rank[item.nodeid] is not None), key=lambda item: rank[item.nodeid])
+    rest = [item for item in items if rank[item.nodeid] is None]
+    first, second = long[0::2], long[1::2]
+    half = len(items) // 2 - len(first)
+    items[:] = first + rest[:half] + second + rest[half:]

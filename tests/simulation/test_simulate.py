@@ -322,7 +322,9 @@ def test_fedsto_runs_governed_uploading_backbones_then_whole_models(tmp_path: Pa
 def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "fedledger.cli", "simulate", "--out", str(out), "--clients", "4", "--rounds", "3"],
+        # Rounds enough that the run cannot end before the interrupt lands on a loaded machine
+        # (with 3 it once did: exit 0); it stops in round 1 or 2.
+        [sys.executable, "-m", "fedledger.cli", "simulate", "--out", str(out), "--clients", "4", "--rounds", "20"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
