@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedledger.processes import interrupt_on_terminate
 from fedledger.tables import fitted_table
 
 if TYPE_CHECKING:  # the runner imports Flower and torch: only when a run starts
@@ -145,6 +146,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
         simulation = Simulation(options, on_event)
         console.print(f"run folder: {simulation.out}")
+        interrupt_on_terminate()  # `kill PID`, or Ctrl-C where a background shell ignored SIGINT
         report = simulation.run()
     _summary(report)
     console.print(f"report: {simulation.out / 'report.json'}")

@@ -320,14 +320,18 @@ def test_fedsto_runs_governed_uploading_backbones_then_whole_models(tmp_path: Pa
 
 
 def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Even started as `fedledger simulate &` by a non-interactive shell, which ignores SIGINT in it.
+
+    Python keeps an inherited SIG_IGN, so without its own handler the run went on to the end and
+    exited 0 (seen in CI runs started in the background).
+    """
     out = tmp_path / "run"
     process = subprocess.Popen(
-        # Rounds enough that the run cannot end before the interrupt lands on a loaded machine
-        # (with 3 it once did: exit 0); it stops in round 1 or 2.
-        [sys.executable, "-m", "fedledger.cli", "simulate", "--out", str(out), "--clients", "4", "--rounds", "20"],
+        [sys.executable, "-m", "fedledger.cli", "simulate", "--out", str(out), "--clients", "4", "--rounds", "3"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # what the shell does
     )
     deadline = time.monotonic() + 120
     progress = out / "server" / "progress.jsonl"
