@@ -6,8 +6,8 @@ reshuffles every later round: other proposers, other attackers caught, other pay
 (ATen's vectorised kernels), MKL, oneDNN, NumPy and OpenBLAS each pick kernels by the CPU they
 find, AVX-512 where present, else AVX2, and those kernels round differently. The same run of
 ``fedledger simulate`` printed final accuracy 0.9526 on an AVX-512 machine and 0.9331 on an
-AVX2-only one with identical packages (docs/decisions.md, "One seed, one run, on any x86-64
-CPU"). An auditor re-aggregating the accepted blobs on another machine must also get the
+AVX2-only one with identical packages (docs/decisions.md, "A fresh install gets the verified
+run"). An auditor re-aggregating the accepted blobs on another machine must also get the
 published global model's bytes.
 
 So every process asks each library for its AVX2 code path, which every x86-64 CPU since 2013-15
@@ -54,8 +54,8 @@ def unpinned(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
 
 def paths_tag(environ: MutableMapping[str, str] = os.environ) -> str:
     """A short name of the code paths in force, for keys of derived artefacts (``x86_64-avx2`` when pinned)."""
-    values = {name: environ.get(name, "") for name in PINNED_ENV}
-    if values == PINNED_ENV:
+    overridden = unpinned(environ)
+    if not overridden:
         return f"{platform.machine()}-avx2"
-    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(json.dumps(overridden, sort_keys=True).encode()).hexdigest()[:10]
     return f"{platform.machine()}-{digest}"
