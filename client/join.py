@@ -11,11 +11,8 @@ key or password reaches the SuperNode or its ClientApps.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -31,7 +28,7 @@ from eth_account.signers.local import LocalAccount
 from fedledger.deploy.anvil import free_port
 from fedledger.errors import CommandError
 from fedledger.keys import PASSWORD_ENV
-from fedledger.processes import MARKER_ENV, kill_marked, new_marker, stop_group
+from fedledger.processes import MARKER_ENV, dying_with_parent, kill_marked, new_marker, stop_group
 from fedledger.server.coordinator.flower import flower_bin, toml_value
 from fedledger.server.gateway.client import GatewayClient
 
@@ -134,12 +131,6 @@ def make_auth_key(path: Path) -> Path:
     return public
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM the SuperNode if this process dies without stopping it."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-
-
 ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
 """Terminal colour and cursor codes (Flower colours its log levels whatever the output is)."""
 
@@ -178,13 +169,12 @@ class SuperNode:
         elif not sys.stdout.isatty():
             self._sink = sys.stdout.buffer
         self.process = subprocess.Popen(
-            command,
+            dying_with_parent(command),  # no preexec_fn: it crashes children of gRPC users (see there)
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if self._sink is not None else None,
             stderr=subprocess.STDOUT if self._sink is not None else None,
             start_new_session=True,  # Ctrl-C reaches this command, which stops the node in order
-            preexec_fn=_die_with_parent,
         )
         self._copier: threading.Thread | None = None
         if self._sink is not None and self.process.stdout is not None:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -84,6 +85,32 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int |
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         return process.wait(timeout=timeout)
+
+
+_PARENT_DEATH_TRAMPOLINE = """
+import ctypes, os, signal, sys
+parent = int(sys.argv[1])
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:  # the parent died before the request took effect
+    sys.exit(143)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def dying_with_parent(command: Sequence[str]) -> list[str]:
+    r"""``command`` wrapped so that Linux SIGTERMs it when this process dies without stopping it.
+
+    The usual way, ``Popen(preexec_fn=...)`` calling ``prctl``, forces a plain ``fork()`` that runs
+    gRPC's fork handlers in the child; while another thread of this process uses a gRPC channel
+    those crash the child before ``exec`` (SIGABRT, "epoll_wait ... Bad file descriptor", about one
+    start in fifty: grpc/grpc#43055, grpcio 1.80 to 1.85). Without ``preexec_fn`` CPython starts
+    the child with ``vfork()``, which runs no fork handlers; a small Python trampoline then asks
+    for the signal and ``exec``\ s the command (same PID; the death signal survives ``exec``).
+    """
+    return [sys.executable, "-S", "-c", _PARENT_DEATH_TRAMPOLINE, str(os.getpid()), *command]
 
 
 class ManagedProcess:

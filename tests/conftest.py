@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import os
+
+# Two pytest-xdist workers share two cores. torch, MKL and OpenBLAS would each start a thread per
+# core in every worker and in every process a test starts, and their OpenMP threads spin while
+# they wait: a FedKSeed test that takes 18 s alone took 250 s beside the other worker. One
+# thread each (set before anything imports torch) computes the same numbers: fedledger's
+# participants and coordinator run on one thread anyway.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import secrets
 import subprocess
 import sys

@@ -326,12 +326,14 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     exited 0 (seen in CI runs started in the background).
     """
     out = tmp_path / "run"
+    command = [sys.executable, "-m", "fedledger.cli", "simulate", "--out", str(out), "--clients", "4", "--rounds", "3"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "fedledger.cli", "simulate", "--out", str(out), "--clients", "4", "--rounds", "3"],
+        # What a non-interactive shell does; a trap, not preexec_fn, which crashes children of a
+        # process using gRPC (fedledger.processes.dying_with_parent).
+        ["sh", "-c", 'trap "" INT; exec "$0" "$@"', *command],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # what the shell does
     )
     deadline = time.monotonic() + 120
     progress = out / "server" / "progress.jsonl"
