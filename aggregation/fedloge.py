@@ -138,11 +138,10 @@ class FedLoGeStrategy(FedAvgStrategy):
         stored = private.get(LOCAL_HEAD)
         if stored is not None:
             return _head(stored["weight"], stored["bias"])
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(int(seed))  # a client's head starts from its own seed, like the reference's nn.Linear
-        classes, features = model.head.weight.shape
-        head = torch.nn.Linear(features, classes)
-        torch.random.set_rng_state(generator_state)
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+            torch.manual_seed(int(seed))  # a client's head starts from its own seed, like the reference's nn.Linear
+            classes, features = model.head.weight.shape
+            head = torch.nn.Linear(features, classes)
         return head
 
     def client_update(

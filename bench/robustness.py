@@ -1,9 +1,10 @@
 """Robustness study: attack x attacker share x partition x defence, over seeds, plus each cell's clean run.
 
-Usage: python -m bench.robustness [--quick] [--seeds N] [--clients 10] [--rounds 10]
-                                  [--defences D,...] [--vote-rules R,...] [--reviewers K,...]
-                                  [--task digits] [--partitions iid,dirichlet:0.5]
-                                  [--workers 2] [--json FILE] [--markdown]
+Usage: python -m bench.robustness [--quick | --heterogeneity] [--seeds N] [--clients 10,40]
+                                  [--rounds 10] [--defences D,...] [--vote-rules R,...]
+                                  [--reviewers K,...] [--tasks digits,mnist,ltdigits]
+                                  [--partitions iid,dirichlet:0.5] [--workers 2] [--json FILE]
+                                  [--markdown]
 
 Every run is played by the in-process federation (simulation/inprocess.py): the product's
 training, attacks, vote rules and aggregation, with the contract's reference sortition and
@@ -14,17 +15,26 @@ settlement. Defences: plain FedAvg and Flower's Krum, Median and TrimmedAvg with
 defence once per number of reviewers per update k, named ``governed@kK`` (0: every voter judges
 every update); cells then also give the voters' evaluations per round (P x V, or P x k).
 
+Every run plays one task (``--tasks``) with one number of clients (``--clients``); a cell is
+(task, clients, attack, voter attack, eta, partition, defence).
+
 Per cell (JSON ``cells``): ``accuracy`` (mean, std over seeds) and ``clean_accuracy`` (the same
 defence, partition and seeds without attackers); for governed cells ``recall`` (attacker
 updates rejected, rounds >= 2), ``false_rejection`` (honest updates rejected, rounds >= 2),
 ``attacker_net_wei`` (max over attackers and seeds of stake change + rewards), ``honest_net_wei``
 (mean over honest participants and seeds), the collusion figures (share of rounds whose voters
 held an attacker majority by count, by stake; attacker updates accepted in rounds where
-attackers were a minority of the voters) and how many attackers ended with a net >= 0 and how
-many never proposed.
+attackers were a minority of the voters), how many attackers ended with a net >= 0 and how
+many never proposed, ``honest_ejected`` (honest members whose stake ended below the minimum),
+and what the votes did to honest members in the cell's clean runs: ``clean_false_rejection``,
+``clean_honest_ejected`` and ``clean_honest_net_min_wei`` (the worst-off honest member).
 
-``--quick``: one seed, eta 0.4, label_flip and sign_flip, iid and dirichlet:0.5, plain FedAvg
-vs governed (seconds).
+``--quick``: one seed, eta 0.4, label_flip and sign_flip, digits on iid and dirichlet:0.5 and
+ltdigits on dirichlet:0.1, plain FedAvg vs governed (about a minute). ``--heterogeneity``: the
+matrix of issue 27, digits, mnist and ltdigits on iid, dirichlet:0.5 and dirichlet:0.1 with 10
+and 40 clients, 20 rounds, 2 seeds, FedAvg, Median and governed; label flips, sign flips, ALIE
+and colluding label flippers, and lazy (accept_all) and random voters proposing honest updates.
+A voter attack is played by the governed defences only.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from fedledger.simulation.inprocess import DEFENCES, Incentives, RunResult, Scenario, play
+from fedledger.simulation.inprocess import DEFENCES, GOVERNED_DEFENCES, Incentives, RunResult, Scenario, play
 
 ATTACKS: tuple[tuple[str, str], ...] = (
     ("label_flip", "honest"),
@@ -62,6 +72,29 @@ VOTER_ATTACKS: tuple[tuple[str, str], ...] = tuple(
 ETAS = (0.2, 0.4)
 PARTITIONS = ("iid", "dirichlet:0.5")
 QUICK_ATTACKS = (("label_flip", "honest"), ("sign_flip", "honest"))
+QUICK_GRID: tuple[tuple[str, str], ...] = (
+    ("digits", "iid"),
+    ("digits", "dirichlet:0.5"),
+    ("ltdigits", "dirichlet:0.1"),
+)
+"""(task, partition) pairs of ``--quick``: balanced and skewed digits, and long-tailed digits dealt very unevenly."""
+HETEROGENEITY = {
+    "attacks": (
+        ("label_flip", "honest"),
+        ("sign_flip", "honest"),
+        ("alie", "honest"),
+        ("label_flip", "collude"),
+        ("none", "accept_all"),
+        ("none", "random"),
+    ),
+    "tasks": ("digits", "mnist", "ltdigits"),
+    "partitions": ("iid", "dirichlet:0.5", "dirichlet:0.1"),
+    "clients": (10, 40),
+    "rounds": 20,
+    "seeds": 2,
+    "defences": ("fedavg", "median", "governed"),
+}
+"""``--heterogeneity``: where real federations live (issue 27's targets)."""
 ORDER = ATTACKS + VOTER_ATTACKS
 PLAIN_COLUMNS = (("fedavg", "FedAvg"), ("krum", "Krum"), ("median", "Median"), ("trimmed_mean", "TrimmedAvg"))
 
@@ -69,6 +102,8 @@ PLAIN_COLUMNS = (("fedavg", "FedAvg"), ("krum", "Krum"), ("median", "Median"), (
 class Cell(BaseModel):
     """One row of the study's JSON."""
 
+    task: str
+    clients: int
     attack: str
     voter_attack: str
     eta: float
@@ -88,6 +123,10 @@ class Cell(BaseModel):
     attacker_voter_stake_majority_rounds: float | None = None
     attacker_updates_accepted_in_minority_rounds: int | None = None
     evaluations_per_round: float | None = None
+    honest_ejected: int | None = None
+    clean_false_rejection: float | None = None
+    clean_honest_ejected: int | None = None
+    clean_honest_net_min_wei: int | None = None
     wall_s: float
 
 
@@ -106,51 +145,60 @@ def _scenario(defence: str, **fields: Any) -> Scenario:
     return Scenario(defence=name, **({"vote_rule": rule} if rule else {}), **fields)
 
 
+Grid = tuple[tuple[str, int, str], ...]
+"""(task, clients, partition) triples a study plays."""
+
+
+def grid(tasks: tuple[str, ...], clients: tuple[int, ...], partitions: tuple[str, ...]) -> Grid:
+    """Every (task, clients, partition) combination, but ``iid`` of a task that never deals IID.
+
+    ``ltdigits`` deals by Dirichlet whatever it is asked; its ``iid`` would repeat its default alpha.
+    """
+    from fedledger.simulation.tasks import get_task
+
+    dealt = {t: get_task(t).deals_iid for t in tasks}
+    return tuple((t, n, p) for t in tasks for n in clients for p in partitions if dealt[t] or p != "iid")
+
+
+def _votes(defence: str) -> bool:
+    return parse_defence(defence)[0] in GOVERNED_DEFENCES
+
+
 def scenarios(
     quick: bool,
     seeds: int,
-    clients: int,
+    where: Grid,
     rounds: int,
     defences: tuple[str, ...],
     attacks: tuple[tuple[str, str], ...] | None = None,
-    task: str = "digits",
-    partitions: tuple[str, ...] = PARTITIONS,
 ) -> tuple[list[tuple[tuple[Any, ...], Scenario]], list[tuple[tuple[Any, ...], Scenario]]]:
-    """(attacked runs, clean runs) of ``task``, each keyed by its cell; ``attacks`` replaces the matrix's."""
+    """(attacked runs, clean runs) over ``where``, each keyed by its cell; ``attacks`` replaces the matrix's."""
     chosen = attacks
     attacks = attacks or (QUICK_ATTACKS if quick else ATTACKS)
     etas = (0.4,) if quick else ETAS
     seed_list = range(1 if quick else seeds)
+
+    def run(task: str, clients: int, partition: str, defence: str, seed: int, **attack: Any) -> Scenario:
+        return _scenario(defence, task=task, clients=clients, rounds=rounds, partition=partition, seed=seed, **attack)
+
+    # A voter attack means nothing without votes: plain defences play the update attacks only.
+    matrix = [(a, v, d) for a, v in attacks for d in defences if v == "honest" or _votes(d)]
+    if not quick and chosen is None:
+        matrix += [
+            (a, v, d) for a, v in VOTER_ATTACKS for d in defences if _votes(d) and d != "governed_aggregate"
+        ]  # fmt: skip
     attacked = [
         (
-            (attack, voter, eta, partition, defence),
-            _scenario(
-                defence, task=task, clients=clients, rounds=rounds, partition=partition,
-                attackers=round(eta * clients), attack=attack, voter_attack=voter, seed=seed,
-            ),
+            (task, clients, attack, voter, eta, partition, defence),
+            run(task, clients, partition, defence, seed,
+                attackers=round(eta * clients), attack=attack, voter_attack=voter),
         )
-        for attack, voter in attacks for eta in etas for partition in partitions for defence in defences
+        for attack, voter, defence in matrix for eta in etas for task, clients, partition in where
         for seed in seed_list
     ]  # fmt: skip
-    if not quick and chosen is None:
-        attacked += [
-            (
-                (attack, voter, eta, partition, defence),
-                _scenario(
-                    defence, task=task, clients=clients, rounds=rounds, partition=partition,
-                    attackers=round(eta * clients), attack=attack, voter_attack=voter, seed=seed,
-                ),
-            )
-            for attack, voter in VOTER_ATTACKS for eta in etas for partition in partitions
-            for defence in defences if defence.startswith("governed") and defence != "governed_aggregate"
-            for seed in seed_list
-        ]  # fmt: skip
     clean = [
-        (
-            (partition, defence),
-            _scenario(defence, task=task, clients=clients, rounds=rounds, partition=partition, seed=seed),
-        )
-        for partition in partitions
+        ((task, clients, partition, defence), run(task, clients, partition, defence, seed))
+        for task, clients, partition in where
         for defence in defences
         for seed in seed_list
     ]
@@ -160,17 +208,20 @@ def scenarios(
 def summarise(
     attacked: list[tuple[tuple[Any, ...], RunResult]], clean: list[tuple[tuple[Any, ...], RunResult]]
 ) -> list[Cell]:
-    """One :class:`Cell` per (attack, voter attack, eta, partition, defence)."""
-    clean_accuracy: dict[tuple[Any, ...], list[float]] = {}
+    """One :class:`Cell` per (task, clients, attack, voter attack, eta, partition, defence)."""
+    clean_runs: dict[tuple[Any, ...], list[RunResult]] = {}
     for key, result in clean:
-        clean_accuracy.setdefault(key, []).append(result.accuracy)
+        clean_runs.setdefault(key, []).append(result)
     groups: dict[tuple[Any, ...], list[RunResult]] = {}
     for key, result in attacked:
         groups.setdefault(key, []).append(result)
     cells = []
-    for (attack, voter, eta, partition, defence), results in groups.items():
+    for (task, clients, attack, voter, eta, partition, defence), results in groups.items():
         accuracies = [r.accuracy for r in results]
+        baseline = clean_runs[(task, clients, partition, defence)]
         cell: dict[str, Any] = {
+            "task": task,
+            "clients": clients,
             "attack": attack,
             "voter_attack": voter,
             "eta": eta,
@@ -181,13 +232,30 @@ def summarise(
                 "mean": round(statistics.mean(accuracies), 4),
                 "std": round(statistics.pstdev(accuracies), 4),
             },
-            "clean_accuracy": round(statistics.mean(clean_accuracy[(partition, defence)]), 4),
+            "clean_accuracy": round(statistics.mean(r.accuracy for r in baseline), 4),
             "wall_s": round(sum(r.wall_s for r in results), 2),
         }
         if results[0].scenario.governed:
-            cell |= _governed_figures(results)
+            cell |= _governed_figures(results) | _clean_figures(baseline)
         cells.append(Cell(**cell))
     return cells
+
+
+def honest_ejected(result: RunResult) -> int:
+    """Honest members whose stake ended below the task's minimum (no longer drawn)."""
+    floor = result.scenario.incentives.min_stake_wei
+    return sum(1 for m in result.money if m.honest and m.stake_end_wei < floor)
+
+
+def _clean_figures(results: list[RunResult]) -> dict[str, Any]:
+    outcomes = [r.outcome(from_round=2) for r in results]
+    wrong = sum(o.honest_rejected for o in outcomes)
+    judged = sum(o.honest_updates for o in outcomes)
+    return {
+        "clean_false_rejection": round(wrong / judged, 4) if judged else None,
+        "clean_honest_ejected": sum(honest_ejected(r) for r in results),
+        "clean_honest_net_min_wei": min((m.net_wei for r in results for m in r.money), default=None),
+    }
 
 
 def _governed_figures(results: list[RunResult]) -> dict[str, Any]:
@@ -220,6 +288,7 @@ def _governed_figures(results: list[RunResult]) -> dict[str, Any]:
         "attacker_voter_stake_majority_rounds": round(len(stake_majority) / len(rounds), 4) if rounds else None,
         "attacker_updates_accepted_in_minority_rounds": minority_accepts,
         "evaluations_per_round": round(statistics.mean(o.evaluations for _, o in rounds), 2) if rounds else None,
+        "honest_ejected": sum(honest_ejected(r) for r in results),
     }
 
 
@@ -230,18 +299,20 @@ def _play(scenario: Scenario) -> RunResult:
 def run_study(
     quick: bool = False,
     seeds: int = 3,
-    clients: int = 10,
+    clients: tuple[int, ...] = (10,),
     rounds: int = 10,
     workers: int = 2,
     defences: tuple[str, ...] | None = None,
     attacks: tuple[tuple[str, str], ...] | None = None,
-    task: str = "digits",
+    tasks: tuple[str, ...] = ("digits",),
     partitions: tuple[str, ...] = PARTITIONS,
+    where: Grid | None = None,
 ) -> dict[str, Any]:
-    """Play every run (in ``workers`` processes) and summarise."""
+    """Play every run (in ``workers`` processes) and summarise; ``where`` replaces tasks x clients x partitions."""
     started = time.monotonic()
     defences = defences or (("fedavg", "governed") if quick else DEFENCES)
-    attacked, clean = scenarios(quick, seeds, clients, rounds, defences, attacks, task, partitions)
+    where = where or grid(tasks, clients, partitions)
+    attacked, clean = scenarios(quick, seeds, where, rounds, defences, attacks)
     every = [s for _, s in attacked] + [s for _, s in clean]
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
@@ -252,9 +323,10 @@ def run_study(
     done_clean = [(key, r) for (key, _), r in zip(clean, results[len(attacked) :], strict=True)]
     return {
         "quick": quick,
-        "task": task,
-        "partitions": list(partitions),
-        "clients": clients,
+        "tasks": sorted({t for t, _, _ in where}),
+        "partitions": sorted({p for _, _, p in where}),
+        "clients": sorted({n for _, n, _ in where}),
+        "grid": [list(w) for w in where],
         "rounds": rounds,
         "defences": list(defences),
         "runs": len(every),
@@ -268,63 +340,101 @@ def _eth(wei: int | None) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f} %"
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def _row_order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    task, clients, attack, voter, eta, partition = key
+    return (
+        ORDER.index((attack, voter)) if (attack, voter) in ORDER else len(ORDER),
+        attack,
+        eta,
+        task,
+        clients,
+        PARTITIONS.index(partition) if partition in PARTITIONS else len(PARTITIONS),
+        partition,
+    )
 
 
 def markdown(study: dict[str, Any]) -> str:
-    """The study as markdown: accuracy per defence per cell, then the governed defences' votes and money."""
+    """The study as markdown: accuracy per defence per cell, the governed defences' votes and money, clean runs."""
     cells = study["cells"]
-    index = {(c["attack"], c["voter_attack"], c["eta"], c["partition"], c["defence"]): c for c in cells}
-    rows = sorted(
-        {k[:4] for k in index},
-        key=lambda k: (
-            ORDER.index(k[:2]) if k[:2] in ORDER else len(ORDER),
-            k[0],
-            k[2],
-            (PARTITIONS.index(k[3]) if k[3] in PARTITIONS else len(PARTITIONS)),
-        ),
-    )
+    index = {
+        (c["task"], c["clients"], c["attack"], c["voter_attack"], c["eta"], c["partition"], c["defence"]): c
+        for c in cells
+    }
+    rows = sorted({k[:6] for k in index}, key=_row_order)
     defences = study["defences"]
     plain = [(d, label) for d, label in PLAIN_COLUMNS if d in defences]
     governed = [d for d in defences if d.startswith("governed")]
     reference = governed[0] if governed else defences[0]
-    head = ["attack", "eta", "partition", *(label for _, label in plain), *governed, f"clean ({reference})"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---:|---|" + "---:|" * (len(head) - 3)]
+    head = ["task", "clients", "attack", "eta", "partition", *(label for _, label in plain), *governed]
+    head.append(f"clean ({reference})")
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---|---:|---|" + "---:|" * (len(head) - 5)]
+
+    def lead(key: tuple[Any, ...]) -> str:
+        task, clients, attack, voter, eta, partition = key
+        name = attack + ("" if voter == "honest" else f" + {voter}")
+        return f"| {task} | {clients} | {name} | {eta} | {partition} | "
+
     for key in rows:
-        attack = key[0] + ("" if key[1] == "honest" else f" + {key[1]}")
         accuracy = [
             f"{index[(*key, d)]['accuracy']['mean']:.3f}" if (*key, d) in index else "-"
             for d in [d for d, _ in plain] + governed
         ]
         clean = index.get((*key, reference))
         clean_text = f"{clean['clean_accuracy']:.3f}" if clean else "-"
-        lines.append(f"| {attack} | {key[2]} | {key[3]} | " + " | ".join(accuracy) + f" | {clean_text} |")
+        lines.append(lead(key) + " | ".join(accuracy) + f" | {clean_text} |")
     lines += [
         "",
-        "| attack | eta | partition | defence | recall | false rej. | attacker net max | attacker net mean |"
-        " honest net mean |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+        "| task | clients | attack | eta | partition | defence | recall | false rej. | attacker net max |"
+        " attacker net mean | honest net mean | honest ejected |",
+        "|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key in rows:
-        attack = key[0] + ("" if key[1] == "honest" else f" + {key[1]}")
         for d in governed:
             c = index.get((*key, d))
             if c is None:
                 continue
             lines.append(
-                f"| {attack} | {key[2]} | {key[3]} | {d} | {_pct(c['recall'])} | {_pct(c['false_rejection'])} | "
-                f"{_eth(c['attacker_net_wei'])} | {_eth(c['attacker_net_mean_wei'])} | {_eth(c['honest_net_wei'])} |"
+                lead(key) + f"{d} | {_pct(c['recall'])} | {_pct(c['false_rejection'])} | "
+                f"{_eth(c['attacker_net_wei'])} | {_eth(c['attacker_net_mean_wei'])} | {_eth(c['honest_net_wei'])} | "
+                f"{c['honest_ejected']} |"
+            )
+    clean_rows = {
+        (c["task"], c["clients"], c["partition"], c["defence"]): c
+        for c in cells
+        if c["clean_false_rejection"] is not None
+    }
+    if clean_rows:
+        lines += [
+            "",
+            "| clean run: task | clients | partition | defence | accuracy | honest rejected | honest ejected |"
+            " worst honest net |",
+            "|---|---:|---|---|---:|---:|---:|---:|",
+        ]
+        for (task, clients, partition, d), c in sorted(clean_rows.items(), key=lambda kv: kv[0]):
+            lines.append(
+                f"| {task} | {clients} | {partition} | {d} | {c['clean_accuracy']:.3f} | "
+                f"{_pct(c['clean_false_rejection'])} | {c['clean_honest_ejected']} | "
+                f"{_eth(c['clean_honest_net_min_wei'])} |"
             )
     return "\n".join(lines)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the study; print JSON (or markdown) and write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one seed, eta 0.4, two attacks, FedAvg vs governed")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=10)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="one seed, eta 0.4, two attacks, FedAvg vs governed")
+    mode.add_argument("--heterogeneity", action="store_true", help="issue 27's matrix of tasks, partitions, clients")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--clients", help="comma-separated numbers of clients (default 10)")
+    parser.add_argument("--rounds", type=int)
     parser.add_argument("--defences", help=f"comma-separated subset of {', '.join(DEFENCES)}")
     parser.add_argument("--vote-rules", help="run the governed defence once per rule: governed:RULE (e.g. share,full)")
     parser.add_argument(
@@ -334,31 +444,38 @@ def main(argv: list[str] | None = None) -> int:
         "--attacks", help="replace the attack matrix: ATTACK[+VOTER_ATTACK],... (e.g. noise:0.1,noise:0.5,none+collude)"
     )
     parser.add_argument(
-        "--task", default="digits", help="the task every run plays (default %(default)s; e.g. ltdigits)"
+        "--tasks", "--task", dest="tasks", help="comma-separated tasks every cell is played on (default digits)"
     )
-    parser.add_argument(
-        "--partitions", default=",".join(PARTITIONS), help="comma-separated partitions (default %(default)s)"
-    )
+    parser.add_argument("--partitions", help=f"comma-separated partitions (default {','.join(PARTITIONS)})")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2: this machine's cores)")
     parser.add_argument("--json", type=Path, dest="json_path", help="write the study here")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables instead of JSON")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.clients < 2 or args.rounds < 1 or args.workers < 1:
-        parser.error("--seeds, --rounds and --workers must be at least 1, --clients at least 2")
-    defences = tuple(d.strip() for d in args.defences.split(",")) if args.defences else None
+    preset: dict[str, Any] = HETEROGENEITY if args.heterogeneity else {}
+    seeds = args.seeds if args.seeds is not None else preset.get("seeds", 3)
+    rounds = args.rounds if args.rounds is not None else preset.get("rounds", 10)
+    if seeds < 1 or rounds < 1 or args.workers < 1:
+        parser.error("--seeds, --rounds and --workers must be at least 1")
+    try:
+        clients = tuple(int(n) for n in _names(args.clients)) if args.clients else preset.get("clients", (10,))
+    except ValueError:
+        parser.error(f"--clients takes comma-separated integers, e.g. 10,40; got {args.clients!r}")
+    if not clients or any(n < 2 for n in clients):
+        parser.error("--clients must be at least 2")
+    defences = _names(args.defences) if args.defences else preset.get("defences")
     if defences and (unknown := [d for d in defences if parse_defence(d)[0] not in DEFENCES]):
         parser.error(f"unknown defence {unknown[0]!r}; use {', '.join(DEFENCES)}")
     if args.vote_rules:
         from fedledger.client.voting import RULES
 
-        rules = [r.strip() for r in args.vote_rules.split(",")]
+        rules = _names(args.vote_rules)
         if unknown := [r for r in rules if r not in RULES]:
             parser.error(f"unknown vote rule {unknown[0]!r}; use {', '.join(RULES)}")
         others = tuple(d for d in (defences or DEFENCES) if d != "governed")
         defences = others + tuple(f"governed:{r}" for r in rules)
     if args.reviewers:
         try:
-            ks = [int(k) for k in args.reviewers.split(",")]
+            ks = [int(k) for k in _names(args.reviewers)]
         except ValueError:
             parser.error("--reviewers takes comma-separated integers, e.g. 0,2,3")
         if any(k < 0 for k in ks):
@@ -366,13 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         base = defences or DEFENCES
         per_update = [d for d in base if parse_defence(d)[0] in ("governed", "governed_stake")]
         defences = tuple(d for d in base if d not in per_update) + tuple(f"{d}@k{k}" for d in per_update for k in ks)
-    attacks = None
+    attacks = preset.get("attacks")
     if args.attacks:
         from fedledger.simulation.attacks import parse_attack, parse_voter_attack
 
-        pairs = [
-            (a.partition("+")[0].strip(), a.partition("+")[2].strip() or "honest") for a in args.attacks.split(",")
-        ]
+        pairs = [(a.partition("+")[0].strip(), a.partition("+")[2].strip() or "honest") for a in _names(args.attacks)]
         try:
             for attack, voter in pairs:
                 parse_attack(attack), parse_voter_attack(voter)
@@ -382,16 +497,21 @@ def main(argv: list[str] | None = None) -> int:
     from fedledger.simulation.partition import parse_partitioning
     from fedledger.simulation.tasks import task_names
 
-    if args.task not in task_names():
-        parser.error(f"unknown task {args.task!r}; use one of {', '.join(task_names())}")
-    partitions = tuple(p.strip() for p in args.partitions.split(","))
+    tasks = _names(args.tasks) if args.tasks else preset.get("tasks", ("digits",))
+    if unknown := [t for t in tasks if t not in task_names()]:
+        parser.error(f"unknown task {unknown[0]!r}; use one of {', '.join(task_names())}")
+    partitions = _names(args.partitions) if args.partitions else preset.get("partitions", PARTITIONS)
     try:
         for partition in partitions:
             parse_partitioning(partition)
     except ValueError as exc:
         parser.error(str(exc))
+    chosen_grid = args.tasks or args.partitions or args.clients
+    where = grid(tasks, clients, partitions)
+    if args.quick and not chosen_grid:
+        where = tuple((task, clients[0], partition) for task, partition in QUICK_GRID)
     study = run_study(
-        args.quick, args.seeds, args.clients, args.rounds, args.workers, defences, attacks, args.task, partitions
+        args.quick, seeds, clients, rounds, args.workers, defences, attacks, tasks, partitions, where=where
     )
     if args.json_path is not None:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from .charlm import CharCodeTask, CharLMTask
 from .detdigits import DetDigitsTask
 from .digits import DigitsTask
 from .ltdigits import LongTailDigitsTask
+from .mnist import MnistTask
 
 _TASKS: dict[str, Callable[[], Task]] = {
     "digits": DigitsTask,
@@ -16,6 +17,7 @@ _TASKS: dict[str, Callable[[], Task]] = {
     "charcode": CharCodeTask,
     "ltdigits": LongTailDigitsTask,
     "detdigits": DetDigitsTask,
+    "mnist": MnistTask,
 }
 
 

@@ -76,6 +76,8 @@ class Task(ABC):
     """Clients hold local test sets (``ClientData.test``): the run ends with their own evaluations."""
     labeled_clients: bool = True
     """False: clients hold unlabeled data (only a semi-supervised strategy can train them)."""
+    deals_iid: bool = True
+    """False: the task always deals its pool by Dirichlet, and ``iid`` means its default alpha."""
 
     @abstractmethod
     def build_model(self, seed: int) -> torch.nn.Module:

@@ -77,10 +77,9 @@ class DetDigitsTask(Task):
 
     def build_model(self, seed: int) -> torch.nn.Module:
         """The detector, initialised from ``seed``."""
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        model = TinyDetector(self.num_classes)
-        torch.random.set_rng_state(generator_state)
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+            torch.manual_seed(seed)
+            model = TinyDetector(self.num_classes)
         return model
 
     @staticmethod

@@ -34,15 +34,19 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1], table[:, -1].astype(np.int64)
 
 
-@functools.cache
-def _dataset(seed: int) -> tuple[Split, Split]:
-    """(client pool, server test set), shuffled deterministically."""
-    x, y = load_digits()
-    x = (x / 16.0).astype(np.float32)
+def shuffled_split(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[Split, Split]:
+    """(client pool, server test set): ``x`` and ``y`` shuffled by ``seed``, the first 20 % held out."""
     order = np.random.default_rng(seed).permutation(len(y))
     x, y = x[order], y[order].astype(np.int64)
     n_test = int(TEST_FRACTION * len(y))
     return Split(x[n_test:], y[n_test:]), Split(x[:n_test], y[:n_test])
+
+
+@functools.cache
+def _dataset(seed: int) -> tuple[Split, Split]:
+    """(client pool, server test set), shuffled deterministically."""
+    x, y = load_digits()
+    return shuffled_split((x / 16.0).astype(np.float32), y, seed)
 
 
 class DigitsTask(Task):
@@ -52,19 +56,22 @@ class DigitsTask(Task):
     num_classes = 10
     min_batch = 1
 
+    def dataset(self, seed: int) -> tuple[Split, Split]:
+        """(client pool, server test set) for ``seed``."""
+        return _dataset(seed)
+
     def build_model(self, seed: int) -> torch.nn.Module:
         """The MLP, initialised from ``seed``."""
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-        torch.random.set_rng_state(generator_state)
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+            torch.manual_seed(seed)
+            model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
         return model
 
     def client_data(self, partition_id: int, num_partitions: int, partitioning: str, seed: int) -> ClientData:
         """Client ``partition_id``'s share of the pool, 30 % of it kept for voting."""
         if not 0 <= partition_id < num_partitions:
             raise ValueError(f"partition {partition_id} out of range for {num_partitions} partitions")
-        pool, _ = _dataset(seed)
+        pool, _ = self.dataset(seed)
         indices = partition(pool.y, num_partitions, parse_partitioning(partitioning), seed)[partition_id]
         indices = np.random.default_rng(seed + 1_000 + partition_id).permutation(indices)
         n_val = max(1, int(VAL_FRACTION * len(indices)))
@@ -73,7 +80,7 @@ class DigitsTask(Task):
 
     def test_data(self, seed: int) -> Split:
         """The 20 % of the digits held out for the server."""
-        return _dataset(seed)[1]
+        return self.dataset(seed)[1]
 
     def fit(self, model: torch.nn.Module, data: Split, settings: TrainSettings) -> dict[str, float]:
         """Mini-batch SGD (momentum 0.9) for ``local_epochs`` epochs; deterministic for the seed."""

