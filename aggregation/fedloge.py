@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F  # noqa: N812 (the PyTorch convention)
 
 from fedledger.simulation.tasks import ClientData, Split, Task, TrainSettings, load_arrays, model_arrays
-from fedledger.simulation.tasks.base import batches_of
+from fedledger.simulation.tasks.base import batches_of, seeded
 
 from .base import Arrays
 from .fedavg import FedAvgStrategy
@@ -138,11 +138,9 @@ class FedLoGeStrategy(FedAvgStrategy):
         stored = private.get(LOCAL_HEAD)
         if stored is not None:
             return _head(stored["weight"], stored["bias"])
-        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
-            torch.manual_seed(int(seed))  # a client's head starts from its own seed, like the reference's nn.Linear
-            classes, features = model.head.weight.shape
-            head = torch.nn.Linear(features, classes)
-        return head
+        classes, features = model.head.weight.shape
+        # A client's head starts from its own seed, like the reference's nn.Linear.
+        return seeded(int(seed), lambda: torch.nn.Linear(features, classes))
 
     def client_update(
         self,

@@ -51,6 +51,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from fedledger.simulation.inprocess import DEFENCES, GOVERNED_DEFENCES, Incentives, RunResult, Scenario, play
+from fedledger.simulation.report import Outcome
 
 ATTACKS: tuple[tuple[str, str], ...] = (
     ("label_flip", "honest"),
@@ -247,12 +248,15 @@ def honest_ejected(result: RunResult) -> int:
     return sum(1 for m in result.money if m.honest and m.stake_end_wei < floor)
 
 
-def _clean_figures(results: list[RunResult]) -> dict[str, Any]:
-    outcomes = [r.outcome(from_round=2) for r in results]
-    wrong = sum(o.honest_rejected for o in outcomes)
+def _false_rejection(outcomes: list[Outcome]) -> float | None:
+    """Honest updates rejected / judged over ``outcomes`` (None: none judged)."""
     judged = sum(o.honest_updates for o in outcomes)
+    return round(sum(o.honest_rejected for o in outcomes) / judged, 4) if judged else None
+
+
+def _clean_figures(results: list[RunResult]) -> dict[str, Any]:
     return {
-        "clean_false_rejection": round(wrong / judged, 4) if judged else None,
+        "clean_false_rejection": _false_rejection([r.outcome(from_round=2) for r in results]),
         "clean_honest_ejected": sum(honest_ejected(r) for r in results),
         "clean_honest_net_min_wei": min((m.net_wei for r in results for m in r.money), default=None),
     }
@@ -262,8 +266,6 @@ def _governed_figures(results: list[RunResult]) -> dict[str, Any]:
     outcomes = [r.outcome(from_round=2) for r in results]
     caught = sum(o.attacker_rejected for o in outcomes)
     judged = sum(o.attacker_updates for o in outcomes)
-    wrong = sum(o.honest_rejected for o in outcomes)
-    honest = sum(o.honest_updates for o in outcomes)
     attackers = [m for r in results for m in r.money if not m.honest]
     honest_money = [m for r in results for m in r.money if m.honest]
     rounds = [(r, o) for r in results for o in r.rounds]
@@ -278,7 +280,7 @@ def _governed_figures(results: list[RunResult]) -> dict[str, Any]:
     )
     return {
         "recall": round(caught / judged, 4) if judged else None,
-        "false_rejection": round(wrong / honest, 4) if honest else None,
+        "false_rejection": _false_rejection(outcomes),
         "attacker_net_wei": max((m.net_wei for m in attackers), default=None),
         "attacker_net_mean_wei": (sum(m.net_wei for m in attackers) // len(attackers)) if attackers else None,
         "honest_net_wei": (sum(m.net_wei for m in honest_money) // len(honest_money)) if honest_money else None,
@@ -507,9 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     chosen_grid = args.tasks or args.partitions or args.clients
-    where = grid(tasks, clients, partitions)
-    if args.quick and not chosen_grid:
-        where = tuple((task, clients[0], partition) for task, partition in QUICK_GRID)
+    where = tuple((t, clients[0], p) for t, p in QUICK_GRID) if args.quick and not chosen_grid else None
     study = run_study(
         args.quick, seeds, clients, rounds, args.workers, defences, attacks, tasks, partitions, where=where
     )

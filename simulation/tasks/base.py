@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -49,6 +53,25 @@ def derived_seed(*parts: object) -> int:
     """A 32-bit seed from ``parts`` (e.g. run seed, round, client), identical in every process."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+_T = TypeVar("_T")
+
+
+def seeded(seed: int, make: Callable[[], _T]) -> _T:
+    """``make()`` with torch's generator seeded by ``seed``; the caller's random stream is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
+
+
+def package_data(package: str, *parts: str) -> Path | None:
+    """A data file shipped inside an installed ``package``, found without importing it (None if absent)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    return path if path.is_file() else None
 
 
 def batches_of(size: int, batch_size: int, generator: torch.Generator, min_size: int = 1) -> list[torch.Tensor]:

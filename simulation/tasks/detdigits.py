@@ -19,7 +19,7 @@ import torch
 from ..detection import Targets, TinyDetector, detect, detection_loss, targets_from_boxes
 from ..glyphs import CLIENT_DOMAINS, DOMAINS, MAX_OBJECTS, canvases, jitter
 from ..mean_ap import mean_ap
-from .base import ClientData, Split, Task, TrainSettings, batches_of
+from .base import ClientData, Split, Task, TrainSettings, batches_of, seeded
 from .digits import load_digits
 
 SERVER_CANVASES = 400
@@ -77,10 +77,7 @@ class DetDigitsTask(Task):
 
     def build_model(self, seed: int) -> torch.nn.Module:
         """The detector, initialised from ``seed``."""
-        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
-            torch.manual_seed(seed)
-            model = TinyDetector(self.num_classes)
-        return model
+        return seeded(seed, lambda: TinyDetector(self.num_classes))
 
     @staticmethod
     def domain_of(partition_id: int) -> str:

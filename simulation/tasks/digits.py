@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..partition import parse_partitioning, partition
-from .base import ClientData, Split, Task, TrainSettings, batches_of
+from .base import ClientData, Split, Task, TrainSettings, batches_of, package_data, seeded
 
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.3
@@ -22,13 +20,12 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     Importing sklearn costs each simulated client process over a second; the data is one CSV
     (64 pixel values and the label per row) in its package data.
     """
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("scikit-learn is not installed; it ships the digits data")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
-    if not path.is_file():
-        from sklearn.datasets import load_digits as sklearn_load_digits
-
+    path = package_data("sklearn", "datasets", "data", "digits.csv.gz")
+    if path is None:
+        try:
+            from sklearn.datasets import load_digits as sklearn_load_digits
+        except ImportError as exc:
+            raise RuntimeError("scikit-learn is not installed; it ships the digits data") from exc
         return sklearn_load_digits(return_X_y=True)  # type: ignore[no-any-return]
     table = np.loadtxt(path, delimiter=",")
     return table[:, :-1], table[:, -1].astype(np.int64)
@@ -62,10 +59,9 @@ class DigitsTask(Task):
 
     def build_model(self, seed: int) -> torch.nn.Module:
         """The MLP, initialised from ``seed``."""
-        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
-            torch.manual_seed(seed)
-            model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-        return model
+        return seeded(
+            seed, lambda: torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+        )
 
     def client_data(self, partition_id: int, num_partitions: int, partitioning: str, seed: int) -> ClientData:
         """Client ``partition_id``'s share of the pool, 30 % of it kept for voting."""

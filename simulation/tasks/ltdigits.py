@@ -16,7 +16,7 @@ import torch
 
 from ..longtail import dirichlet_split, local_test_sizes, long_tail_counts, shot_split
 from ..partition import parse_partitioning
-from .base import ClientData, Split
+from .base import ClientData, Split, seeded
 from .digits import DigitsTask, _dataset
 
 IMBALANCE = 0.1
@@ -78,10 +78,7 @@ class LongTailDigitsTask(DigitsTask):
 
     def build_model(self, seed: int) -> torch.nn.Module:
         """The backbone-and-head MLP, initialised from ``seed``."""
-        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
-            torch.manual_seed(seed)
-            model = LongTailMLP()
-        return model
+        return seeded(seed, LongTailMLP)
 
     @staticmethod
     def _alpha(partitioning: str) -> float:

