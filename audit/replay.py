@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from fedledger.contracts import sortition
 from fedledger.contracts.bindings import Event
 from fedledger.contracts.settlement import ProposerSeat, RoundInput, Settlement, VoterSeat, settle
-from fedledger.contracts.types import SlashReason, TaskConfig, VoteMode, vote_commitment
+from fedledger.contracts.types import (
+    EJECT_STANDING,
+    SlashReason,
+    TaskConfig,
+    VoteMode,
+    vote_commitment,
+    vote_problem,
+)
 
 ZERO32 = b"\0" * 32
 
@@ -30,6 +37,8 @@ class MemberBooks:
     index: int | None = None
     stake: int = 0
     owed: int = 0
+    standing: int = 0
+    """Fixed-point record of rejections (the settlement rules'; kept across an exit and a new registration)."""
     history: list[Event] = field(default_factory=list)
 
 
@@ -52,6 +61,8 @@ class RoundRecord:
     finalized: bool = False
     tallies: list[int] = field(default_factory=list)
     outcomes: int = 0
+    decided: int = 0
+    ejected: list[str] = field(default_factory=list)
     round_reward: int = 0
     rewards: dict[str, int] = field(default_factory=dict)
     slashes: dict[str, tuple[int, SlashReason]] = field(default_factory=dict)
@@ -82,11 +93,13 @@ class Replay:
         return self.members.setdefault(address, MemberBooks(address))
 
     def eligible(self) -> list[int]:
-        """Member indices the next draw may pick: registered, not exiting, staking at least the minimum."""
+        """Member indices the next draw may pick: registered, not exiting, staking at least the minimum, not ejected."""
         return sorted(
             i
             for i, a in self.holders.items()
-            if not self.members[a].exiting and self.members[a].stake >= self.config.min_stake
+            if not self.members[a].exiting
+            and self.members[a].stake >= self.config.min_stake
+            and self.members[a].standing < EJECT_STANDING
         )
 
 
@@ -236,8 +249,10 @@ def _vote_revealed(state: Replay, event: Event, where: str, _before: object) -> 
         candidate = record.candidate if state.config.vote_mode is VoteMode.AGGREGATE and record.candidate else ZERO32
         if vote_commitment(event.address, record.round, candidate, bits, bytes(event.args["salt"]), voter) != committed:
             state.disagree(where, f"the reveal of {voter} does not hash to its commitment")
-    if voter in record.voters and bits >> len(record.items[record.voters.index(voter)]):
-        state.disagree(where, f"{voter} revealed bits beyond its {len(record.items[record.voters.index(voter)])} items")
+    if voter in record.voters:
+        problem = vote_problem(bits, len(record.items[record.voters.index(voter)]))
+        if problem:
+            state.disagree(where, f"{voter} revealed a vote the contract must refuse: {problem}")
     record.reveals[voter] = bits
 
 
@@ -258,6 +273,12 @@ def _slashed(state: Replay, event: Event, where: str, _before: object) -> None:
         record.slashes[event.args["account"]] = (event.args["amount"], SlashReason(event.args["reason"]))
 
 
+def _ejected(state: Replay, event: Event, where: str, _before: object) -> None:
+    record = _record(state, event, where)
+    if record is not None:
+        record.ejected.append(event.args["account"])
+
+
 def _round_finalized(state: Replay, event: Event, where: str, before: tuple[dict[str, int], int]) -> None:
     record = _record(state, event, where)
     if record is None:
@@ -266,8 +287,13 @@ def _round_finalized(state: Replay, event: Event, where: str, before: tuple[dict
     record.finalized = True
     record.tallies = list(event.args["tallies"])
     record.outcomes = event.args["outcomes"]
+    record.decided = event.args["decided"]
     record.round_reward = event.args["roundReward"]
     config = state.config
+
+    def standing(address: str) -> int:
+        return state.books(address).standing
+
     expected = settle(
         RoundInput(
             vote_mode=config.vote_mode,
@@ -277,23 +303,36 @@ def _round_finalized(state: Replay, event: Event, where: str, before: tuple[dict
             round=record.round,
             reward_pool=pool,
             voter_reward_bps=config.voter_reward_bps,
-            proposers=[ProposerSeat(p, stakes.get(p, 0), p in record.updates) for p in record.proposers],
+            proposers=[ProposerSeat(p, stakes.get(p, 0), p in record.updates, standing(p)) for p in record.proposers],
             voters=[
                 VoterSeat(
-                    v, stakes.get(v, 0), v in record.vote_commitments, v in record.reveals, record.reveals.get(v, 0)
+                    v,
+                    stakes.get(v, 0),
+                    v in record.vote_commitments,
+                    v in record.reveals,
+                    record.reveals.get(v, 0),
+                    standing(v),
                 )
                 for v in record.voters
             ],
             has_candidate=record.candidate is not None,
             items=record.items,
+            quorum=config.quorum,
+            min_stake=config.min_stake,
         )
     )
+    for address, value in expected.standings.items():
+        state.books(address).standing = value
     record.expected = expected
     r = f"round {record.round}"
     if expected.tallies != record.tallies:
         state.disagree(where, f"{r} tallies {record.tallies}, the votes give {expected.tallies}")
     if expected.outcomes != record.outcomes:
         state.disagree(where, f"{r} outcomes {record.outcomes:b}, the tallies give {expected.outcomes:b}")
+    if expected.decided != record.decided:
+        state.disagree(where, f"{r} decided {record.decided:b}, the quorum gives {expected.decided:b}")
+    if expected.ejected != record.ejected:
+        state.disagree(where, f"{r} ejected {record.ejected}, the rules eject {expected.ejected}")
     if expected.round_reward != record.round_reward:
         state.disagree(where, f"{r} round reward {record.round_reward}, the pool gives {expected.round_reward}")
     if expected.rewards != record.rewards:
@@ -341,6 +380,7 @@ _HANDLERS = {
     "VoteRevealed": _vote_revealed,
     "Rewarded": _rewarded,
     "Slashed": _slashed,
+    "Ejected": _ejected,
     "RoundFinalized": _round_finalized,
     "GlobalPublished": _global_published,
     "ActionRejected": _action_rejected,

@@ -127,6 +127,9 @@ class Cell(BaseModel):
     honest_ejected: int | None = None
     clean_false_rejection: float | None = None
     clean_honest_ejected: int | None = None
+    clean_honest_undecided: float | None = None
+    honest_undecided: float | None = None
+    attacker_undecided: float | None = None
     clean_honest_net_min_wei: int | None = None
     wall_s: float
 
@@ -243,9 +246,20 @@ def summarise(
 
 
 def honest_ejected(result: RunResult) -> int:
-    """Honest members whose stake ended below the task's minimum (no longer drawn)."""
-    floor = result.scenario.incentives.min_stake_wei
-    return sum(1 for m in result.money if m.honest and m.stake_end_wei < floor)
+    """Honest members the run ejected (standing, or stake below the task's minimum: no longer drawn)."""
+    attackers = set(result.attackers)
+    return len({a for o in result.rounds for a in o.ejected if a not in attackers})
+
+
+def _undecided(results: list[RunResult], honest: bool) -> float | None:
+    """Share of the group's committed updates (rounds >= 2) left undecided for want of a quorum."""
+    left = judged = 0
+    for r in results:
+        group = [a for o in r.rounds if o.round >= 2 for a in o.accepted + o.rejected + o.undecided]
+        group = [a for a in group if (a in r.attackers) is not honest]
+        judged += len(group)
+        left += sum(1 for o in r.rounds if o.round >= 2 for a in o.undecided if (a in r.attackers) is not honest)
+    return round(left / judged, 4) if judged else None
 
 
 def _false_rejection(outcomes: list[Outcome]) -> float | None:
@@ -258,6 +272,7 @@ def _clean_figures(results: list[RunResult]) -> dict[str, Any]:
     return {
         "clean_false_rejection": _false_rejection([r.outcome(from_round=2) for r in results]),
         "clean_honest_ejected": sum(honest_ejected(r) for r in results),
+        "clean_honest_undecided": _undecided(results, honest=True),
         "clean_honest_net_min_wei": min((m.net_wei for r in results for m in r.money), default=None),
     }
 
@@ -291,6 +306,8 @@ def _governed_figures(results: list[RunResult]) -> dict[str, Any]:
         "attacker_updates_accepted_in_minority_rounds": minority_accepts,
         "evaluations_per_round": round(statistics.mean(o.evaluations for _, o in rounds), 2) if rounds else None,
         "honest_ejected": sum(honest_ejected(r) for r in results),
+        "honest_undecided": _undecided(results, honest=True),
+        "attacker_undecided": _undecided(results, honest=False),
     }
 
 

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from fedledger.contracts.types import encode_vote
+
 if TYPE_CHECKING:
     import torch
 
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 
 Arrays = OrderedDict[str, np.ndarray]
 BPS = 10_000
+ABSTAIN = "abstains"
+"""Prefix of the reason of an item a voter abstains on."""
 
 
 @dataclass
@@ -89,18 +93,26 @@ class Ballot:
 
 @dataclass(frozen=True)
 class Judgement:
-    """A rule's verdict per item: accept, a number for the report, and why it was rejected."""
+    """A rule's verdict per item: accept, a number for the report, why it was rejected, and abstentions.
+
+    An item the voter has no evidence about is neither accepted nor rejected: ``abstain`` is set
+    and its reason says why. The contract tallies informed votes only (docs/voting.md).
+    """
 
     accept: list[bool]
     scores: list[float | None]
     reasons: list[str]
     score_global: float = float("nan")
     """The voter's score of the previous global model."""
+    abstain: list[bool] = field(default_factory=list)
+    """Per item, True when the voter abstains (empty: it abstains on nothing)."""
 
     @property
     def bits(self) -> int:
-        """The accept bitmap over the items."""
-        return sum(1 << i for i, ok in enumerate(self.accept) if ok)
+        """The vote it reveals: ``accept | abstain << ABSTAIN_SHIFT`` over the items."""
+        accept = sum(1 << i for i, ok in enumerate(self.accept) if ok)
+        abstain = sum(1 << i for i, no in enumerate(self.abstain) if no)
+        return encode_vote(accept & ~abstain, abstain)
 
 
 class VoteRule(ABC):
@@ -211,6 +223,16 @@ class ReferenceLimits:
     """A class is claimed when the update labels at least this share of its count (and 2) as it."""
     min_claimed_recall: float = 0.25
     """... and then it must recognise at least this share of the voter's samples of that class."""
+    min_evidence_samples: int = 10
+    """A voter with fewer validation samples than this has weak evidence (below)."""
+    evidence_class_share: float = 0.5
+    """... as has one holding fewer than this share of the task's classes (``min_class_samples`` each)."""
+    doubtful_cosine: float = -0.1
+    """A change whose cosine lies in (this, ``min_cosine``] is too close to orthogonal to call: abstain."""
+    clear_cosine: float = -0.4
+    """A voter with weak evidence rejects a change pointing away from its own only below this cosine."""
+    max_median_ratio: float = 10.0
+    """A voter with weak evidence bounds an update's size by this many times the round's median."""
 
 
 class ReferenceRule(VoteRule):
@@ -235,6 +257,14 @@ class ReferenceRule(VoteRule):
        per-class evidence, Andreina et al., arXiv:2011.02167). An honest update about other
        classes labels the voter's samples with its own classes, which it recognises.
 
+    A voter with weak evidence (fewer than ``min_evidence_samples`` validation samples, or
+    fewer than ``evidence_class_share`` of the task's classes: a skewed or long-tailed client)
+    cannot tell an honest update about other classes from a bad one by direction or by size
+    against its own small update. It abstains where checks 2 and 3 would reject, unless the
+    change clearly points away (cosine below ``clear_cosine``) or its size is out of bounds
+    against the median of the round's items and its own update (three or more of them).
+    Checks 1, 4 and 5 need no evidence beyond what they test and apply to every voter.
+
     Without a reference (a voter with no training data) it falls back to :class:`ShareRule`.
     """
 
@@ -257,36 +287,62 @@ class ReferenceRule(VoteRule):
         cosines = [_tensor_cosine(d, _restrict(own, d)) if d is not None else None for d in deltas]
         skews = [_negative_share(d) for d in deltas if d is not None]
         baseline = float(np.median([*skews, _negative_share(own)]))
-        accept, scores, reasons = [], [], []
+        norms = [_norm(d) for d in deltas if d is not None] + [_norm(own)]
+        typical = float(np.median(norms)) if len(norms) >= 3 else None
+        weak = self.weak_evidence(ballot)
+        accept, scores, reasons, abstain = [], [], [], []
         for i, update in enumerate(ballot.updates):
             delta, cosine = deltas[i], cosines[i]
             if update is None or delta is None or cosine is None:
-                accept.append(False), scores.append(None), reasons.append("nothing to judge")
+                accept.append(False), scores.append(None), reasons.append("nothing to judge"), abstain.append(False)
                 continue
             copied = digests.count(digests[i]) > 1
-            reason = self._check(ballot, update, delta, _restrict(own, delta), cosine, baseline, copied)
-            accept.append(not reason), scores.append(cosine), reasons.append(reason)
-        return Judgement(accept, scores, reasons)
+            mine = _restrict(own, delta)
+            reason = self._check(ballot, update, delta, _norm(mine), cosine, baseline, copied, weak, typical)
+            unsure = reason.startswith(ABSTAIN)
+            accept.append(not reason), scores.append(cosine), reasons.append(reason), abstain.append(unsure)
+        return Judgement(accept, scores, reasons, abstain=abstain)
+
+    def weak_evidence(self, ballot: Ballot) -> bool:
+        """Whether the voter's validation data are too few or too skewed to judge direction and size."""
+        labels = np.asarray(ballot.val.y)
+        if len(labels) < self.limits.min_evidence_samples:
+            return True
+        num_classes = getattr(ballot.task, "num_classes", None)
+        if not num_classes or labels.dtype.kind not in "iu":
+            return False
+        _, counts = np.unique(labels, return_counts=True)
+        held = int((counts >= self.limits.min_class_samples).sum())
+        return held < self.limits.evidence_class_share * num_classes
 
     def _check(
         self,
         ballot: Ballot,
         update: Arrays,
         delta: Arrays,
-        mine: Arrays,
+        own_norm: float,
         cosine: float,
         baseline: float,
         copied: bool,
+        weak: bool,
+        typical: float | None,
     ) -> str:
         limits = self.limits
         if copied:
             return "identical to another update of the round"
-        ratio = _norm(delta) / max(_norm(mine), 1e-30)
+        ratio = _norm(delta) / max(own_norm, 1e-30)
         if ratio < limits.min_norm_ratio:
             return "no change to the global model"
+        if weak and typical is not None:
+            spread = _norm(delta) / max(typical, 1e-30)
+            if spread > limits.max_median_ratio:
+                return f"moves the model {spread:.1f}x as far as the round's median"
+        doubt = ""
         if ratio > limits.max_norm_ratio:
-            return f"moves the model {ratio:.1f}x as far as the voter's own update"
-        if cosine <= limits.min_cosine:
+            if not weak:
+                return f"moves the model {ratio:.1f}x as far as the voter's own update"
+            doubt = f"moves the model {ratio:.1f}x as far as the voter's own small update"
+        if cosine <= (limits.clear_cosine if weak else limits.doubtful_cosine):
             return f"points away from the voter's own update (cosine {cosine:.2f})"
         skew = _negative_share(delta) - baseline
         if skew > limits.max_sign_skew:
@@ -294,7 +350,9 @@ class ReferenceRule(VoteRule):
         recall = _worst_claimed_recall(ballot, update, limits)
         if recall is not None and recall < limits.min_claimed_recall:
             return f"claims a class of the voter's data it recognises {recall:.0%} of"
-        return ""
+        if cosine <= limits.min_cosine:
+            doubt = doubt or f"nearly orthogonal to the voter's own update (cosine {cosine:.2f})"
+        return f"{ABSTAIN}: {doubt}" if doubt else ""
 
 
 def _worst_claimed_recall(b: Ballot, update: Arrays, limits: ReferenceLimits) -> float | None:

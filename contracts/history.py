@@ -42,6 +42,8 @@ class RoundHistory:
     reveals: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     finalized: bool = False
     outcomes: int = 0
+    decided: int = 0
+    """Bit i: item i had a quorum of informed reviewers (the rest of the judged items got no verdict)."""
     tallies: list[int] = field(default_factory=list)
     round_reward: int = 0
     paid: int = 0
@@ -187,6 +189,7 @@ def _finalized(record: RoundHistory, event: Event) -> None:
     record.finalized = True
     record.phase = Phase.FINALIZED
     record.outcomes = int(args["outcomes"])
+    record.decided = int(args["decided"])
     record.tallies = [int(t) for t in args["tallies"]]
     record.round_reward = int(args["roundReward"])
     record.paid = int(args["paid"])

@@ -1,44 +1,61 @@
 """Reference implementation of round settlement (``FLTask._finalize``), for audits and tests.
 
-Given who committed and how everyone voted, :func:`settle` returns the tallies, outcomes,
-rewards and slashes the contract must produce. ``fedledger audit verify`` replays rounds with
-it from events; the contract tests compare the chain against it.
+Given who committed and how everyone voted, :func:`settle` returns the tallies, verdicts,
+rewards, slashes and standings the contract must produce. ``fedledger audit verify`` replays
+rounds with it from events; the contract tests compare the chain against it.
 
-Rules (DESIGN §3, arXiv:2307.00543): a revealed vote adds +w (bit set) or -w to each judged
-item it covers, w = 1 or the voter's stake; an item is accepted when its tally >= 0. Per update,
-voter j's bit a covers update ``items[j][a]`` (its reviewer assignment, see
-:func:`fedledger.contracts.sortition.items_of`; every update when k = 0); in aggregate mode bit 0
-covers the candidate. A voter is on the winning side when at least half of its judged items agree
-with the outcomes (a tie agrees with both). The round reward
-``pool // rounds_left`` is split: ``voter_reward_bps`` of it among the good voters, the rest among
-the good proposers, each part in proportion to stake; bad seats lose ``stake * slash_rate_bps // 10000``.
+Rules (DESIGN §3, docs/protocol.md "Settlement"):
+
+- A revealed vote is ``accept | abstain << 128`` over the voter's items (bit a covers its a-th
+  item: its reviewer assignment, see :func:`fedledger.contracts.sortition.items_of`, every
+  update when k = 0; in aggregate mode bit 0 is the candidate). An abstention is no vote.
+- Each judged item's tally sums +w (accept) / -w (reject) over its informed reviewers, w = 1 or
+  the voter's stake. With at least ``quorum`` informed reviewers the item is *decided*:
+  accepted at tally >= 0, else rejected. An undecided item (a stalled phase, reviewers without
+  evidence) is neither paid nor slashed and stays out of the model.
+- The verdict's margin is |tally| / (the informed weight), in bps: 10000 is unanimous.
+- Proposers: a missing update is slashed the full rate; a rejected one ``rate x margin`` (slash
+  by evidence); an accepted one is paid. Each decided or missing proposal halves the member's
+  standing, a rejected or missing one then adds one (``STANDING_ONE``).
+- Voters: a committed vote never revealed is slashed the full rate. A revealed vote is judged
+  on its informed votes of decided items: good when at least half agree with the verdicts (a
+  tie agrees with both), else bad, slashed ``rate x`` the mean margin of the verdicts it lost,
+  which also adds half that margin to its standing (a losing vote on a close verdict costs
+  less than one on a clear verdict). A voter with no informed vote on a decided item is
+  neither paid nor slashed.
+- A member whose standing reaches ``EJECT_STANDING`` is ejected (never drawn again), as is one
+  whose stake falls below the minimum.
+- The round reward ``pool // rounds_left`` is split: ``voter_reward_bps`` of it among the good
+  voters, the rest among the good proposers, each part in proportion to stake.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .types import BPS, SlashReason, VoteMode
+from .types import BPS, EJECT_STANDING, STANDING_MAX, STANDING_ONE, SlashReason, VoteMode, decode_vote
 
 
 @dataclass(frozen=True)
 class ProposerSeat:
-    """A proposer of the round: stake at finalization and whether it committed an update."""
+    """A proposer of the round: stake and standing at finalization and whether it committed an update."""
 
     address: str
     stake: int
     committed: bool
+    standing: int = 0
 
 
 @dataclass(frozen=True)
 class VoterSeat:
-    """A voter of the round: stake at finalization and its commit-reveal state."""
+    """A voter of the round: stake and standing at finalization and its commit-reveal state."""
 
     address: str
     stake: int
     committed: bool
     revealed: bool = False
     bits: int = 0
+    standing: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,8 @@ class RoundInput:
     has_candidate: bool = False
     items: list[list[int]] | None = None
     """Per voter, the items its bits cover in bit order; None: every voter covers every item."""
+    quorum: int = 1
+    min_stake: int = 0
 
     def voter_items(self, j: int) -> list[int]:
         """The items voter ``j``'s bit a covers, in bit order."""
@@ -74,8 +93,14 @@ class Settlement:
     tallies: list[int]
     outcomes: int
     round_reward: int
+    decided: int = 0
+    """Bit i: item i had a quorum of informed reviewers (``outcomes`` is a subset)."""
     rewards: dict[str, int] = field(default_factory=dict)
     slashes: dict[str, tuple[int, SlashReason]] = field(default_factory=dict)
+    standings: dict[str, int] = field(default_factory=dict)
+    """The new standing of every seat whose standing changed."""
+    ejected: list[str] = field(default_factory=list)
+    """Seats this round made ineligible (standing or stake), in seat order."""
 
     @property
     def paid(self) -> int:
@@ -95,55 +120,90 @@ def judged_mask(inp: RoundInput) -> int:
     return 1 if inp.has_candidate else 0
 
 
+def _informed(inp: RoundInput, j: int, judged: int) -> list[tuple[int, int, bool]]:
+    """Voter ``j``'s informed votes on judged items: (bit, item, accepts)."""
+    accept, abstain = decode_vote(inp.voters[j].bits)
+    return [
+        (a, item, bool(accept >> a & 1))
+        for a, item in enumerate(inp.voter_items(j))
+        if judged >> item & 1 and not abstain >> a & 1
+    ]
+
+
+def _proposal(standing: int, rejected: bool) -> int:
+    return min((standing >> 1) + (STANDING_ONE if rejected else 0), STANDING_MAX)
+
+
 def settle(inp: RoundInput) -> Settlement:
     """Settle a round exactly as the contract does."""
     per_update = inp.vote_mode is VoteMode.PER_UPDATE
     num_items = len(inp.proposers) if per_update else 1
     judged = judged_mask(inp)
     tallies = [0] * num_items
+    informed = [0] * num_items  # informed reviewers per item
+    weight = [0] * num_items  # their total weight
+    votes: list[list[tuple[int, int, bool]]] = []
     for j, voter in enumerate(inp.voters):
-        if not voter.revealed:
-            continue
-        weight = voter.stake if inp.stake_weighted else 1
-        for a, item in enumerate(inp.voter_items(j)):
-            if judged >> item & 1:
-                tallies[item] += weight if voter.bits >> a & 1 else -weight
-    outcomes = sum(1 << i for i in range(num_items) if judged >> i & 1 and tallies[i] >= 0)
-    ties = sum(1 << i for i in range(num_items) if judged >> i & 1 and tallies[i] == 0)
+        votes.append(_informed(inp, j, judged) if voter.revealed else [])
+        w = voter.stake if inp.stake_weighted else 1
+        for _a, item, accepts in votes[j]:
+            tallies[item] += w if accepts else -w
+            informed[item] += 1
+            weight[item] += w
+    decided = sum(1 << i for i in range(num_items) if judged >> i & 1 and informed[i] >= inp.quorum)
+    outcomes = sum(1 << i for i in range(num_items) if decided >> i & 1 and tallies[i] >= 0)
+    ties = sum(1 << i for i in range(num_items) if decided >> i & 1 and tallies[i] == 0)
+    margin = [abs(tallies[i]) * BPS // weight[i] if weight[i] else 0 for i in range(num_items)]
 
+    round_reward = inp.reward_pool // (inp.total_rounds - inp.round + 1)
+    result = Settlement(tallies=tallies, outcomes=outcomes, decided=decided, round_reward=round_reward)
     good_proposers: list[tuple[str, int]] = []
     good_voters: list[tuple[str, int]] = []
-    bad: list[tuple[str, int, SlashReason]] = []
+    stakes: dict[str, int] = {}
     for i, p in enumerate(inp.proposers):
+        item = i if per_update else 0
         if not p.committed:
-            bad.append((p.address, p.stake, SlashReason.MISSING_UPDATE))
-        elif judged:
-            if outcomes >> (i if per_update else 0) & 1:
-                good_proposers.append((p.address, p.stake))
+            amount, rejected = p.stake * inp.slash_rate_bps // BPS, True
+            result.slashes[p.address] = (amount, SlashReason.MISSING_UPDATE)
+        elif judged and decided >> item & 1:
+            rejected = not outcomes >> item & 1
+            if rejected:
+                amount = p.stake * inp.slash_rate_bps * margin[item] // (BPS * BPS)
+                result.slashes[p.address] = (amount, SlashReason.REJECTED_UPDATE)
             else:
-                bad.append((p.address, p.stake, SlashReason.REJECTED_UPDATE))
+                good_proposers.append((p.address, p.stake))
+        else:
+            continue  # nothing judged, or no quorum: neither paid nor slashed, standing unchanged
+        result.standings[p.address] = _proposal(p.standing, rejected)
+        stakes[p.address] = p.stake - result.slashes.get(p.address, (0, None))[0]
     for j, v in enumerate(inp.voters):
         if not v.committed:
             continue
         if not v.revealed:
-            bad.append((v.address, v.stake, SlashReason.UNREVEALED_VOTE))
+            amount = v.stake * inp.slash_rate_bps // BPS
+            result.slashes[v.address] = (amount, SlashReason.UNREVEALED_VOTE)
+            stakes[v.address] = v.stake - amount
             continue
-        covered = [(a, item) for a, item in enumerate(inp.voter_items(j)) if judged >> item & 1]
+        covered = [(item, accepts) for _a, item, accepts in votes[j] if decided >> item & 1]
         if not covered:
-            continue  # nothing it judged was on chain: neither paid nor slashed
-        agree = sum(1 for a, item in covered if ties >> item & 1 or (v.bits >> a & 1) == (outcomes >> item & 1))
-        if 2 * agree >= len(covered):
+            continue  # no informed vote on a decided item: neither paid nor slashed
+        lost = [item for item, accepts in covered if not ties >> item & 1 and accepts != bool(outcomes >> item & 1)]
+        if 2 * (len(covered) - len(lost)) >= len(covered):
             good_voters.append((v.address, v.stake))
-        else:
-            bad.append((v.address, v.stake, SlashReason.LOSING_VOTE))
+            continue
+        mean_margin = sum(margin[item] for item in lost) // len(lost)
+        amount = v.stake * inp.slash_rate_bps * mean_margin // (BPS * BPS)
+        result.slashes[v.address] = (amount, SlashReason.LOSING_VOTE)
+        stakes[v.address] = v.stake - amount
+        result.standings[v.address] = min(v.standing + STANDING_ONE * mean_margin // (2 * BPS), STANDING_MAX)
 
-    round_reward = inp.reward_pool // (inp.total_rounds - inp.round + 1)
-    result = Settlement(tallies=tallies, outcomes=outcomes, round_reward=round_reward)
     voter_part = round_reward * inp.voter_reward_bps // BPS
     for part, good in ((round_reward - voter_part, good_proposers), (voter_part, good_voters)):
         good_stake = sum(stake for _, stake in good)
         for address, stake in good:
             result.rewards[address] = part * stake // good_stake
-    for address, stake, reason in bad:
-        result.slashes[address] = (stake * inp.slash_rate_bps // BPS, reason)
+    for seat in [*inp.proposers, *inp.voters]:  # drawn seats were eligible; only a slash ejects
+        standing = result.standings.get(seat.address, seat.standing)
+        if seat.address in result.slashes and (standing >= EJECT_STANDING or stakes[seat.address] < inp.min_stake):
+            result.ejected.append(seat.address)
     return result

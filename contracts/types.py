@@ -15,6 +15,45 @@ MAX_MEMBERS = 1024
 """``FLTask.MAX_MEMBERS``: members at a time (member indices 0-1023)."""
 UINT96_MAX = 2**96 - 1
 """Stakes and balances are 96-bit in a member's storage word."""
+ABSTAIN_SHIFT = 128
+"""A revealed vote is ``accept | abstain << ABSTAIN_SHIFT``: bit a of each mask speaks of the voter's a-th item."""
+STANDING_ONE = 256
+"""A member's standing is fixed-point in 1/256: one rejected proposal adds ``STANDING_ONE``."""
+EJECT_STANDING = 320
+"""Standing at or above 1.25 ejects: two rejections within three proposals (docs/incentives.md)."""
+STANDING_MAX = 2**16 - 1
+"""Standing is 16 bits of the member word; it saturates."""
+
+
+DEFAULT_QUORUM = 2
+"""Informed votes an item needs for a verdict, unless the task says otherwise (docs/voting.md)."""
+
+
+def default_quorum(max_committee: int, reviewers_per_update: int) -> int:
+    """The default quorum, lowered to the reviewers an update can have in a committee of ``max_committee``."""
+    return max(1, min(DEFAULT_QUORUM, reviewers_per_update or max_committee, max_committee - 1))
+
+
+def encode_vote(accept: int, abstain: int = 0) -> int:
+    """The ``bits`` a voter reveals: its accept mask and its abstain mask over its items (disjoint)."""
+    if accept & abstain:
+        raise ValueError("an item cannot be both accepted and abstained on")
+    return accept | abstain << ABSTAIN_SHIFT
+
+
+def decode_vote(bits: int) -> tuple[int, int]:
+    """(accept mask, abstain mask) of revealed ``bits``."""
+    return bits & ((1 << ABSTAIN_SHIFT) - 1), bits >> ABSTAIN_SHIFT
+
+
+def vote_problem(bits: int, items: int) -> str:
+    """Why ``bits`` is not a vote on ``items`` items, as ``FLTask`` refuses it (``InvalidVoteBits``); "" if it is."""
+    accept, abstain = decode_vote(bits)
+    if accept >> items or abstain >> items:
+        return f"bits {bits:#x} speak of items beyond the {items} this voter judges"
+    if accept & abstain:
+        return f"bits {bits:#x} both accept and abstain on one item"
+    return ""
 
 
 class VoteMode(IntEnum):
@@ -141,11 +180,42 @@ class TaskConfig(_Model):
             "all voters up to 10, and as good as all of them at 20 voters (docs/voting.md, 'Reviewers per update')"
         ),
     )
+    quorum: int = Field(
+        default=DEFAULT_QUORUM,
+        ge=1,
+        le=MAX_COMMITTEE - 1,
+        description=(
+            "informed (accepting or rejecting, not abstaining) votes an item needs for a verdict; without them it "
+            "is neither paid nor slashed and stays out of the model (docs/voting.md, 'Abstain and quorum')"
+        ),
+    )
     training_duration: int = Field(default=600, ge=1, le=2**64 - 1, description="seconds")
     voting_duration: int = Field(default=300, ge=1, le=2**64 - 1, description="seconds")
     reveal_duration: int = Field(default=300, ge=1, le=2**64 - 1, description="seconds")
     exit_delay: int = Field(default=3_600, ge=0, le=2**32 - 1, description="seconds")
     coordinator: str = Field(description="address of the coordinator")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_quorum(cls, data: Any) -> Any:
+        """Without a quorum given, the default, lowered to what a small committee can give an update."""
+        if isinstance(data, dict) and data.get("quorum") is None:
+            fields = cls.model_fields
+            committee = data.get("max_committee", fields["max_committee"].default)
+            k = data.get("reviewers_per_update", fields["reviewers_per_update"].default)
+            if isinstance(committee, int) and isinstance(k, int) and committee >= 2:
+                data = {**data, "quorum": default_quorum(committee, k)}
+        return data
+
+    @model_validator(mode="after")
+    def _quorum_fits(self) -> Self:
+        reviewers = min(self.reviewers_per_update or self.max_committee, self.max_committee - 1)
+        if self.quorum > reviewers:
+            raise ValueError(
+                f"quorum {self.quorum} is larger than the {reviewers} reviewers an update can have "
+                "(reviewers_per_update, at most max_committee - 1)"
+            )
+        return self
 
     @field_validator("config_hash", "initial_model_hash", mode="before")
     @classmethod
@@ -227,6 +297,8 @@ class MemberInfo(_Model):
     owed: int
     nonce: int
     index: int
+    standing: int = 0
+    """Fixed-point (1/256) record of rejected proposals and losing votes; ejects at ``EJECT_STANDING``."""
 
 
 class RoundOpened(_Model):

@@ -76,6 +76,7 @@ _TASK_FLAGS = (
     "voter_reward_bps",
     "vote_tolerance_bps",
     "reviewers_per_update",
+    "quorum",
     "training_duration",
     "voting_duration",
     "reveal_duration",
@@ -117,6 +118,13 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
         metavar="K",
         help=f"voters assigned to each update; 0: every voter judges every update (default {_default_reviewers()})",
     )
+    group.add_argument(
+        "--quorum",
+        type=int,
+        help="informed votes an update needs for a verdict, at most K (default "
+        f"{_task_default('quorum')}, lowered to what the committee allows): without them it is neither paid nor "
+        "slashed and stays out of the model",
+    )
     group.add_argument("--training-duration", type=int, help="seconds for proposers (default 600)")
     group.add_argument("--voting-duration", type=int, help="seconds for vote commitments (default 300)")
     group.add_argument("--reveal-duration", type=int, help="seconds for reveals (default 300)")
@@ -129,10 +137,15 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
     group.add_argument("--pool", type=ether, default=DEFAULT_POOL_WEI, help="reward pool in ether (default 10)")
 
 
-def _default_reviewers() -> int:
+def _task_default(name: str) -> int:
+    """The default of TaskConfig field ``name`` (the one place it lives)."""
     from fedledger.contracts.types import TaskConfig
 
-    return int(TaskConfig.model_fields["reviewers_per_update"].default)
+    return int(TaskConfig.model_fields[name].default)
+
+
+def _default_reviewers() -> int:
+    return _task_default("reviewers_per_update")
 
 
 def task_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -36,6 +36,8 @@ from typing import Annotated
 import numpy as np
 from pydantic import AfterValidator
 
+from fedledger.contracts.types import decode_vote, encode_vote
+
 from .tasks import ClientData, Split
 
 Arrays = OrderedDict[str, np.ndarray]
@@ -184,13 +186,14 @@ class VoterAttack:
         ``honest`` is the honest judgement, ``judged`` the items there are to judge,
         ``attacker_items`` those proposed by fellow attackers (all three bitmaps over the round's items).
         """
+        accept, abstain = decode_vote(honest)
         if self.kind in ("honest", "no_reveal"):
-            return honest & judged
+            return encode_vote(accept & judged & ~abstain, abstain & judged)
         if self.kind == "random":
             coins = rng.integers(0, 2, size=max(judged.bit_length(), 1))
             return sum(1 << i for i, coin in enumerate(coins) if coin) & judged
-        if self.kind == "invert":
-            return ~honest & judged
+        if self.kind == "invert":  # turns every informed vote around, keeps its abstentions
+            return encode_vote(~accept & judged & ~abstain, abstain & judged)
         if self.kind == "accept_all":
             return judged
         if self.kind == "collude":

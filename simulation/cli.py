@@ -73,6 +73,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         metavar="K",
         help="voters assigned to each update (0: every voter judges every update; default: the task default)",
     )
+    cmd.add_argument(
+        "--quorum",
+        type=int,
+        help="informed votes an update needs for a verdict (default: the task default, at most the committee allows)",
+    )
     cmd.add_argument("--no-governance", action="store_true", help="the same strategy as plain Flower")
     cmd.add_argument("--chain", default="embedded", help="'embedded' (default) or a JSON-RPC URL (e.g. anvil)")
     cmd.add_argument(
@@ -105,6 +110,7 @@ def options_from(args: argparse.Namespace) -> SimulationOptions:
         vote_mode=args.vote_mode,
         vote_rule=args.vote_rule,
         reviewers_per_update=args.reviewers_per_update,
+        quorum=args.quorum,
         governance=not args.no_governance,
         chain=args.chain,
         ray_address=args.ray_address,

@@ -34,7 +34,7 @@ from fedledger.aggregation.registry import get_strategy
 from fedledger.config import DEFAULT_POOL_WEI, RunSettings
 from fedledger.contracts import sortition
 from fedledger.contracts.settlement import ProposerSeat, RoundInput, VoterSeat, settle
-from fedledger.contracts.types import BPS, TaskConfig, VoteMode
+from fedledger.contracts.types import BPS, EJECT_STANDING, TaskConfig, VoteMode, decode_vote, default_quorum
 
 from .attacks import AttackSpec, VoterAttackSpec, choose_attackers
 from .partition import PartitionSpec
@@ -70,6 +70,9 @@ class Incentives(BaseModel):
         default_factory=lambda: _default("reviewers_per_update"),
         ge=0,
         description="k: voters assigned to each update (0: every voter judges every update)",
+    )
+    quorum: int | None = Field(
+        default=None, ge=1, description="informed votes for a verdict (None: the task default for the committee)"
     )
 
 
@@ -139,6 +142,10 @@ class RoundOutcome(BaseModel):
     voters: list[str] = []
     accepted: list[str] = Field(default_factory=list, description="proposers whose update entered the model")
     rejected: list[str] = Field(default_factory=list, description="proposers whose update was voted down")
+    undecided: list[str] = Field(
+        default_factory=list, description="proposers whose update had no quorum of informed reviewers (left out)"
+    )
+    ejected: list[str] = Field(default_factory=list, description="members this round made ineligible")
     missing: list[str] = Field(default_factory=list, description="proposers that sent nothing")
     objections: dict[str, list[str]] = Field(
         default_factory=dict, description="per rejected proposer, the rule's reasons of the voters who rejected it"
@@ -186,6 +193,7 @@ class _Member:
     rewarded: int = 0
     slashed: int = 0
     proposed: int = 0
+    standing: int = 0
 
 
 @dataclass
@@ -198,7 +206,11 @@ class _Ledger:
 
     def eligible(self) -> list[int]:
         """Member indices the next draw may pick: registration order, as the contract assigns them."""
-        return [i for i, m in enumerate(self.members.values()) if m.stake >= self.incentives.min_stake_wei]
+        return [
+            i
+            for i, m in enumerate(self.members.values())
+            if m.stake >= self.incentives.min_stake_wei and m.standing < EJECT_STANDING
+        ]
 
 
 class InProcessRun:
@@ -358,7 +370,8 @@ class InProcessRun:
         for j, address in enumerate(voters):
             client = self.by_address[address]
             if client.silent or not anything:
-                seats.append(VoterSeat(address, ledger.members[address].stake, committed=False))
+                member = ledger.members[address]
+                seats.append(VoterSeat(address, member.stake, committed=False, standing=member.standing))
                 continue
             mine = assigned[j]  # its items in the bit order of its vote
             own = [items[i] for i in mine]
@@ -375,11 +388,20 @@ class InProcessRun:
                 tolerance_bps=incentives.vote_tolerance_bps,
                 aggregate=aggregate,
             )
+            member = ledger.members[address]
             seats.append(
-                VoterSeat(address, ledger.members[address].stake, committed=True, revealed=vote.reveal, bits=vote.bits)
+                VoterSeat(
+                    address,
+                    member.stake,
+                    committed=True,
+                    revealed=vote.reveal,
+                    bits=vote.bits,
+                    standing=member.standing,
+                )
             )
+            accepts, abstains = decode_vote(vote.bits)
             for a, reason in enumerate(vote.reasons):
-                if committed >> a & 1 and not vote.bits >> a & 1:
+                if committed >> a & 1 and not accepts >> a & 1 and not abstains >> a & 1:
                     proposer = "candidate" if aggregate else proposers[mine[a]]
                     objections.setdefault(proposer, []).append(reason or f"voter attack {client.voter_attack}")
         settlement = settle(
@@ -391,12 +413,19 @@ class InProcessRun:
                 round=r,
                 reward_pool=ledger.pool,
                 voter_reward_bps=incentives.voter_reward_bps,
-                proposers=[ProposerSeat(a, ledger.members[a].stake, a in updates) for a in proposers],
+                proposers=[
+                    ProposerSeat(a, ledger.members[a].stake, a in updates, ledger.members[a].standing)
+                    for a in proposers
+                ],
                 voters=seats,
                 has_candidate=candidate is not None,
                 items=assigned,
+                quorum=incentives.quorum or default_quorum(self.scenario.clients, incentives.reviewers_per_update),
+                min_stake=incentives.min_stake_wei,
             )
         )
+        for address, standing in settlement.standings.items():
+            ledger.members[address].standing = standing
         for address, amount in settlement.rewards.items():
             ledger.members[address].rewarded += amount
         for address, (amount, _reason) in settlement.slashes.items():
@@ -406,13 +435,15 @@ class InProcessRun:
 
         if mode is VoteMode.AGGREGATE:
             adopted = candidate is not None and bool(settlement.outcomes & 1)
+            undecided = sorted(updates) if candidate is not None and not settlement.decided & 1 else []
             accepted = sorted(updates) if adopted else []
-            rejected = [] if adopted else sorted(updates) if candidate is not None else []
+            rejected = [] if adopted or undecided else sorted(updates) if candidate is not None else []
             if adopted and candidate is not None:
                 state = candidate
         else:
             accepted = [a for i, a in enumerate(proposers) if a in updates and settlement.outcomes >> i & 1]
-            rejected = [a for a in proposers if a in updates and a not in accepted]
+            undecided = [a for i, a in enumerate(proposers) if a in updates and not settlement.decided >> i & 1]
+            rejected = [a for a in proposers if a in updates and a not in accepted and a not in undecided]
             adopted = bool(accepted)
             if adopted:
                 state = self._aggregate(strategy, r, state, {a: updates[a] for a in accepted})
@@ -424,6 +455,8 @@ class InProcessRun:
             voters=voters,
             accepted=accepted,
             rejected=rejected,
+            undecided=undecided,
+            ejected=settlement.ejected,
             missing=[a for a in proposers if a not in updates],
             objections={a: objections.get(a, []) for a in rejected},
             attacker_voters=sum(1 for a in voters if a in attackers),

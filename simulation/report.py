@@ -38,6 +38,9 @@ class RoundReport(BaseModel):
     tally: list[int] | None = Field(description="per-proposer tallies (per_update) or [candidate tally] (aggregate)")
     proposers: list[str]
     rejected: list[str] = Field(description="proposers whose update was voted down")
+    undecided: list[str] = Field(
+        default_factory=list, description="proposers whose update had no quorum of informed reviewers (left out)"
+    )
     accepted_proposers: list[str] = Field(
         default_factory=list, description="proposers whose update was voted in (aggregate: all of an adopted candidate)"
     )

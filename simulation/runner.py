@@ -75,6 +75,9 @@ class SimulationOptions(BaseModel):
     reviewers_per_update: int | None = Field(
         default=None, ge=0, le=MAX_COMMITTEE - 1, description="voters per update (default: the task default)"
     )
+    quorum: int | None = Field(
+        default=None, ge=1, description="informed votes for a verdict (default: the task default, capped)"
+    )
     governance: bool = True
     chain: str = "embedded"
     seed: int = Field(default=0, ge=0)
@@ -132,6 +135,17 @@ class SimulationOptions(BaseModel):
                 raise ValueError(f"{task.name} clients hold no labels: use a semi-supervised strategy (fedsto)")
             if self.attack == "label_flip":
                 raise ValueError(f"{task.name} clients hold no labels to flip: use scale:FACTOR or silent")
+        if self.quorum is not None:
+            committee = min(self.clients, MAX_COMMITTEE)
+            k = self.reviewers_per_update
+            if k is None:
+                k = int(TaskConfig.model_fields["reviewers_per_update"].default)
+            most = min(k or committee, committee - 1)
+            if self.quorum > most:
+                raise ValueError(
+                    f"--quorum must be between 1 and {most}: the reviewers an update can have "
+                    f"(--reviewers-per-update {k}, {self.clients} clients)"
+                )
         return self
 
 
@@ -253,6 +267,18 @@ class Simulation:
         return int(TaskConfig.model_fields["reviewers_per_update"].default)
 
     @property
+    def quorum(self) -> int:
+        """Informed votes for a verdict: the option, or the task default lowered to what the committee allows."""
+        config = TaskConfig(
+            initial_model_hash=b"\1" * 32,
+            coordinator=dev_key(0).address,
+            max_committee=min(self.options.clients, MAX_COMMITTEE),
+            reviewers_per_update=self.reviewers_per_update,
+            quorum=self.options.quorum,
+        )
+        return config.quorum
+
+    @property
     def vote_rule(self) -> str:
         """The task's vote rule: the one asked for, or the strategy's default."""
         from fedledger.aggregation.registry import get_strategy
@@ -280,7 +306,7 @@ class Simulation:
             "--max-committee", str(min(o.clients, MAX_COMMITTEE)), "--training-duration", str(o.training_duration),
             "--voting-duration", str(o.voting_duration), "--reveal-duration", str(o.reveal_duration),
             "--initial-model-hash", self._initial_model_hash(settings), "--vote-rule", self.vote_rule,
-            "--reviewers-per-update", str(self.reviewers_per_update),
+            "--reviewers-per-update", str(self.reviewers_per_update), "--quorum", str(self.quorum),
         ]  # fmt: skip
 
     def _launch_gateway(self, settings: RunSettings) -> ManagedProcess:
@@ -328,6 +354,7 @@ class Simulation:
             vote_mode=o.vote_mode,
             max_committee=min(o.clients, MAX_COMMITTEE),
             reviewers_per_update=self.reviewers_per_update,
+            quorum=self.quorum,
             training_duration=o.training_duration,
             voting_duration=o.voting_duration,
             reveal_duration=o.reveal_duration,

@@ -191,6 +191,7 @@ DEFAULTS: dict[str, Any] = {
     "max_committee": 10,
     "slash_rate_bps": 1_000,
     "voter_reward_bps": 2_000,
+    "quorum": 1,  # the tests of quorums and abstentions set their own
     "training_duration": 600,
     "voting_duration": 300,
     "reveal_duration": 300,

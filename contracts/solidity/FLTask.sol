@@ -64,8 +64,11 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
 
     uint256 private constant BPS = 10_000;
     uint256 private constant COMMITTEE_WORDS = 5; // ceil(MAX_COMMITTEE / Sortition.PER_WORD)
-    /// @dev Kept set in stored vote bits (which use at most 119 bits), so that slot is never zero.
+    /// @dev Kept set in stored vote bits (which use bits 0-118 and 128-246), so that slot is never zero.
     uint256 private constant BITS_SENTINEL = uint256(1) << 255;
+    /// @dev A revealed vote is `accept | abstain << ABSTAIN_SHIFT` (bit a of each: the voter's a-th item).
+    uint256 private constant ABSTAIN_SHIFT = 128;
+    uint256 private constant ITEM_MASK = (uint256(1) << ABSTAIN_SHIFT) - 1;
 
     // ------------------------------------------------------------ parameters
 
@@ -80,6 +83,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
     VoteMode private immutable _voteMode;
     bool private immutable _stakeWeighted;
     uint16 private immutable _reviewersPerUpdate;
+    uint16 private immutable _quorum;
     uint64 private immutable _trainingDuration;
     uint64 private immutable _votingDuration;
     uint64 private immutable _revealDuration;
@@ -161,6 +165,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
         _voteMode = cfg.voteMode;
         _stakeWeighted = cfg.stakeWeighted;
         _reviewersPerUpdate = cfg.reviewersPerUpdate;
+        _quorum = cfg.quorum;
         _trainingDuration = cfg.trainingDuration;
         _votingDuration = cfg.votingDuration;
         _revealDuration = cfg.revealDuration;
@@ -185,6 +190,10 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
         if (cfg.voteRule == bytes32(0)) revert InvalidParameter("voteRule");
         if (cfg.voterRewardBps > BPS) revert InvalidParameter("voterRewardBps");
         if (cfg.reviewersPerUpdate >= MAX_COMMITTEE) revert InvalidParameter("reviewersPerUpdate");
+        uint256 reviewers = cfg.reviewersPerUpdate == 0 || cfg.reviewersPerUpdate >= cfg.maxCommittee
+            ? cfg.maxCommittee - 1
+            : cfg.reviewersPerUpdate;
+        if (cfg.quorum == 0 || cfg.quorum > reviewers) revert InvalidParameter("quorum");
         if (cfg.trainingDuration == 0) revert InvalidParameter("trainingDuration");
         if (cfg.votingDuration == 0) revert InvalidParameter("votingDuration");
         if (cfg.revealDuration == 0) revert InvalidParameter("revealDuration");
@@ -315,7 +324,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
 
     /**
      * @notice Reveals the caller's vote of `round`: bit a accepts its a-th assigned update (per-update mode,
-     * see {itemsOf}) or, bit 0, the candidate (aggregate mode). `committed` are the round's vote
+     * see {itemsOf}) or, bit 0, the candidate (aggregate mode); bit 128 + a abstains on it instead. `committed` are the round's vote
      * commitments in commit order, as {VoteCommitted} announced them; the last reveal finalizes the round.
      */
     function revealVote(uint256 round, uint256 bits, bytes32 salt, CommittedVote[] calldata committed) external {
@@ -476,7 +485,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
             if (
                 c.h.phase == Phase.Revealing && q.round == round && seat < numVoters
                     && (c.v.committed >> seat) & 1 == 1 && (c.v.revealed >> seat) & 1 == 0
-                    && q.bits >> _numItems(c.h, seat) == 0
+                    && _validVote(q.bits, _numItems(c.h, seat))
                     && _voteCommitment(round, candidate, q.bits, q.salt, voter) == rv.commitments[seat]
                     && _seatedSigner(REVEAL_VOTE_TYPEHASH, offset, 4, domain, c.committee, c.h.numProposers + seat)
                         == voter
@@ -610,7 +619,8 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
             stake: m.stake(),
             owed: m.owed(),
             nonce: nonces(account),
-            index: m.index()
+            index: m.index(),
+            standing: m.standing()
         });
     }
 
@@ -746,7 +756,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
         if (c.v.committed & bit == 0) return _error(NoVoteCommitted.selector, round, uint160(voter));
         if (c.v.revealed & bit != 0) return _error(AlreadyActed.selector, round, uint160(voter));
         uint256 numItems = _numItems(c.h, seat);
-        if (bits >> numItems != 0) return _error(InvalidVoteBits.selector, bits, numItems);
+        if (!_validVote(bits, numItems)) return _error(InvalidVoteBits.selector, bits, numItems);
         bytes32 candidate = c.h.candidateProposed ? _candidate : bytes32(0);
         bytes32 actual = _voteCommitment(round, candidate, bits, salt, voter);
         if (actual != rv.commitments[seat]) {
@@ -780,7 +790,8 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
             slashRateBps: _slashRateBps,
             voterRewardBps: _voterRewardBps,
             minStake: _minStake,
-            totalRounds: _totalRounds
+            totalRounds: _totalRounds,
+            quorum: _quorum
         });
         (uint256 outcomes, uint256 pool) = Settlement.settle(_book, _voteBits, _committee, rules, d, rewardPool);
         rewardPool = pool;
@@ -1132,6 +1143,13 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
     function _numItems(Header memory h, uint256 seat) internal view returns (uint256) {
         if (_voteMode == VoteMode.Aggregate) return 1;
         return Sortition.itemCount(seat, h.numProposers, h.numVoters, h.reviewers);
+    }
+
+    /// @dev A revealed vote over `numItems` items: an accept mask (low 128 bits) and a disjoint abstain mask above.
+    function _validVote(uint256 bits, uint256 numItems) internal pure returns (bool) {
+        uint256 accept = bits & ITEM_MASK;
+        uint256 abstain = bits >> ABSTAIN_SHIFT;
+        return accept >> numItems == 0 && abstain >> numItems == 0 && accept & abstain == 0;
     }
 
     function _allSeats(uint256 count) internal pure returns (uint128) {

@@ -239,7 +239,10 @@ class GovernedStrategy(Strategy):
         if self.config.vote_mode is VoteMode.PER_UPDATE:
             accepted_addresses = [p.address for i, p in enumerate(final.proposers) if outcomes >> i & 1]
             usable = {a: updates.arrays[a] for a in accepted_addresses if a in updates.arrays}
-            rejected = [a for a in committed if a not in accepted_addresses]
+            decided = int(final.decided or 0)
+            seats = [p.address for p in final.proposers]
+            undecided = [a for i, a in enumerate(seats) if a in committed and not decided >> i & 1]
+            rejected = [a for a in committed if a not in accepted_addresses and a not in undecided]
             tally = [int(p.tally) for p in final.proposers]
             adopted = bool(usable)
             if adopted:
@@ -253,7 +256,8 @@ class GovernedStrategy(Strategy):
         else:
             adopted = candidate is not None and bool(outcomes & 1)
             accepted_addresses = committed if adopted else []  # the candidate's fate is every proposer's
-            rejected = [] if adopted or candidate is None else committed
+            undecided = committed if candidate is not None and not int(final.decided or 0) & 1 else []
+            rejected = [] if adopted or candidate is None or undecided else committed
             tally = [int(final.proposers[0].tally)] if candidate is not None and final.proposers else []
             if adopted and candidate is not None:
                 global_arrays = candidate
@@ -270,6 +274,7 @@ class GovernedStrategy(Strategy):
             tally=tally,
             proposers=proposers,
             rejected=rejected,
+            undecided=undecided,
             voters=voters,
             reviewers=roles.reviewers,
             evaluations=evaluations,

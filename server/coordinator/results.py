@@ -44,6 +44,9 @@ class RoundResult(BaseModel):
     tally: list[int] | None = Field(description="per-proposer tallies, or [the candidate's tally]")
     proposers: list[str]
     rejected: list[str] = Field(description="proposers whose update was voted down")
+    undecided: list[str] = Field(
+        default_factory=list, description="proposers whose update had no quorum of informed reviewers (left out)"
+    )
     accepted_proposers: list[str] = Field(
         default_factory=list, description="proposers whose update was voted in (aggregate: all of an adopted candidate)"
     )

@@ -16,7 +16,7 @@ from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
 
 from fedledger.contracts import typed_data as td
-from fedledger.contracts.types import Phase, Role, RoundInfo, VoteMode, vote_commitment
+from fedledger.contracts.types import Phase, Role, RoundInfo, VoteMode, vote_commitment, vote_problem
 
 if TYPE_CHECKING:  # the client imports this module's message helpers without the ledger (eth-tester, web3 node code)
     from .ledger import Ledger
@@ -248,8 +248,9 @@ def check_reveal_vote(ledger: Ledger, signed: td.SignedAction) -> int:
     if commitment is None:
         raise GatewayError(grpc.StatusCode.UNAVAILABLE, f"the vote commitment of {signed.signer} is not indexed yet")
     items = len(record.voter_items(signed.signer, ledger.config.vote_mode)) if record is not None else 0
-    if m["bits"] >> items:
-        raise invalid(f"bits {m['bits']} set beyond the {items} items this voter judges")
+    problem = vote_problem(m["bits"], items)
+    if problem:
+        raise invalid(problem)
     candidate = info.candidate if ledger.config.vote_mode is VoteMode.AGGREGATE else b"\0" * 32
     if vote_commitment(ledger.task.address, round_, candidate, m["bits"], m["salt"], signed.signer) != commitment:
         raise invalid("bits and salt do not match the committed vote")

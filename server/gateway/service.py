@@ -550,6 +550,7 @@ class GatewayService(pb_grpc.GatewayServicer):
             global_model_hash=record.global_model_hash or b"",
             global_published=record.global_model_hash is not None,
             outcomes=str(record.outcomes),
+            decided=str(record.decided),
             reward_wei=str(record.paid),
             queued_actions=self.relayer.pending(),
             chain_time=ledger.chain_time(),

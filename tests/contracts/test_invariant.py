@@ -11,7 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from fedledger.contracts import typed_data as td
 from fedledger.contracts.errors import ContractRevert
-from fedledger.contracts.types import Phase, Role
+from fedledger.contracts.types import EJECT_STANDING, Phase, Role
 from fedledger.deploy.chain import embedded_web3
 from tests.conftest import ETH, Harness, make_harness, model_hash
 
@@ -224,7 +224,9 @@ class TaskMachine(RuleBasedStateMachine):
     def eligibility_follows_the_members(self) -> None:
         h = self.h
         eligible = {
-            a for a in h.task.members() if not (m := h.task.member(a)).exiting and m.stake >= h.config.min_stake
+            a
+            for a in h.task.members()
+            if not (m := h.task.member(a)).exiting and m.stake >= h.config.min_stake and m.standing < EJECT_STANDING
         }
         assert set(h.task.eligible_members()) == eligible
 

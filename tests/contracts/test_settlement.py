@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from fedledger.contracts import sortition
 from fedledger.contracts.bindings import Sent
 from fedledger.contracts.settlement import ProposerSeat, RoundInput, VoterSeat, settle
-from fedledger.contracts.types import Phase, SlashReason, VoteMode
+from fedledger.contracts.types import Phase, SlashReason, VoteMode, encode_vote
 from fedledger.deploy.chain import embedded_web3
 from tests.conftest import ETH, Harness, make_harness, model_hash
 
@@ -99,7 +99,8 @@ def test_aggregate_round_accepted_exact_wei(deploy: Any) -> None:
         v0: 5 * ETH * 3 // 4,
         v2: 5 * ETH // 4,
     }
-    assert slashes == {v1: (2 * ETH // 4, SlashReason.LOSING_VOTE)}
+    # v1 lost a 2-to-1 verdict: margin 1/3 (3333 bps) of the 25 % slash (slash by evidence)
+    assert slashes == {v1: (2 * ETH * 2_500 * 3_333 // 10**8, SlashReason.LOSING_VOTE)}
     assert h.task.global_model_hash() == model_hash("candidate")
     published = sent.named("GlobalPublished")[0].args
     assert published == {"round": 1, "modelHash": model_hash("candidate")}
@@ -161,10 +162,11 @@ def test_stake_weighting_changes_the_outcome(deploy: Any) -> None:
     assert final["tallies"] == [ETH + ETH - 3 * ETH] and final["outcomes"] == 0  # one-member-one-vote would accept
     rewards, slashes = payouts(sent)
     assert rewards == {v2: 4 * ETH}  # the voters' 20 % of 20 ETH; no proposer was good
+    # margin: 1 ETH of the 5 ETH informed (2000 bps) of the 10 % slash
     assert slashes == {
-        p0: (ETH // 10, SlashReason.REJECTED_UPDATE),
-        v0: (ETH // 10, SlashReason.LOSING_VOTE),
-        v1: (ETH // 10, SlashReason.LOSING_VOTE),
+        p0: (ETH // 50, SlashReason.REJECTED_UPDATE),
+        v0: (ETH // 50, SlashReason.LOSING_VOTE),
+        v1: (ETH // 50, SlashReason.LOSING_VOTE),
     }
     assert h.task.round_info(1).global_published  # nothing accepted: the global model stays, published at once
 
@@ -184,10 +186,11 @@ def test_voter_winning_side_is_the_majority_of_its_bits(deploy: Any) -> None:
     sent = h.finalize(1)
     assert sent.named("RoundFinalized")[0].args["outcomes"] == 0b0111
     _rewards, slashes = payouts(sent)
-    # voter 3 agrees on p0 only (1 of 4 bits): losing side
+    # voter 3 agrees on p0 only (1 of 4 bits): losing side; it lost three 3-to-1 verdicts (margin 1/2),
+    # and p3 was rejected 3-to-1: each pays half the 10 % slash
     assert slashes == {
-        o.proposers[3]: (ETH // 10, SlashReason.REJECTED_UPDATE),
-        o.voters[3]: (ETH // 10, SlashReason.LOSING_VOTE),
+        o.proposers[3]: (ETH // 20, SlashReason.REJECTED_UPDATE),
+        o.voters[3]: (ETH // 20, SlashReason.LOSING_VOTE),
     }
 
 
@@ -221,16 +224,21 @@ def run_round(h: Harness, commit_mask: int, plans: list[VoterPlan], propose: boo
     items = [
         len(a) for a in sortition.assignment(len(o.proposers), len(o.voters), o.reviewers, mode.label == "aggregate")
     ]
+
+    def vote(plan: VoterPlan, n: int) -> int:  # low 10 bits accept, the next 10 abstain (where not accepted)
+        accept = plan.bits % (1 << n)
+        return encode_vote(accept, (plan.bits >> 10) % (1 << n) & ~accept)
+
     if h.phase() is Phase.VOTING:
         for j, (v, plan) in enumerate(zip(o.voters, plans, strict=True)):
             if plan.commits:
-                h.commit_vote(v, plan.bits % (1 << items[j]))
+                h.commit_vote(v, vote(plan, items[j]))
         if h.phase() is Phase.VOTING:
             h.advance(h.config.voting_duration + 1)
             h.task.advance_phase(h.coordinator, r)
         for j, (v, plan) in enumerate(zip(o.voters, plans, strict=True)):
             if plan.commits and plan.reveals:
-                h.reveal_vote(v, plan.bits % (1 << items[j]))
+                h.reveal_vote(v, vote(plan, items[j]))
     if h.phase() is Phase.REVEALING:
         h.advance(h.config.reveal_duration + 1)
     sent = h.finalize(r)
@@ -245,7 +253,7 @@ def run_round(h: Harness, commit_mask: int, plans: list[VoterPlan], propose: boo
             round=r,
             reward_pool=pool_before,
             voter_reward_bps=h.config.voter_reward_bps,
-            proposers=[ProposerSeat(p, before[p].stake, p in record.updates) for p in o.proposers],
+            proposers=[ProposerSeat(p, before[p].stake, p in record.updates, before[p].standing) for p in o.proposers],
             voters=[
                 VoterSeat(
                     v,
@@ -253,16 +261,22 @@ def run_round(h: Harness, commit_mask: int, plans: list[VoterPlan], propose: boo
                     v in record.vote_commitments,
                     v in record.reveals,
                     record.reveals.get(v, (0, b""))[0],
+                    before[v].standing,
                 )
                 for v in o.voters
             ],
             has_candidate=record.candidate is not None,
             items=record.items(mode),
+            quorum=h.config.quorum,
+            min_stake=h.config.min_stake,
         )
     )
     final = sent.named("RoundFinalized")[0].args
     assert final["tallies"] == expected.tallies
-    assert final["outcomes"] == expected.outcomes
+    assert final["outcomes"] == expected.outcomes and final["decided"] == expected.decided
+    assert [e.args["account"] for e in sent.named("Ejected")] == expected.ejected
+    for a in committee:
+        assert h.task.member(a).standing == expected.standings.get(a, before[a].standing)
     assert final["roundReward"] == expected.round_reward
     rewards, slashes = payouts(sent)
     assert rewards == expected.rewards and slashes == expected.slashes
@@ -278,7 +292,7 @@ def run_round(h: Harness, commit_mask: int, plans: list[VoterPlan], propose: boo
 
 
 voter_plans = st.lists(
-    st.builds(VoterPlan, commits=st.booleans(), reveals=st.booleans(), bits=st.integers(0, 2**10 - 1)),
+    st.builds(VoterPlan, commits=st.booleans(), reveals=st.booleans(), bits=st.integers(0, 2**20 - 1)),
     min_size=0,
     max_size=9,
 )
@@ -293,6 +307,7 @@ voter_plans = st.lists(
     share=st.integers(1_000, 9_000),
     voter_reward=st.integers(0, 10_000),
     reviewers=st.integers(0, 4),
+    quorum=st.integers(1, 4),
     rounds=st.lists(st.tuples(st.integers(0, 2**10 - 1), voter_plans, st.booleans()), min_size=1, max_size=2),
 )
 def test_random_rounds_match_the_reference(
@@ -302,6 +317,7 @@ def test_random_rounds_match_the_reference(
     share: int,
     voter_reward: int,
     reviewers: int,
+    quorum: int,
     rounds: list[Any],
 ) -> None:
     h = make_harness(
@@ -311,6 +327,7 @@ def test_random_rounds_match_the_reference(
         proposer_share_bps=share,
         voter_reward_bps=voter_reward,
         reviewers_per_update=reviewers,
+        quorum=min(quorum, reviewers or quorum),
         slash_rate_bps=1_500,
         total_rounds=3,
     )

@@ -39,8 +39,8 @@ def _wait_out_the_phase(gw: Gateway) -> None:
 def test_settle_refuses_while_a_deadline_is_ahead_then_finalizes_and_the_coordinator_publishes(
     tmp_path: Path,
 ) -> None:
-    gw = start_gateway(
-        tmp_path / "gateway", training_duration=DURATION, voting_duration=DURATION, reveal_duration=DURATION
+    gw = start_gateway(  # quorum 1: one revealed vote gives a verdict (one committed vote stays unrevealed)
+        tmp_path / "gateway", training_duration=DURATION, voting_duration=DURATION, reveal_duration=DURATION, quorum=1
     )
     try:
         gw.register_all()

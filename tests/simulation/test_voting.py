@@ -93,7 +93,9 @@ def test_a_label_flip_that_keeps_the_direction_is_caught_by_the_class_check(roun
     # class check relaxed, the class check still does
     from fedledger.client.voting import ReferenceLimits
 
-    lenient = ReferenceRule(ReferenceLimits(max_norm_ratio=1e9, min_cosine=-1.1, max_sign_skew=1.0))
+    lenient = ReferenceRule(
+        ReferenceLimits(max_norm_ratio=1e9, min_cosine=-1.1, doubtful_cosine=-1.1, clear_cosine=-1.1, max_sign_skew=1.0)
+    )
     assert "claims a class" in lenient.decide(ballot(g, clients[0], [flipped])).reasons[0]
 
 

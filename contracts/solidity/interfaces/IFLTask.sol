@@ -73,6 +73,8 @@ interface IFLTask {
      * @param voteMode what voters judge, see {VoteMode}
      * @param stakeWeighted weigh votes by stake (true) or count one member one vote (false, the paper)
      * @param reviewersPerUpdate k: voters assigned to each update (per-update mode); 0: every voter judges every update
+     * @param quorum informed (accepting or rejecting) votes an item needs for a verdict, at least 1 and at most
+     * k and maxCommittee - 1; an item without them is neither paid nor slashed and stays out of the model
      * @param trainingDuration seconds proposers have to commit before anyone may advance
      * @param votingDuration seconds voters have to commit votes before anyone may advance
      * @param revealDuration seconds voters have to reveal before anyone may finalize
@@ -94,6 +96,7 @@ interface IFLTask {
         VoteMode voteMode;
         bool stakeWeighted;
         uint16 reviewersPerUpdate;
+        uint16 quorum;
         uint64 trainingDuration;
         uint64 votingDuration;
         uint64 revealDuration;
@@ -136,6 +139,7 @@ interface IFLTask {
         uint256 owed;
         uint256 nonce;
         uint256 index;
+        uint256 standing;
     }
 
     /**
@@ -227,12 +231,23 @@ interface IFLTask {
     event AggregateProposed(uint256 indexed round, bytes32 candidateHash);
     /// @notice `voter` committed to a hidden vote (its seat follows from the committee).
     event VoteCommitted(uint256 indexed round, address indexed voter, bytes32 commitment);
-    /// @notice `voter` revealed `bits` (bit a: accept its a-th assigned update, or bit 0: accept the candidate).
+    /// @notice `voter` revealed `bits`: bit a accepts its a-th assigned update (or bit 0 the candidate), bit
+    /// 128 + a abstains on it (neither set: rejects).
     event VoteRevealed(uint256 indexed round, address indexed voter, uint256 bits, bytes32 salt);
-    /// @notice Round `round` was tallied: bit i of `outcomes` accepts item i; `tallies[i]` is its vote sum.
+    /// @notice Round `round` was tallied: bit i of `decided` gives item i a verdict (a quorum of informed
+    /// reviewers), bit i of `outcomes` accepts it; `tallies[i]` is its sum of informed votes.
     event RoundFinalized(
-        uint256 indexed round, uint256 outcomes, int256[] tallies, uint256 roundReward, uint256 paid, uint256 slashed
+        uint256 indexed round,
+        uint256 outcomes,
+        uint256 decided,
+        int256[] tallies,
+        uint256 roundReward,
+        uint256 paid,
+        uint256 slashed
     );
+    /// @notice `account` was made ineligible in round `round`: its `standing` reached the ejection mark or
+    /// its stake fell below the minimum.
+    event Ejected(uint256 indexed round, address indexed account, uint256 standing);
     /// @notice The global model after round `round` has hash `modelHash`.
     event GlobalPublished(uint256 indexed round, bytes32 modelHash);
     /// @notice `account` was credited `amount` wei for round `round`.

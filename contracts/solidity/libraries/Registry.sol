@@ -45,12 +45,14 @@ library Registry {
         if (value > type(uint96).max) revert IFLTask.AmountTooLarge(value);
         index = _takeFreeIndex(b);
         b.accountAt[index] = account;
-        setEligible(b, index, true);
-        b.members[account] = Members.make(value, m.owed(), index); // a former member keeps what it is owed
+        // A former member keeps what it is owed and its standing; an ejected one is not drawn again.
+        if (m.standing() < Members.EJECT_STANDING) setEligible(b, index, true);
+        b.members[account] = Members.make(value, m.owed(), index).withStanding(m.standing());
         emit IFLTask.Registered(account, index, value);
     }
 
-    /// @notice Adds `value` wei to the stake of `account`, which makes it eligible again at the minimum.
+    /// @notice Adds `value` wei to the stake of `account`, which makes it eligible again at the minimum
+    /// unless its standing ejected it.
     function addStake(Book storage b, address account, uint256 value, uint256 minStake) external {
         uint256 m = b.members[account];
         if (!m.registered()) revert IFLTask.NotMember(account);
@@ -60,7 +62,8 @@ library Registry {
         uint256 newStake = oldStake + value;
         if (newStake > type(uint96).max) revert IFLTask.AmountTooLarge(newStake);
         b.members[account] = m.withStake(newStake);
-        if (newStake >= minStake) setEligible(b, m.index(), true);
+        // An ejected member's standing stays: stake buys back eligibility only after a stake-only ejection.
+        if (newStake >= minStake && m.standing() < Members.EJECT_STANDING) setEligible(b, m.index(), true);
         emit IFLTask.StakeChanged(account, oldStake, newStake);
     }
 
@@ -92,7 +95,7 @@ library Registry {
         uint256 stake = m.stake();
         uint256 index = m.index();
         b.occupied[index >> 8] &= ~(uint256(1) << (index & 255));
-        b.members[account] = Members.departed(SafeCast.toUint96(m.owed() + stake));
+        b.members[account] = Members.departed(SafeCast.toUint96(m.owed() + stake), m.standing());
         emit IFLTask.Exited(account, stake);
         return "";
     }

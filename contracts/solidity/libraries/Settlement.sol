@@ -10,9 +10,11 @@ import {Sortition} from "./Sortition.sol";
 
 /**
  * @title Settlement
- * @notice Round settlement of arXiv:2307.00543 (FLock), per update or on the aggregate: tally the
- * revealed votes of each item's reviewers (+w / -w, accept at tally >= 0), classify every seat,
- * pay the round reward to the good in proportion to stake and slash the bad.
+ * @notice Round settlement, per update or on the aggregate (arXiv:2307.00543, FLock, with evidence-aware
+ * votes): tally each item's informed votes (+w accept / -w reject; abstentions do not count), give a
+ * verdict only to an item with a quorum of informed reviewers (accept at tally >= 0), classify every
+ * seat, pay the round reward to the good in proportion to stake, slash the bad by the strength of the
+ * evidence (the verdict's margin) and eject by standing.
  * @dev Deployed once and linked (DELEGATECALL in the task's storage): it runs once per round and
  * keeps FLTask under the EIP-170 limit. Python's contracts/settlement.py is its reference; the
  * rules are in docs/protocol.md.
@@ -23,6 +25,9 @@ library Settlement {
 
     uint256 private constant BPS = 10_000;
     uint256 private constant BITS_SENTINEL = uint256(1) << 255;
+    uint256 private constant ABSTAIN_SHIFT = 128;
+    uint256 private constant ITEM_MASK = (uint256(1) << ABSTAIN_SHIFT) - 1;
+    uint256 private constant STANDING_ONE = 256;
     uint256 private constant BYTE_ONES = 0x0101010101010101010101010101010101010101010101010101010101010101;
     /// @dev Transient slots of the reveals of the running transaction: bits at +seat, voter at +128+seat,
     /// claimed proposers at +256+seat (keccak256("fedledger.FLTask.settlement")).
@@ -36,6 +41,7 @@ library Settlement {
         uint256 voterRewardBps;
         uint256 minStake;
         uint256 totalRounds;
+        uint256 quorum;
     }
 
     /**
@@ -64,10 +70,13 @@ library Settlement {
     struct Seats {
         address[] accounts; // by committee position (proposers first), zero for neutral voters
         uint256[] words; // member words, updated in memory and written once
-        uint256[] bits; // each revealed vote (bit a: its a-th item), by voter seat
-        uint256[] expanded; // each vote by update position (bit i: accepts item i), judged items only
-        uint256[] assigned; // each voter's judged items by update position
+        uint256[] bits; // each revealed vote (accept | abstain << 128 over its items), by voter seat
+        uint256[] expanded; // each vote's acceptances by update position (bit i: accepts item i)
+        uint256[] assigned; // each voter's informed votes on judged items, by update position
+        uint256[] margins; // each item's verdict margin, bps: |tally| / informed weight
+        uint256[] slashBps; // each bad seat's share of the full slash, bps
         uint256 outcomes;
+        uint256 decided;
         uint256 ties;
         uint256 good; // bitmap over committee positions
         uint256 bad;
@@ -75,8 +84,8 @@ library Settlement {
     }
 
     /**
-     * @notice Settles a round: emits {IFLTask.Rewarded} / {IFLTask.Slashed} per seat and
-     * {IFLTask.RoundFinalized}, writes every touched member word once.
+     * @notice Settles a round: emits {IFLTask.Rewarded} / {IFLTask.Slashed} / {IFLTask.Ejected} per seat
+     * and {IFLTask.RoundFinalized}, writes every touched member word once.
      * @param voteBits votes stored by reveal batches that did not finalize, by voter seat
      * @param committee the packed member indices of the round
      * @param pool the reward pool before the round
@@ -101,7 +110,7 @@ library Settlement {
         for (uint256 s = 0; s < st.words.length; ++s) {
             if ((touched >> s) & 1 == 1) b.members[_at(st.accounts, s)] = _at(st.words, s);
         }
-        emit IFLTask.RoundFinalized(d.round, st.outcomes, tallies, roundReward, paid, slashed);
+        emit IFLTask.RoundFinalized(d.round, st.outcomes, st.decided, tallies, roundReward, paid, slashed);
         return (st.outcomes, pool - paid + slashed);
     }
 
@@ -157,10 +166,11 @@ library Settlement {
     }
 
     /**
-     * @dev Sums +w / -w per judged item over the revealed votes of each item's reviewers. Each vote
-     * is first spread onto update positions (`expanded`: accepted items, `assigned`: judged items),
-     * so that agreement with the outcomes is a popcount. One member one vote counts bit-sliced:
-     * byte lane l of word o of `accepts` counts the acceptances of item 8 l + o (at most 119 < 256).
+     * @dev Sums +w / -w per judged item over the informed votes of each item's reviewers (an abstention
+     * is no vote) and gives a verdict where at least `quorum` reviewers were informed. Each vote is
+     * first spread onto update positions (`expanded`: accepted items, `assigned`: informed judged
+     * items), so that agreement with the outcomes is a popcount. Counts are bit-sliced: byte lane l
+     * of word o of `accepts` counts the acceptances of item 8 l + o (at most 119 < 256).
      */
     function _tally(Rules memory rules, RoundData memory d, Seats memory st)
         private
@@ -173,7 +183,10 @@ library Settlement {
         tallies = new int256[](perUpdate ? d.numProposers : 1);
         st.expanded = new uint256[](numVoters);
         st.assigned = new uint256[](numVoters);
+        st.margins = new uint256[](tallies.length);
         if (judged == 0) return tallies;
+        // Informed stake per item (stake-weighted only: counted, the informed count is the weight).
+        uint256[] memory weights = new uint256[](rules.stakeWeighted ? tallies.length : 0);
         bool bitIsItem = !perUpdate || d.reviewers == numVoters; // vote bit a judges item a
         uint256[8] memory accepts;
         uint256[8] memory reviews;
@@ -182,43 +195,50 @@ library Settlement {
             if ((d.revealed >> j) & 1 == 0) continue;
             uint256 vote = st.bits[j];
             (uint256 expanded, uint256 assigned) = bitIsItem
-                ? (vote & judged, judged)
+                ? (vote & judged & ITEM_MASK, judged & ~(vote >> ABSTAIN_SHIFT))
                 : _spread(
                     vote, judged, j, Sortition.itemCount(j, d.numProposers, numVoters, d.reviewers), numVoters, d.reviewers
                 );
             _put(st.expanded, j, expanded);
             _put(st.assigned, j, assigned);
             if (rules.stakeWeighted) {
-                int256 w = int256(_at(st.words, d.numProposers + j).stake());
+                uint256 stake = _at(st.words, d.numProposers + j).stake();
+                int256 w = int256(stake);
                 for (uint256 rest = assigned; rest != 0; rest &= rest - 1) {
                     uint256 item = Sortition.popcount((rest & (~rest + 1)) - 1);
                     tallies[item] += (expanded >> item) & 1 == 1 ? w : -w;
+                    weights[item] += stake;
                 }
-            } else {
-                // Eight fixed words each; a lane counts at most 119 votes, so no carry crosses lanes.
-                assembly ("memory-safe") {
-                    for { let o := 0 } lt(o, lanes) { o := add(o, 1) } {
-                        let pa := add(accepts, shl(5, o))
-                        mstore(pa, add(mload(pa), and(shr(o, expanded), BYTE_ONES)))
-                        let pr := add(reviews, shl(5, o))
-                        mstore(pr, add(mload(pr), and(shr(o, assigned), BYTE_ONES)))
-                    }
+            }
+            // Eight fixed words each; a lane counts at most 119 votes, so no carry crosses lanes.
+            assembly ("memory-safe") {
+                for { let o := 0 } lt(o, lanes) { o := add(o, 1) } {
+                    let pa := add(accepts, shl(5, o))
+                    mstore(pa, add(mload(pa), and(shr(o, expanded), BYTE_ONES)))
+                    let pr := add(reviews, shl(5, o))
+                    mstore(pr, add(mload(pr), and(shr(o, assigned), BYTE_ONES)))
                 }
             }
         }
         for (uint256 i = 0; i < tallies.length; ++i) {
             if ((judged >> i) & 1 == 0) continue;
-            if (!rules.stakeWeighted) {
-                uint256 shift = 8 * (i >> 3);
-                uint256 yes = (accepts[i & 7] >> shift) & 0xff;
-                tallies[i] = int256(2 * yes) - int256((reviews[i & 7] >> shift) & 0xff);
-            }
-            if (tallies[i] >= 0) st.outcomes |= 1 << i;
-            if (tallies[i] == 0) st.ties |= 1 << i;
+            uint256 shift = 8 * (i >> 3);
+            uint256 informed = (reviews[i & 7] >> shift) & 0xff;
+            uint256 weight = informed;
+            if (rules.stakeWeighted) weight = weights[i];
+            else tallies[i] = int256(2 * ((accepts[i & 7] >> shift) & 0xff)) - int256(informed);
+            if (informed < rules.quorum) continue; // no verdict: neither paid nor slashed, not aggregated
+            int256 t = tallies[i];
+            st.decided |= 1 << i;
+            if (t >= 0) st.outcomes |= 1 << i;
+            if (t == 0) st.ties |= 1 << i;
+            // weight > 0: at least one informed vote, and stakes are at least the minimum (> 0)
+            _put(st.margins, i, ((t >= 0 ? uint256(t) : uint256(-t)) * BPS) / weight);
         }
     }
 
-    /// @dev Voter `j`'s vote on its `n` assigned items (bit a: item (j + a V) / k) by update position.
+    /// @dev Voter `j`'s vote on its `n` assigned items (bit a: item (j + a V) / k) by update position:
+    /// its acceptances and its informed (not abstained) judged items.
     // Yul shl(shift, value): shifting the constant 1 by a variable is meant (Slither reads it reversed).
     // slither-disable-next-line incorrect-shift
     function _spread(uint256 vote, uint256 judged, uint256 j, uint256 n, uint256 numVoters, uint256 k)
@@ -228,9 +248,10 @@ library Settlement {
     {
         // n < 120 and every item index < 120: the shifts and the arithmetic stay in range.
         assembly ("memory-safe") {
+            let abstain := shr(ABSTAIN_SHIFT, vote)
             for { let a := 0 } lt(a, n) { a := add(a, 1) } {
                 let item := div(add(j, mul(a, numVoters)), k)
-                if and(shr(item, judged), 1) {
+                if and(and(shr(item, judged), 1), iszero(and(shr(a, abstain), 1))) {
                     expanded := or(expanded, shl(item, and(shr(a, vote), 1)))
                     assigned := or(assigned, shl(item, 1))
                 }
@@ -238,42 +259,66 @@ library Settlement {
         }
     }
 
-    /// @dev Good: accepted proposers, voters agreeing with most of their judged items. Bad: see {IFLTask.SlashReason}.
+    /**
+     * @dev Good: accepted proposers, voters agreeing with at least half of their informed votes on
+     * decided items. Bad: see {IFLTask.SlashReason}; each with its share of the full slash (the
+     * verdict's margin for a rejected update, the mean margin of the verdicts lost for a losing vote).
+     * Standing: a decided or missing proposal halves it and a rejected or missing one adds one; a
+     * losing vote adds half its mean lost margin.
+     */
     function _judge(Rules memory rules, RoundData memory d, Seats memory st) private pure {
         bool perUpdate = rules.voteMode == IFLTask.VoteMode.PerUpdate;
         uint256 numProposers = d.numProposers;
-        uint256 good = 0;
-        uint256 bad = 0;
-        uint256 reasons = 0;
+        st.slashBps = new uint256[](st.words.length);
         for (uint256 i = 0; i < numProposers; ++i) {
+            uint256 item = perUpdate ? i : 0;
+            bool rejected;
             if ((d.committed >> i) & 1 == 0) {
-                bad |= 1 << i;
-                reasons |= uint256(IFLTask.SlashReason.MissingUpdate) << (2 * i);
-            } else if (d.judged != 0) {
-                if ((st.outcomes >> (perUpdate ? i : 0)) & 1 == 1) good |= 1 << i;
-                else bad |= 1 << i; // SlashReason.RejectedUpdate is 0
+                rejected = true;
+                st.reasons |= uint256(IFLTask.SlashReason.MissingUpdate) << (2 * i);
+                _put(st.slashBps, i, BPS);
+            } else if (d.judged != 0 && (st.decided >> item) & 1 == 1) {
+                rejected = (st.outcomes >> item) & 1 == 0; // SlashReason.RejectedUpdate is 0
+                if (rejected) _put(st.slashBps, i, _at(st.margins, item));
+            } else {
+                continue; // nothing judged, or no quorum: neither paid nor slashed
             }
+            if (rejected) st.bad |= 1 << i;
+            else st.good |= 1 << i;
+            uint256 w = _at(st.words, i);
+            _put(st.words, i, w.withStanding((w.standing() >> 1) + (rejected ? STANDING_ONE : 0)));
         }
         for (uint256 j = 0; j < d.numVoters; ++j) {
             uint256 s = numProposers + j;
             if ((d.voteCommitted >> j) & 1 == 0) continue;
             if ((d.revealed >> j) & 1 == 0) {
-                bad |= 1 << s;
-                reasons |= uint256(IFLTask.SlashReason.UnrevealedVote) << (2 * s);
+                st.bad |= 1 << s;
+                st.reasons |= uint256(IFLTask.SlashReason.UnrevealedVote) << (2 * s);
+                _put(st.slashBps, s, BPS);
                 continue;
             }
-            uint256 assigned = _at(st.assigned, j);
-            if (assigned == 0) continue; // nothing it judged was on chain: neither paid nor slashed
-            // A bit agrees when it matches the outcome; a tie agrees with both sides (vote * tally >= 0).
-            uint256 agree = Sortition.popcount((~(_at(st.expanded, j) ^ st.outcomes) | st.ties) & assigned);
-            if (2 * agree >= Sortition.popcount(assigned)) {
-                good |= 1 << s;
-            } else {
-                bad |= 1 << s;
-                reasons |= uint256(IFLTask.SlashReason.LosingVote) << (2 * s);
+            uint256 covered = _at(st.assigned, j) & st.decided;
+            if (covered == 0) continue; // no informed vote on a decided item: neither paid nor slashed
+            // A bit agrees when it matches the outcome; a tie agrees with both sides.
+            uint256 lost = (_at(st.expanded, j) ^ st.outcomes) & ~st.ties & covered;
+            uint256 numLost = Sortition.popcount(lost);
+            if (2 * numLost <= Sortition.popcount(covered)) {
+                st.good |= 1 << s;
+                continue;
             }
+            uint256 marginSum = 0;
+            for (uint256 rest = lost; rest != 0; rest &= rest - 1) {
+                marginSum += _at(st.margins, Sortition.popcount((rest & (~rest + 1)) - 1));
+            }
+            // The mean lost margin is a rule's figure in whole bps (the reference rounds it the same way).
+            // slither-disable-next-line divide-before-multiply
+            uint256 meanMargin = marginSum / numLost;
+            st.bad |= 1 << s;
+            st.reasons |= uint256(IFLTask.SlashReason.LosingVote) << (2 * s);
+            _put(st.slashBps, s, meanMargin);
+            uint256 w = _at(st.words, s);
+            _put(st.words, s, w.withStanding(w.standing() + (STANDING_ONE * meanMargin) / (2 * BPS)));
         }
-        (st.good, st.bad, st.reasons) = (good, bad, reasons);
     }
 
     /**
@@ -310,7 +355,8 @@ library Settlement {
         }
     }
 
-    /// @dev Takes `slashRate` of the stake of every bad seat (ejecting it below the minimum); returns the total.
+    /// @dev Takes its share of `slashRate` of the stake of every bad seat and ejects the seats whose standing
+    /// reached the mark or whose stake fell below the minimum; returns the total taken.
     function _slash(Registry.Book storage b, Rules memory rules, RoundData memory d, Seats memory st)
         private
         returns (uint256 slashed)
@@ -319,13 +365,15 @@ library Settlement {
             if ((st.bad >> s) & 1 == 0) continue;
             uint256 w = _at(st.words, s);
             uint256 stake = w.stake();
-            uint256 amount = (stake * rules.slashRateBps) / BPS;
+            uint256 amount = (stake * rules.slashRateBps * _at(st.slashBps, s)) / (BPS * BPS);
             _put(st.words, s, w.withStake(stake - amount));
-            if (stake - amount < rules.minStake) b.setEligible(w.index(), false);
             slashed += amount;
-            emit IFLTask.Slashed(
-                d.round, _at(st.accounts, s), amount, IFLTask.SlashReason((st.reasons >> (2 * s)) & 3)
-            );
+            address account = _at(st.accounts, s);
+            emit IFLTask.Slashed(d.round, account, amount, IFLTask.SlashReason((st.reasons >> (2 * s)) & 3));
+            if (stake - amount < rules.minStake || w.standing() >= Members.EJECT_STANDING) {
+                b.setEligible(w.index(), false);
+                emit IFLTask.Ejected(d.round, account, w.standing());
+            }
         }
     }
 

@@ -324,7 +324,7 @@ class VoterState(_message.Message):
     def __init__(self, address: _Optional[str] = ..., commitment: _Optional[bytes] = ..., revealed: _Optional[bool] = ..., bits: _Optional[str] = ..., items: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RoundState(_message.Message):
-    __slots__ = ("round", "phase", "deadline", "seed", "candidate", "global_model_hash", "global_published", "outcomes", "reward_wei", "proposers", "voters", "queued_actions", "chain_time", "num_updates", "num_vote_commits", "num_reveals", "gas_used", "reviewers")
+    __slots__ = ("round", "phase", "deadline", "seed", "candidate", "global_model_hash", "global_published", "outcomes", "reward_wei", "proposers", "voters", "queued_actions", "chain_time", "num_updates", "num_vote_commits", "num_reveals", "gas_used", "reviewers", "decided")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
@@ -343,6 +343,7 @@ class RoundState(_message.Message):
     NUM_REVEALS_FIELD_NUMBER: _ClassVar[int]
     GAS_USED_FIELD_NUMBER: _ClassVar[int]
     REVIEWERS_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
     round: int
     phase: str
     deadline: int
@@ -361,7 +362,8 @@ class RoundState(_message.Message):
     num_reveals: int
     gas_used: int
     reviewers: int
-    def __init__(self, round: _Optional[int] = ..., phase: _Optional[str] = ..., deadline: _Optional[int] = ..., seed: _Optional[bytes] = ..., candidate: _Optional[bytes] = ..., global_model_hash: _Optional[bytes] = ..., global_published: _Optional[bool] = ..., outcomes: _Optional[str] = ..., reward_wei: _Optional[str] = ..., proposers: _Optional[_Iterable[_Union[ProposerState, _Mapping]]] = ..., voters: _Optional[_Iterable[_Union[VoterState, _Mapping]]] = ..., queued_actions: _Optional[int] = ..., chain_time: _Optional[int] = ..., num_updates: _Optional[int] = ..., num_vote_commits: _Optional[int] = ..., num_reveals: _Optional[int] = ..., gas_used: _Optional[int] = ..., reviewers: _Optional[int] = ...) -> None: ...
+    decided: str
+    def __init__(self, round: _Optional[int] = ..., phase: _Optional[str] = ..., deadline: _Optional[int] = ..., seed: _Optional[bytes] = ..., candidate: _Optional[bytes] = ..., global_model_hash: _Optional[bytes] = ..., global_published: _Optional[bool] = ..., outcomes: _Optional[str] = ..., reward_wei: _Optional[str] = ..., proposers: _Optional[_Iterable[_Union[ProposerState, _Mapping]]] = ..., voters: _Optional[_Iterable[_Union[VoterState, _Mapping]]] = ..., queued_actions: _Optional[int] = ..., chain_time: _Optional[int] = ..., num_updates: _Optional[int] = ..., num_vote_commits: _Optional[int] = ..., num_reveals: _Optional[int] = ..., gas_used: _Optional[int] = ..., reviewers: _Optional[int] = ..., decided: _Optional[str] = ...) -> None: ...
 
 class GetEventsRequest(_message.Message):
     __slots__ = ("round", "participant", "names")
