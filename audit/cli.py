@@ -198,11 +198,19 @@ class AuditTables:
                 "commitments", ("proposer", "update hash", "examples", "accepted"), commitments, console=console
             )
         )
+        from fedledger.contracts.types import vote_letters
+
         votes = [
-            (v.voter, "yes" if v.commitment else "no", "-" if v.revealed_bits is None else bin(v.revealed_bits))
+            (
+                v.voter,
+                "yes" if v.commitment else "no",
+                "-" if v.revealed_bits is None else vote_letters(v.revealed_bits, len(v.items)),
+                " ".join(map(str, v.items)),
+            )
             for v in d.votes
         ]
-        console.print(fitted_table("votes", ("voter", "committed", "revealed bits"), votes, console=console))
+        columns = ("voter", "committed", "revealed (A accept, R reject, . abstain)", "on proposer seats")
+        console.print(fitted_table("votes", columns, votes, console=console))
         amount = f"amount {self.unit}"
         payouts = [(p.account, "reward", self.amount(p.amount), "") for p in d.rewards]
         payouts += [(p.account, "slash", self.amount(p.amount), p.reason or "") for p in d.slashes]

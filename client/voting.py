@@ -227,7 +227,7 @@ class ReferenceLimits:
     """A voter with fewer validation samples than this has weak evidence (below)."""
     evidence_class_share: float = 0.5
     """... as has one holding fewer than this share of the task's classes (``min_class_samples`` each)."""
-    doubtful_cosine: float = -0.1
+    doubtful_cosine: float = -0.3
     """A change whose cosine lies in (this, ``min_cosine``] is too close to orthogonal to call: abstain."""
     clear_cosine: float = -0.4
     """A voter with weak evidence rejects a change pointing away from its own only below this cosine."""
@@ -244,10 +244,11 @@ class ReferenceRule(VoteRule):
        moves the model less than ``min_norm_ratio`` times the voter's own update (free riders,
        ALIE's identical copies);
     2. it moves the model more than ``max_norm_ratio`` times as far (scaling, noise);
-    3. its change points away from the voter's: mean cosine over weight tensors <= 0 (sign
-       flips; label flips, whose output layer learns other rows). Honest updates about other
-       classes still share the features and stay positive (near convergence, when honest
-       updates are mostly local over-fitting, this check errs both ways: docs/voting.md);
+    3. its change points away from the voter's: mean cosine over weight tensors at most
+       ``doubtful_cosine`` (sign flips). Between that and ``min_cosine`` it abstains: honest
+       updates near convergence or about other classes land there (docs/voting.md; measured:
+       against the median of the round's other items the check caught more sign flips at 20 %
+       attackers and rejected 23 % of honest updates at 40 %, whose flips drag that median);
     4. its changes are skewed to one sign: its share of negative changes exceeds the round's
        median share (its items and the voter's own update) by more than ``max_sign_skew``
        (SignGuard, Xu et al., arXiv:2109.05872: ALIE's mean - z * std shifts every coordinate down);
@@ -298,7 +299,9 @@ class ReferenceRule(VoteRule):
                 continue
             copied = digests.count(digests[i]) > 1
             mine = _restrict(own, delta)
-            reason = self._check(ballot, update, delta, _norm(mine), cosine, baseline, copied, weak, typical)
+            reason = self._check(
+                ballot, update, delta, _norm(mine), cosine, baseline, copied, weak, typical, ballot.weights[i]
+            )
             unsure = reason.startswith(ABSTAIN)
             accept.append(not reason), scores.append(cosine), reasons.append(reason), abstain.append(unsure)
         return Judgement(accept, scores, reasons, abstain=abstain)
@@ -326,30 +329,39 @@ class ReferenceRule(VoteRule):
         copied: bool,
         weak: bool,
         typical: float | None,
+        claimed: int,
     ) -> str:
         limits = self.limits
         if copied:
             return "identical to another update of the round"
         ratio = _norm(delta) / max(own_norm, 1e-30)
         if ratio < limits.min_norm_ratio:
+            if claimed < limits.min_evidence_samples:  # a client this small moves the model little
+                return f"{ABSTAIN}: hardly changes the model, from {claimed} examples"
             return "no change to the global model"
-        if weak and typical is not None:
-            spread = _norm(delta) / max(typical, 1e-30)
-            if spread > limits.max_median_ratio:
-                return f"moves the model {spread:.1f}x as far as the round's median"
         doubt = ""
         if ratio > limits.max_norm_ratio:
             if not weak:
                 return f"moves the model {ratio:.1f}x as far as the voter's own update"
             doubt = f"moves the model {ratio:.1f}x as far as the voter's own small update"
+        if weak and typical is not None:
+            spread = _norm(delta) / max(typical, 1e-30)
+            if spread > limits.max_median_ratio:  # long-tailed honest updates do this too: no proof of harm
+                doubt = f"moves the model {spread:.1f}x as far as the round's median"
         if cosine <= (limits.clear_cosine if weak else limits.doubtful_cosine):
             return f"points away from the voter's own update (cosine {cosine:.2f})"
         skew = _negative_share(delta) - baseline
         if skew > limits.max_sign_skew:
-            return f"changes skewed to one sign ({skew:+.2f} beyond the round's median)"
+            skewed = f"changes skewed to one sign ({skew:+.2f} beyond the round's median)"
+            if not weak:
+                return skewed
+            doubt = doubt or skewed  # skewed clients' honest updates drift in sign balance too
         recall = _worst_claimed_recall(ballot, update, limits)
         if recall is not None and recall < limits.min_claimed_recall:
-            return f"claims a class of the voter's data it recognises {recall:.0%} of"
+            claim = f"claims a class of the voter's data it recognises {recall:.0%} of"
+            if not weak:
+                return claim
+            doubt = doubt or claim  # a handful of samples of a class: too few to convict on
         if cosine <= limits.min_cosine:
             doubt = doubt or f"nearly orthogonal to the voter's own update (cosine {cosine:.2f})"
         return f"{ABSTAIN}: {doubt}" if doubt else ""

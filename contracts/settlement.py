@@ -10,19 +10,20 @@ Rules (DESIGN §3, docs/protocol.md "Settlement"):
   item: its reviewer assignment, see :func:`fedledger.contracts.sortition.items_of`, every
   update when k = 0; in aggregate mode bit 0 is the candidate). An abstention is no vote.
 - Each judged item's tally sums +w (accept) / -w (reject) over its informed reviewers, w = 1 or
-  the voter's stake. With at least ``quorum`` informed reviewers the item is *decided*:
-  accepted at tally >= 0, else rejected. An undecided item (a stalled phase, reviewers without
-  evidence) is neither paid nor slashed and stays out of the model.
+  the voter's stake. With at least ``quorum`` informed reviewers the item is *accepted* when its
+  tally is positive, *rejected* when its rejections hold more than half of the weight of all its
+  revealed reviewers, abstaining or not (abstentions never let a minority reject, and slash, an
+  update); otherwise, and without a quorum, it is *undecided* (a stalled phase, reviewers without
+  evidence, a tie): neither paid nor slashed, and it stays out of the model.
 - The verdict's margin is |tally| / (the informed weight), in bps: 10000 is unanimous.
 - Proposers: a missing update is slashed the full rate; a rejected one ``rate x margin`` (slash
   by evidence); an accepted one is paid. Each decided or missing proposal halves the member's
   standing, a rejected or missing one then adds one (``STANDING_ONE``).
 - Voters: a committed vote never revealed is slashed the full rate. A revealed vote is judged
-  on its informed votes of decided items: good when at least half agree with the verdicts (a
-  tie agrees with both), else bad, slashed ``rate x`` the mean margin of the verdicts it lost,
-  which also adds half that margin to its standing (a losing vote on a close verdict costs
-  less than one on a clear verdict). A voter with no informed vote on a decided item is
-  neither paid nor slashed.
+  on its informed votes of decided items: good when at least half agree with the verdicts, else
+  bad, slashed ``rate x`` the mean margin of the verdicts it lost, which also adds half that
+  margin to its standing (a losing vote on a close verdict costs less than one on a clear
+  verdict). A voter with no informed vote on a decided item is neither paid nor slashed.
 - A member whose standing reaches ``EJECT_STANDING`` is ejected (never drawn again), as is one
   whose stake falls below the minimum.
 - The round reward ``pool // rounds_left`` is split: ``voter_reward_bps`` of it among the good
@@ -142,17 +143,29 @@ def settle(inp: RoundInput) -> Settlement:
     tallies = [0] * num_items
     informed = [0] * num_items  # informed reviewers per item
     weight = [0] * num_items  # their total weight
+    present = [0] * num_items  # the weight of every revealed reviewer of the item, abstaining or not
+    yes = [0] * num_items
     votes: list[list[tuple[int, int, bool]]] = []
     for j, voter in enumerate(inp.voters):
         votes.append(_informed(inp, j, judged) if voter.revealed else [])
         w = voter.stake if inp.stake_weighted else 1
+        if voter.revealed:
+            for item in inp.voter_items(j):
+                if judged >> item & 1:
+                    present[item] += w
         for _a, item, accepts in votes[j]:
             tallies[item] += w if accepts else -w
+            yes[item] += w if accepts else 0
             informed[item] += 1
             weight[item] += w
-    decided = sum(1 << i for i in range(num_items) if judged >> i & 1 and informed[i] >= inp.quorum)
-    outcomes = sum(1 << i for i in range(num_items) if decided >> i & 1 and tallies[i] >= 0)
-    ties = sum(1 << i for i in range(num_items) if decided >> i & 1 and tallies[i] == 0)
+    # A verdict needs a quorum of informed reviewers; acceptance a majority of the informed, rejection
+    # more than half of all the revealed reviewers' weight, abstaining or not: abstentions never let
+    # a minority reject (and slash) an update.
+    accepted = [yes[i] > weight[i] - yes[i] for i in range(num_items)]
+    rejected = [2 * (weight[i] - yes[i]) > present[i] for i in range(num_items)]
+    verdict = [informed[i] >= inp.quorum and (accepted[i] or rejected[i]) for i in range(num_items)]
+    decided = sum(1 << i for i in range(num_items) if judged >> i & 1 and verdict[i])
+    outcomes = sum(1 << i for i in range(num_items) if decided >> i & 1 and accepted[i])
     margin = [abs(tallies[i]) * BPS // weight[i] if weight[i] else 0 for i in range(num_items)]
 
     round_reward = inp.reward_pool // (inp.total_rounds - inp.round + 1)
@@ -187,7 +200,7 @@ def settle(inp: RoundInput) -> Settlement:
         covered = [(item, accepts) for _a, item, accepts in votes[j] if decided >> item & 1]
         if not covered:
             continue  # no informed vote on a decided item: neither paid nor slashed
-        lost = [item for item, accepts in covered if not ties >> item & 1 and accepts != bool(outcomes >> item & 1)]
+        lost = [item for item, accepts in covered if accepts != bool(outcomes >> item & 1)]
         if 2 * (len(covered) - len(lost)) >= len(covered):
             good_voters.append((v.address, v.stake))
             continue

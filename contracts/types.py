@@ -46,6 +46,12 @@ def decode_vote(bits: int) -> tuple[int, int]:
     return bits & ((1 << ABSTAIN_SHIFT) - 1), bits >> ABSTAIN_SHIFT
 
 
+def vote_letters(bits: int, items: int) -> str:
+    """A revealed vote per item in bit order: A accept, R reject, . abstain (e.g. ``A.R``)."""
+    accept, abstain = decode_vote(bits)
+    return "".join("." if abstain >> a & 1 else "A" if accept >> a & 1 else "R" for a in range(items))
+
+
 def vote_problem(bits: int, items: int) -> str:
     """Why ``bits`` is not a vote on ``items`` items, as ``FLTask`` refuses it (``InvalidVoteBits``); "" if it is."""
     accept, abstain = decode_vote(bits)
@@ -165,7 +171,7 @@ class TaskConfig(_Model):
     min_stake: int = Field(default=10**18, ge=1, le=UINT96_MAX, description="wei")
     proposer_share_bps: int = Field(default=5_000, ge=1, le=BPS - 1)
     max_committee: int = Field(default=10, ge=2, le=MAX_COMMITTEE)
-    slash_rate_bps: int = Field(default=3_000, ge=0, le=BPS)
+    slash_rate_bps: int = Field(default=2_000, ge=0, le=BPS)
     vote_tolerance_bps: int = Field(default=500, ge=0, le=BPS - 1)
     vote_rule: str = Field(default="reference", description="how voters judge updates (client/voting.py)")
     voter_reward_bps: int = Field(default=1_000, ge=0, le=BPS, description="the good voters' share of a round reward")

@@ -191,7 +191,8 @@ def _summary(report: Any) -> None:
         console.print(
             f"votes from round {outcome.from_round} ({rule}): "
             f"{_share(outcome.attacker_rejected, outcome.attacker_updates)} attacker updates rejected (recall), "
-            f"{_share(outcome.honest_rejected, outcome.honest_updates)} honest updates rejected"
+            f"{_share(outcome.honest_rejected, outcome.honest_updates)} honest updates rejected; "
+            f"left undecided: {outcome.attacker_undecided} attacker, {outcome.honest_undecided} honest"
         )
 
 

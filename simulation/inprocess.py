@@ -180,7 +180,7 @@ class RunResult(BaseModel):
     def outcome(self, from_round: int = 2) -> Outcome:
         """Detection and money as ``report.json`` summarises them (governed runs)."""
         return outcome(
-            [(r.round, r.accepted, r.rejected) for r in self.rounds],
+            [(r.round, r.accepted, r.rejected, r.undecided) for r in self.rounds],
             {m.address: m.net_wei for m in self.money},
             set(self.attackers),
             from_round,

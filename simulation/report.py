@@ -91,6 +91,10 @@ class Outcome(BaseModel):
     honest_updates: int = Field(description="honest updates judged")
     honest_rejected: int
     false_rejection: float | None = Field(description="honest updates rejected / judged")
+    attacker_undecided: int = Field(
+        default=0, description="attacker updates left without a verdict (kept out, neither paid nor slashed)"
+    )
+    honest_undecided: int = Field(default=0, description="honest updates left without a verdict")
     attacker_net_wei: int = Field(description="sum over attackers of stake change + rewards")
     attacker_net_max_wei: int | None = Field(description="the best-off attacker's net (null: no attackers)")
     honest_net_mean_wei: int | None = Field(description="mean over honest participants of their net")
@@ -171,7 +175,7 @@ def build_report(
         participants=participants,
         outcome=(
             outcome(
-                [(r.round, r.accepted_proposers, r.rejected) for r in round_reports],
+                [(r.round, r.accepted_proposers, r.rejected, r.undecided) for r in round_reports],
                 {p.address: p.net_wei for p in participants},
                 attacker_set,
             )
@@ -183,16 +187,19 @@ def build_report(
 
 
 def outcome(
-    rounds: Iterable[tuple[int, list[str], list[str]]],
+    rounds: Iterable[tuple[int, list[str], list[str], list[str]]],
     nets: dict[str, int],
     attackers: set[str],
     from_round: int = 2,
 ) -> Outcome:
     """Detection recall and false rejections from ``from_round``, and the nets of both groups.
 
-    ``rounds``: (round, accepted proposers, rejected proposers); ``nets``: participant -> net wei.
+    ``rounds``: (round, accepted, rejected and undecided proposers); ``nets``: participant -> net wei.
+    Recall and false rejections count decided updates; undecided ones are counted apart.
     """
-    judged = [(a, a in rejected) for r, accepted, rejected in rounds if r >= from_round for a in accepted + rejected]
+    rounds = [r for r in rounds if r[0] >= from_round]
+    judged = [(a, a in rejected) for _, accepted, rejected, _ in rounds for a in accepted + rejected]
+    left = [a for *_, undecided in rounds for a in undecided]
     attacker = [bad for a, bad in judged if a in attackers]
     honest = [bad for a, bad in judged if a not in attackers]
     attacker_nets = [net for a, net in nets.items() if a in attackers]
@@ -208,4 +215,6 @@ def outcome(
         attacker_net_wei=sum(attacker_nets),
         attacker_net_max_wei=max(attacker_nets) if attacker_nets else None,
         honest_net_mean_wei=sum(honest_nets) // len(honest_nets) if honest_nets else None,
+        attacker_undecided=sum(1 for a in left if a in attackers),
+        honest_undecided=sum(1 for a in left if a not in attackers),
     )

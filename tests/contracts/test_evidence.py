@@ -34,11 +34,26 @@ def test_abstentions_do_not_count_and_an_item_without_quorum_is_neither_paid_nor
     assert final["tallies"] == [-1] and final["decided"] == 0 and final["outcomes"] == 0
     assert sent.named("Slashed") == [] and sent.named("Rewarded") == []
     assert h.task.member(o.proposers[0]).standing == 0
-    # The same votes with one more informed vote reach the quorum: 1 accept, 1 reject is a tie, accepted.
     assert h.task.round_info(1).global_published  # nothing accepted: the model stays, published at once
+    # Quorum met (one accept, one reject) but a split: no side holds a majority of the three present.
     o, sent = _round(h, {0: encode_vote(0, 1), 1: 1, 2: 0})
     final = sent.named("RoundFinalized")[0].args
-    assert final["tallies"] == [0] and final["decided"] == 1 and final["outcomes"] == 1
+    assert final["tallies"] == [0] and final["decided"] == 0
+    assert h.task.round_info(2).global_published
+    # Two accepts and an abstention: the accepting side holds 2 of the 3 present, a verdict.
+    o, sent = _round(h, {0: encode_vote(0, 1), 1: 1, 2: 1})
+    final = sent.named("RoundFinalized")[0].args
+    assert final["tallies"] == [2] and final["decided"] == 1 and final["outcomes"] == 1
+
+
+def test_abstentions_do_not_hand_the_verdict_to_a_minority(deploy: Any) -> None:
+    """Two colluders reject while three honest reviewers abstain: 2 of 5 present is no majority."""
+    h: Harness = deploy(max_committee=6, proposer_share_bps=1_700, quorum=2)
+    h.register(6, stake=2 * ETH)
+    o, sent = _round(h, {0: 0, 1: 0, 2: encode_vote(0, 1), 3: encode_vote(0, 1), 4: encode_vote(0, 1)})
+    final = sent.named("RoundFinalized")[0].args
+    assert final["tallies"] == [-2] and final["decided"] == 0
+    assert sent.named("Slashed") == [] and h.task.member(o.proposers[0]).standing == 0
 
 
 def test_a_stalled_voting_phase_accepts_nothing_and_slashes_no_proposer(deploy: Any) -> None:

@@ -128,7 +128,8 @@ def test_aggregate_round_rejected_keeps_the_previous_model(deploy: Any) -> None:
     assert h.task.round_info(1).global_published
 
 
-def test_tie_accepts_and_both_sides_are_good(deploy: Any) -> None:
+def test_a_split_vote_gives_no_verdict_and_nobody_is_paid_or_slashed(deploy: Any) -> None:
+    """One accept, one reject: no side holds a majority of the reviewers present (a tie accepted before issue 27)."""
     h: Harness = deploy(max_committee=3, proposer_share_bps=3_400)
     h.register(3, stake=ETH)
     o = h.open()
@@ -140,10 +141,9 @@ def test_tie_accepts_and_both_sides_are_good(deploy: Any) -> None:
     h.reveal_vote(o.voters[1], 0)
     sent = h.finalize(1)
     final = sent.named("RoundFinalized")[0].args
-    assert final["tallies"] == [0] and final["outcomes"] == 1
-    rewards, slashes = payouts(sent)
-    # 20 ETH: 16 to the proposer, 4 shared by the two voters
-    assert rewards == {o.proposers[0]: 16 * ETH, o.voters[0]: 2 * ETH, o.voters[1]: 2 * ETH} and slashes == {}
+    assert final["tallies"] == [0] and final["outcomes"] == 0 and final["decided"] == 0
+    assert payouts(sent) == ({}, {}) and h.task.reward_pool() == 100 * ETH
+    assert h.task.round_info(1).global_published  # nothing accepted: the global model stays
 
 
 def test_stake_weighting_changes_the_outcome(deploy: Any) -> None:

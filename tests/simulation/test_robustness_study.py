@@ -68,13 +68,12 @@ def test_the_study_runs_on_another_task_and_its_partitions() -> None:
     assert cells["governed"]["recall"] is not None and cells["fedavg"]["recall"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27 (open): the votes eject honest members of skewed federations")
 def test_quick_clean_runs_meet_issue_27s_targets(quick: tuple[dict[str, Any], str]) -> None:
     """Clean federations: <= 2 % of honest updates rejected, no honest member ejected, every honest net > 0.
 
     Measured before the issue's work (``--quick``): digits IID 2.2 % and 1 member ejected (worst
     net -0.09 ETH), Dirichlet 0.5 4.7 % and 1, long-tailed digits on Dirichlet 0.1 11.1 % and 3
-    (worst -0.84 ETH).
+    (worst -0.84 ETH). With abstentions, the quorum and ejection by standing: 0 %, none, > +0.6 ETH.
     """
     study, _ = quick
     clean = {(c["task"], c["partition"]): c for c in study["cells"] if c["defence"] == "governed"}
@@ -83,9 +82,26 @@ def test_quick_clean_runs_meet_issue_27s_targets(quick: tuple[dict[str, Any], st
         assert c["clean_false_rejection"] <= 0.02, where
         assert c["clean_honest_ejected"] == 0, where
         assert c["clean_honest_net_min_wei"] > 0, where
+        assert c["clean_honest_undecided"] <= 0.2, where  # left out for want of a quorum, not too many
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27 (open): nothing makes a voter look")
+def test_long_tailed_skewed_federation_ejects_no_honest_member() -> None:
+    """Issue 27's test: long-tailed digits, Dirichlet 0.1, 10 clients, 20 rounds, no attacker, governed.
+
+    Before the issue's work this very run (seed 0) ejected 8 of its 10 members: voters holding one
+    to four validation samples rejected honest updates about classes they did not hold.
+    """
+    from fedledger.simulation.inprocess import Scenario, play
+
+    result = play(Scenario(task="ltdigits", partition="dirichlet:0.1", clients=10, rounds=20, seed=0))
+    assert len(result.rounds) == 20  # the committee never ran dry
+    assert [o.ejected for o in result.rounds if o.ejected] == []
+    judged = sum(len(o.accepted) + len(o.rejected) + len(o.undecided) for o in result.rounds)
+    assert sum(len(o.rejected) for o in result.rounds) <= 0.02 * judged
+    assert all(m.net_wei > 0 for m in result.money), [m.net_wei for m in result.money]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 27 (open): canary items, to make lazy voters lose, are not built")
 def test_lazy_voters_with_honest_updates_lose_money() -> None:
     """``accept_all`` voters that propose honest updates must end with a negative net (issue 27's target)."""
     from bench.robustness import run_study

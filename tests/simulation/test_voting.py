@@ -83,6 +83,43 @@ def test_reference_rule_rejects_each_attack_for_its_reason(round_two: tuple) -> 
     assert judgement.score_global == pytest.approx(TASK.score(PLUGIN.build(TASK, 0, g), clients[0].val))
 
 
+def test_a_voter_with_weak_evidence_abstains_where_a_rich_one_would_reject(round_two: tuple) -> None:
+    """A voter holding two classes of five samples cannot convict on direction or size: it abstains.
+
+    The same items judged by an IID voter with the same checks tightened so far that they reject
+    show what the weak voter declined to say; copies and clearly reversed updates it still rejects.
+    """
+    from fedledger.client.voting import ABSTAIN
+    from fedledger.contracts.types import decode_vote
+
+    g, clients = round_two
+    voter = clients[0]
+    keep = np.isin(voter.val.y, voter.val.y[:2])[:]
+    weak_val = Split(voter.val.x[keep][:5], voter.val.y[keep][:5])
+    weak = ClientData(train=Split(voter.train.x[:8], voter.train.y[:8]), val=weak_val, test=voter.test)
+    honest = [trained(g, clients[i].train, i) for i in (1, 2, 3)]
+    reversed_ = parse_attack("sign_flip").poison_update(g, honest[2])
+    items = [honest[0], honest[1], reversed_, OrderedDict((k, v.copy()) for k, v in honest[0].items())]
+    rule = ReferenceRule()
+    b = ballot(g, weak, items)
+    assert rule.weak_evidence(b) and not rule.weak_evidence(ballot(g, voter, items))
+    judgement = rule.decide(b)
+    accept, abstain = decode_vote(judgement.bits)
+    assert not accept & 0b1100  # the copy and the reversed update: rejected, not abstained on
+    assert "identical" in judgement.reasons[3] and not abstain >> 3 & 1
+    for i in (0, 1):  # honest: accepted or, with no evidence, abstained on; never rejected
+        assert accept >> i & 1 or (abstain >> i & 1 and judgement.reasons[i].startswith(ABSTAIN)), judgement.reasons
+    # A direction check tightened to reject everything below cosine 0.99: the rich voter rejects
+    # the honest items, the weak voter abstains on them.
+    from fedledger.client.voting import ReferenceLimits
+
+    strict = ReferenceRule(ReferenceLimits(min_cosine=0.99, doubtful_cosine=0.99))
+    rich = strict.decide(ballot(g, voter, items[:2]))
+    assert rich.bits == 0 and all("points away" in r for r in rich.reasons)
+    unsure = strict.decide(ballot(g, weak, items[:2]))
+    assert decode_vote(unsure.bits) == (0, 0b11), unsure.reasons
+
+
 def test_a_label_flip_that_keeps_the_direction_is_caught_by_the_class_check(round_two: tuple) -> None:
     g, clients = round_two
     flipped = trained(g, Split(clients[4].train.x, 9 - clients[4].train.y), 4)

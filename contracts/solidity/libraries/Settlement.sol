@@ -14,7 +14,8 @@ import {Sortition} from "./Sortition.sol";
  * votes): tally each item's informed votes (+w accept / -w reject; abstentions do not count), give a
  * verdict only to an item with a quorum of informed reviewers (accept at tally >= 0), classify every
  * seat, pay the round reward to the good in proportion to stake, slash the bad by the strength of the
- * evidence (the verdict's margin) and eject by standing.
+ * evidence (the verdict's margin) and eject by standing. A verdict needs `quorum` informed reviewers;
+ * a rejection needs more than half of all the item's revealed reviewers, abstaining or not.
  * @dev Deployed once and linked (DELEGATECALL in the task's storage): it runs once per round and
  * keeps FLTask under the EIP-170 limit. Python's contracts/settlement.py is its reference; the
  * rules are in docs/protocol.md.
@@ -77,7 +78,6 @@ library Settlement {
         uint256[] slashBps; // each bad seat's share of the full slash, bps
         uint256 outcomes;
         uint256 decided;
-        uint256 ties;
         uint256 good; // bitmap over committee positions
         uint256 bad;
         uint256 reasons; // SlashReason of position s in bits 2s..2s+1
@@ -185,17 +185,20 @@ library Settlement {
         st.assigned = new uint256[](numVoters);
         st.margins = new uint256[](tallies.length);
         if (judged == 0) return tallies;
-        // Informed stake per item (stake-weighted only: counted, the informed count is the weight).
+        // Stake-weighted only (counted, the counts are the weights): per item the informed stake and
+        // the stake of every revealed reviewer, abstaining or not.
         uint256[] memory weights = new uint256[](rules.stakeWeighted ? tallies.length : 0);
+        uint256[] memory present = new uint256[](rules.stakeWeighted ? tallies.length : 0);
         bool bitIsItem = !perUpdate || d.reviewers == numVoters; // vote bit a judges item a
         uint256[8] memory accepts;
         uint256[8] memory reviews;
+        uint256[8] memory reviewers;
         uint256 lanes = tallies.length < 8 ? tallies.length : 8; // offsets in use
         for (uint256 j = 0; j < numVoters; ++j) {
             if ((d.revealed >> j) & 1 == 0) continue;
             uint256 vote = st.bits[j];
-            (uint256 expanded, uint256 assigned) = bitIsItem
-                ? (vote & judged & ITEM_MASK, judged & ~(vote >> ABSTAIN_SHIFT))
+            (uint256 expanded, uint256 assigned, uint256 covered) = bitIsItem
+                ? (vote & judged & ITEM_MASK, judged & ~(vote >> ABSTAIN_SHIFT), judged)
                 : _spread(
                     vote, judged, j, Sortition.itemCount(j, d.numProposers, numVoters, d.reviewers), numVoters, d.reviewers
                 );
@@ -204,8 +207,10 @@ library Settlement {
             if (rules.stakeWeighted) {
                 uint256 stake = _at(st.words, d.numProposers + j).stake();
                 int256 w = int256(stake);
-                for (uint256 rest = assigned; rest != 0; rest &= rest - 1) {
+                for (uint256 rest = covered; rest != 0; rest &= rest - 1) {
                     uint256 item = Sortition.popcount((rest & (~rest + 1)) - 1);
+                    present[item] += stake;
+                    if ((assigned >> item) & 1 == 0) continue; // abstained
                     tallies[item] += (expanded >> item) & 1 == 1 ? w : -w;
                     weights[item] += stake;
                 }
@@ -218,42 +223,58 @@ library Settlement {
                     let pr := add(reviews, shl(5, o))
                     mstore(pr, add(mload(pr), and(shr(o, assigned), BYTE_ONES)))
                 }
+                // Each revealed voter covers every judged item when a bit is an item: counted below.
+                if iszero(bitIsItem) {
+                    for { let o := 0 } lt(o, lanes) { o := add(o, 1) } {
+                        let pv := add(reviewers, shl(5, o))
+                        mstore(pv, add(mload(pv), and(shr(o, covered), BYTE_ONES)))
+                    }
+                }
             }
         }
+        uint256 everyone = Sortition.popcount(d.revealed);
         for (uint256 i = 0; i < tallies.length; ++i) {
             if ((judged >> i) & 1 == 0) continue;
             uint256 shift = 8 * (i >> 3);
             uint256 informed = (reviews[i & 7] >> shift) & 0xff;
             uint256 weight = informed;
-            if (rules.stakeWeighted) weight = weights[i];
+            uint256 all = bitIsItem ? everyone : (reviewers[i & 7] >> shift) & 0xff;
+            if (rules.stakeWeighted) (weight, all) = (weights[i], present[i]);
             else tallies[i] = int256(2 * ((accepts[i & 7] >> shift) & 0xff)) - int256(informed);
             if (informed < rules.quorum) continue; // no verdict: neither paid nor slashed, not aggregated
+            // Accepted: a positive tally. Rejected: the rejections (weight - tally = 2 rejected) hold
+            // more than half of every revealed reviewer's weight, abstentions included, so that
+            // abstentions never let a minority reject (and slash) an update. Else undecided.
             int256 t = tallies[i];
+            uint256 absTally = t >= 0 ? uint256(t) : uint256(-t);
+            if (t <= 0 && weight + absTally <= all) continue;
             st.decided |= 1 << i;
-            if (t >= 0) st.outcomes |= 1 << i;
-            if (t == 0) st.ties |= 1 << i;
+            if (t > 0) st.outcomes |= 1 << i;
             // weight > 0: at least one informed vote, and stakes are at least the minimum (> 0)
-            _put(st.margins, i, ((t >= 0 ? uint256(t) : uint256(-t)) * BPS) / weight);
+            _put(st.margins, i, (absTally * BPS) / weight);
         }
     }
 
     /// @dev Voter `j`'s vote on its `n` assigned items (bit a: item (j + a V) / k) by update position:
-    /// its acceptances and its informed (not abstained) judged items.
+    /// its acceptances, its informed (not abstained) judged items and all its judged items.
     // Yul shl(shift, value): shifting the constant 1 by a variable is meant (Slither reads it reversed).
     // slither-disable-next-line incorrect-shift
     function _spread(uint256 vote, uint256 judged, uint256 j, uint256 n, uint256 numVoters, uint256 k)
         private
         pure
-        returns (uint256 expanded, uint256 assigned)
+        returns (uint256 expanded, uint256 assigned, uint256 covered)
     {
         // n < 120 and every item index < 120: the shifts and the arithmetic stay in range.
         assembly ("memory-safe") {
             let abstain := shr(ABSTAIN_SHIFT, vote)
             for { let a := 0 } lt(a, n) { a := add(a, 1) } {
                 let item := div(add(j, mul(a, numVoters)), k)
-                if and(and(shr(item, judged), 1), iszero(and(shr(a, abstain), 1))) {
-                    expanded := or(expanded, shl(item, and(shr(a, vote), 1)))
-                    assigned := or(assigned, shl(item, 1))
+                if and(shr(item, judged), 1) {
+                    covered := or(covered, shl(item, 1))
+                    if iszero(and(shr(a, abstain), 1)) {
+                        expanded := or(expanded, shl(item, and(shr(a, vote), 1)))
+                        assigned := or(assigned, shl(item, 1))
+                    }
                 }
             }
         }
@@ -299,8 +320,8 @@ library Settlement {
             }
             uint256 covered = _at(st.assigned, j) & st.decided;
             if (covered == 0) continue; // no informed vote on a decided item: neither paid nor slashed
-            // A bit agrees when it matches the outcome; a tie agrees with both sides.
-            uint256 lost = (_at(st.expanded, j) ^ st.outcomes) & ~st.ties & covered;
+            // A vote loses when it differs from the verdict (a decided item is never tied).
+            uint256 lost = (_at(st.expanded, j) ^ st.outcomes) & covered;
             uint256 numLost = Sortition.popcount(lost);
             if (2 * numLost <= Sortition.popcount(covered)) {
                 st.good |= 1 << s;
