@@ -103,7 +103,11 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
     group.add_argument("--min-stake", type=ether, help="minimum stake in ether (default 1)")
     group.add_argument("--max-committee", type=int, help="largest committee per round (default 10)")
     group.add_argument("--proposer-share-bps", type=int, help="share of the committee that proposes (default 5000)")
-    group.add_argument("--slash-rate-bps", type=int, help="stake share a bad participant loses (default 3000)")
+    group.add_argument(
+        "--slash-rate-bps",
+        type=int,
+        help=f"stake share a bad verdict takes, times its margin (default {_task_default('slash_rate_bps')})",
+    )
     group.add_argument(
         "--vote-rule",
         help="how voters judge an update: share, full, loo or reference (default: the strategy's; fedavg: reference)",
