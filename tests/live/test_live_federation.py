@@ -243,7 +243,9 @@ def test_three_rounds_survive_gateway_restart_killed_node_and_crashed_coordinato
     # reject an honest update (docs/voting.md measures how often; the keys, and so the draws, are
     # new every run, and a run elsewhere saw a survivor's update rejected in round 3). Such a
     # rejection is the voters' recorded verdict, checked below as the only other cause of a slash.
-    rejected = {a.lower() for a in rounds[0]["rejected"]}
+    # An update can also get no verdict (issue 27): with one node killed, a round of the two survivors
+    # has one voter, short of the quorum of 2 (the task default for a committee of 3).
+    rejected = {a.lower() for a in rounds[0]["rejected"] + rounds[0].get("undecided", [])}
     assert rejected <= {p.lower() for p in rounds[0]["proposers"]}
     if any(nodes[p.lower()] in survivors and p.lower() not in rejected for p in rounds[0]["proposers"]):
         assert rounds[0]["accepted"] is True and rounds[0]["metrics"]["accuracy"] > 0.3

@@ -134,7 +134,7 @@ def test_deploy_takes_the_strategys_vote_rule_and_checks_a_given_one() -> None:
     default = run_cli("deploy", "--embedded", "--json")
     assert default.returncode == 0, default.stderr
     config = DeploymentManifest.model_validate(json.loads(default.stdout)).task_config
-    assert config.vote_rule == "reference" and config.voter_reward_bps == 1_000 and config.slash_rate_bps == 3_000
+    assert config.vote_rule == "reference" and config.voter_reward_bps == 1_000 and config.slash_rate_bps == 2_000
     chosen = run_cli("deploy", "--embedded", "--json", "--vote-rule", "loo", "--voter-reward-bps", "2500")
     config = DeploymentManifest.model_validate(json.loads(chosen.stdout)).task_config
     assert config.vote_rule == "loo" and config.voter_reward_bps == 2_500
