@@ -253,13 +253,12 @@ def honest_ejected(result: RunResult) -> int:
 
 def _undecided(results: list[RunResult], honest: bool) -> float | None:
     """Share of the group's committed updates (rounds >= 2) left undecided for want of a quorum."""
-    left = judged = 0
-    for r in results:
-        group = [a for o in r.rounds if o.round >= 2 for a in o.accepted + o.rejected + o.undecided]
-        group = [a for a in group if (a in r.attackers) is not honest]
-        judged += len(group)
-        left += sum(1 for o in r.rounds if o.round >= 2 for a in o.undecided if (a in r.attackers) is not honest)
-    return round(left / judged, 4) if judged else None
+    outcomes = [r.outcome(from_round=2) for r in results]
+    if honest:
+        left, decided = sum(o.honest_undecided for o in outcomes), sum(o.honest_updates for o in outcomes)
+    else:
+        left, decided = sum(o.attacker_undecided for o in outcomes), sum(o.attacker_updates for o in outcomes)
+    return round(left / (left + decided), 4) if left + decided else None
 
 
 def _false_rejection(outcomes: list[Outcome]) -> float | None:
