@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from fedledger.contracts import sortition
+from eth_utils import keccak
+
+from fedledger.contracts import canary, sortition
 from fedledger.contracts.bindings import Event
 from fedledger.contracts.settlement import ProposerSeat, RoundInput, Settlement, VoterSeat, settle
 from fedledger.contracts.types import (
@@ -39,6 +41,9 @@ class MemberBooks:
     owed: int = 0
     standing: int = 0
     """Fixed-point record of rejections (the settlement rules'; kept across an exit and a new registration)."""
+    seal: bytes = ZERO32
+    """Its canary seal (the low 224 bits the contract keeps) and the round it was set in."""
+    sealed_in: int = 0
     history: list[Event] = field(default_factory=list)
 
 
@@ -58,6 +63,8 @@ class RoundRecord:
     candidate: bytes | None = None
     vote_commitments: dict[str, bytes] = field(default_factory=dict)
     reveals: dict[str, int] = field(default_factory=dict)
+    canaries: set[str] = field(default_factory=set)
+    """Proposers that declared their update a canary."""
     finalized: bool = False
     tallies: list[int] = field(default_factory=list)
     outcomes: int = 0
@@ -256,6 +263,35 @@ def _vote_revealed(state: Replay, event: Event, where: str, _before: object) -> 
     record.reveals[voter] = bits
 
 
+def _canary_sealed(state: Replay, event: Event, _where: str, _before: object) -> None:
+    books = state.books(event.args["account"])
+    books.seal, books.sealed_in = _low224(bytes(event.args["seal"])), event.args["afterRound"]
+
+
+def _canary_declared(state: Replay, event: Event, where: str, _before: object) -> None:
+    """The contract's checks of a declaration, again: its window, its seat, its seal and its lottery."""
+    record = _record(state, event, where)
+    proposer, preimage = event.args["proposer"], bytes(event.args["preimage"])
+    books = state.books(proposer)
+    if record is None:
+        return
+    r = record.round
+    if proposer not in record.updates:
+        state.disagree(where, f"round {r}: {proposer} declared a canary without a committed update")
+    if record.reveals:
+        state.disagree(where, f"round {r}: {proposer} declared a canary after a vote was revealed")
+    if not (books.sealed_in < r and _low224(keccak(preimage)) == books.seal):
+        state.disagree(where, f"round {r}: the preimage of {proposer} does not open its seal")
+    if not canary.lottery(preimage, state.global_model_hash, r, state.config.canary_rate_bps):
+        state.disagree(where, f"round {r}: {proposer} declared a canary its lottery did not draw")
+    books.seal, books.sealed_in = _low224(preimage), r
+    record.canaries.add(proposer)
+
+
+def _low224(value: bytes) -> bytes:
+    return b"\0" * 4 + value[4:]
+
+
 def _rewarded(state: Replay, event: Event, where: str, _before: object) -> None:
     record = _record(state, event, where)
     state.books(event.args["account"]).owed += event.args["amount"]
@@ -303,7 +339,10 @@ def _round_finalized(state: Replay, event: Event, where: str, before: tuple[dict
             round=record.round,
             reward_pool=pool,
             voter_reward_bps=config.voter_reward_bps,
-            proposers=[ProposerSeat(p, stakes.get(p, 0), p in record.updates, standing(p)) for p in record.proposers],
+            proposers=[
+                ProposerSeat(p, stakes.get(p, 0), p in record.updates, standing(p), p in record.canaries)
+                for p in record.proposers
+            ],
             voters=[
                 VoterSeat(
                     v,
@@ -378,6 +417,8 @@ _HANDLERS = {
     "AggregateProposed": _aggregate_proposed,
     "VoteCommitted": _vote_committed,
     "VoteRevealed": _vote_revealed,
+    "CanarySealed": _canary_sealed,
+    "CanaryDeclared": _canary_declared,
     "Rewarded": _rewarded,
     "Slashed": _slashed,
     "Ejected": _ejected,

@@ -16,8 +16,10 @@ the same committee size, to show that its cost does not grow with the membership
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,9 @@ from eth_utils import keccak
 from fedledger.contracts import typed_data as td
 from fedledger.contracts.artifacts import load_artifact
 from fedledger.contracts.bindings import FLTaskContract, Sent
+from fedledger.contracts.canary import CanaryChain
 from fedledger.contracts.sortition import items_of
-from fedledger.contracts.types import TaskConfig, VoteMode, vote_commitment
+from fedledger.contracts.types import BPS, CANARY_STUDY_RATE_BPS, TaskConfig, VoteMode, vote_commitment
 from fedledger.deploy.chain import advance_time, dev_accounts, embedded_web3
 from fedledger.deploy.deployer import deploy_task
 
@@ -39,7 +42,13 @@ TARGETS = {10: 50_000, 20: 50_000, 50: 40_000}
 
 
 def _task(
-    participants: int, mode: VoteMode, reviewers: int, rounds: int, committee: int | None = None, slash_bps: int = 3_000
+    participants: int,
+    mode: VoteMode,
+    reviewers: int,
+    rounds: int,
+    committee: int | None = None,
+    slash_bps: int = 3_000,
+    canary_rate: int | None = None,
 ) -> Any:
     w3 = embedded_web3(num_accounts=participants + 2)
     keys = dev_accounts(w3)
@@ -53,6 +62,7 @@ def _task(
         reviewers_per_update=reviewers,
         total_rounds=rounds,
         slash_rate_bps=slash_bps,
+        **({} if canary_rate is None else {"canary_rate_bps": canary_rate}),
     )
     manifest, task = deploy_task(w3, coordinator, config, pool_wei=100 * ETH)
     return w3, manifest, task, coordinator, relayer, members
@@ -100,8 +110,13 @@ def _relayed_round(
     by_address: dict[str, Any],
     mode: VoteMode,
     continues: bool,
+    between: Callable[[], int] | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """One round with every participant action relayed in one batch per phase; gas of each step."""
+    """One round with every participant action relayed in one batch per phase; gas of each step.
+
+    ``between`` runs after the vote batch and before the reveal batch (a canary's declaration window)
+    and returns the gas it spent.
+    """
     r = opened.round
     domain = task.domain()
     committee = (opened.proposers, opened.voters)
@@ -129,6 +144,7 @@ def _relayed_round(
         reveals.append(sign(td.REVEAL_VOTE, td.reveal_vote_message(v, r, bits, salt)))
         committed.append((j, commitment))
     vote = task.relay(relayer, votes, committee=committee)
+    declared = between() if between is not None else 0
     reveal = task.relay(relayer, reveals, committee=committee, committed=committed)
     if not reveal.named("RoundFinalized"):
         raise RuntimeError(f"round {r} did not finalize with its last reveal")
@@ -140,6 +156,7 @@ def _relayed_round(
         "propose_aggregate": propose,
         "commit_vote_batch": _batch(vote, num_v),
         "reveal_vote_batch_and_finalize": _batch(reveal, num_v),
+        **({"declare_canary": declared} if between is not None else {}),
     }, opened_next
 
 
@@ -147,6 +164,65 @@ def _batch(sent: Sent, entries: int) -> dict[str, int]:
     if sent.named("ActionRejected"):
         raise RuntimeError(f"a relayed entry was rejected: {sent.named('ActionRejected')[0].args}")
     return {"entries": entries, "total": sent.gas_used, "per_entry": sent.gas_used // entries}
+
+
+def canary_costs(participants: int) -> dict[str, Any]:
+    """What canaries cost at ``participants`` (per-update mode, half proposers): a seal, a declaration, and
+    the steady-state gas per participant per round with the canaries the study's rate expects (the task
+    default is off: canaries cost nothing then).
+
+    Round 3 is played twice on two equal tasks, once without and once with one declared canary, so
+    that the difference is what one canary adds to a round (declaration and settlement).
+    """
+    rate = CANARY_STUDY_RATE_BPS
+    totals = {}
+    seal_gas = declare_gas = 0
+    for declares in (False, True):
+        # Every proposal owes a canary here, so that the one declared wins its lottery.
+        _, _, task, coordinator, relayer, members = _task(
+            participants, VoteMode.PER_UPDATE, 10, STEADY_ROUND + 2, canary_rate=BPS
+        )
+        by_address = {k.address: k for k in members}
+        chains = {k.address: CanaryChain(keccak(text=f"canary:{k.address}"), length=8) for k in members}
+        for k in members:
+            task.register(k.address, 2 * ETH)
+            seal_gas = task.set_canary_seal(k.address, chains[k.address].seal).gas_used
+        opened, sent = task.open_round(coordinator)
+        total = 0
+        for r in range(1, STEADY_ROUND + 1):
+            last = declares and r == STEADY_ROUND
+            declare = functools.partial(_declare, task, chains[opened.proposers[0]], opened.proposers[0], r)
+            steps, _ = _relayed_round(
+                task, opened, coordinator, relayer, by_address, VoteMode.PER_UPDATE, True, declare if last else None
+            )
+            total = sent.gas_used + sum(v["total"] if isinstance(v, dict) else v for v in steps.values())
+            if last:
+                declare_gas = int(steps["declare_canary"])
+            if r < STEADY_ROUND:
+                opened, sent = task.publish_and_open(coordinator, r, keccak(text=f"global {r}"))
+        totals[declares] = total
+    proposers = participants // 2
+    per_canary = totals[True] - totals[False]
+    expected = totals[False] + per_canary * rate * proposers // BPS
+    return {
+        "participants": participants,
+        "canary_rate_bps": rate,
+        "set_canary_seal": seal_gas,
+        "declare_canary": declare_gas,
+        "round_gas_per_canary": per_canary,
+        "per_participant_per_round_without": totals[False] // participants,
+        "per_participant_per_round_at_rate": expected // participants,
+    }
+
+
+def _declare(task: FLTaskContract, chain: CanaryChain, proposer: str, round_: int) -> int:
+    """Declare ``proposer``'s update of ``round_`` a canary, countersigned by the coordinator; its gas."""
+    x = chain.preimage
+    if x is None:
+        raise RuntimeError(f"the canary chain of {proposer} is spent")
+    signature = td.sign_canary(dev_accounts(task.w3)[0], proposer, round_, x, task.domain())
+    chain.declared()
+    return task.declare_canary(proposer, round_, x, signature).gas_used
 
 
 def open_round_by_members(counts: tuple[int, ...], committee: int = 10) -> list[dict[str, int]]:
@@ -182,7 +258,7 @@ def code_sizes() -> dict[str, int]:
     return {n: (len(load_artifact(n).deployed_bytecode) - 2) // 2 for n in ("FLTask", "Registry", "Settlement")}
 
 
-def markdown(entries: list[dict[str, Any]], opens: list[dict[str, int]]) -> str:
+def markdown(entries: list[dict[str, Any]], opens: list[dict[str, int]], canaries: list[dict[str, Any]]) -> str:
     """The README tables."""
     rows = [
         "| participants (P+V) | mode | k | round | openRound | commit / entry | vote commit / entry "
@@ -200,6 +276,18 @@ def markdown(entries: list[dict[str, Any]], opens: list[dict[str, int]]) -> str:
         )
     rows += ["", "| members | committee | openRound (steady state) |", "|---:|---:|---:|"]
     rows += [f"| {o['members']:,} | {o['committee']} | {o['open_round']:,} |" for o in opens]
+    rows += [
+        "",
+        "| participants | setCanarySeal (once) | declareCanary | round gas per canary | per participant per round, "
+        "no canary | at the study's canary rate | target |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows += [
+        f"| {c['participants']} | {c['set_canary_seal']:,} | {c['declare_canary']:,} | {c['round_gas_per_canary']:,} "
+        f"| {c['per_participant_per_round_without']:,} | **{c['per_participant_per_round_at_rate']:,}** "
+        f"({c['canary_rate_bps'] / 100:g} %) | {TARGETS[c['participants']]:,} |"
+        for c in canaries
+    ]
     return "\n".join(rows)
 
 
@@ -214,10 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = (10,) if args.quick else (10, 20, 50)
     entries = [e for n in sizes for mode in VoteMode for e in scenario(n, mode, args.reviewers)]
     opens = open_round_by_members((32, 256) if args.quick else (32, 256, 1024))
-    result = {"rounds": entries, "open_round_by_members": opens, "code_sizes": code_sizes()}
+    canaries = [canary_costs(n) for n in sizes]
+    result = {"rounds": entries, "open_round_by_members": opens, "canaries": canaries, "code_sizes": code_sizes()}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(markdown(entries, opens) if args.markdown else json.dumps(result, indent=2))
+    print(markdown(entries, opens, canaries) if args.markdown else json.dumps(result, indent=2))
     over = [
         e for e in entries if e["round"] == STEADY_ROUND and e["per_participant_per_round"] > TARGETS[e["participants"]]
     ]

@@ -141,11 +141,19 @@ def parse_defence(defence: str) -> tuple[str, str | None, int | None]:
     return name, rule or None, int(reviewers) if reviewers else None
 
 
-def _scenario(defence: str, **fields: Any) -> Scenario:
-    """A scenario for ``defence`` (``governed:RULE`` picks a vote rule, ``@kK`` the reviewers per update)."""
+def _scenario(defence: str, canary_rate_bps: int | None = None, **fields: Any) -> Scenario:
+    """A scenario for ``defence`` (``governed:RULE`` picks a vote rule, ``@kK`` the reviewers per update).
+
+    ``canary_rate_bps`` replaces the task default's canary rate (contracts/canary.py).
+    """
     name, rule, reviewers = parse_defence(defence)
+    incentives: dict[str, int] = {}
     if reviewers is not None:
-        fields["incentives"] = Incentives(reviewers_per_update=reviewers)
+        incentives["reviewers_per_update"] = reviewers
+    if canary_rate_bps is not None:
+        incentives["canary_rate_bps"] = canary_rate_bps
+    if incentives:
+        fields["incentives"] = Incentives(**incentives)
     return Scenario(defence=name, **({"vote_rule": rule} if rule else {}), **fields)
 
 
@@ -175,6 +183,7 @@ def scenarios(
     rounds: int,
     defences: tuple[str, ...],
     attacks: tuple[tuple[str, str], ...] | None = None,
+    canary_rate_bps: int | None = None,
 ) -> tuple[list[tuple[tuple[Any, ...], Scenario]], list[tuple[tuple[Any, ...], Scenario]]]:
     """(attacked runs, clean runs) over ``where``, each keyed by its cell; ``attacks`` replaces the matrix's."""
     chosen = attacks
@@ -183,7 +192,8 @@ def scenarios(
     seed_list = range(1 if quick else seeds)
 
     def run(task: str, clients: int, partition: str, defence: str, seed: int, **attack: Any) -> Scenario:
-        return _scenario(defence, task=task, clients=clients, rounds=rounds, partition=partition, seed=seed, **attack)
+        place = {"task": task, "clients": clients, "partition": partition}
+        return _scenario(defence, canary_rate_bps, rounds=rounds, seed=seed, **place, **attack)
 
     # A voter attack means nothing without votes: plain defences play the update attacks only.
     matrix = [(a, v, d) for a, v in attacks for d in defences if v == "honest" or _votes(d)]
@@ -325,12 +335,16 @@ def run_study(
     tasks: tuple[str, ...] = ("digits",),
     partitions: tuple[str, ...] = PARTITIONS,
     where: Grid | None = None,
+    canary_rate_bps: int | None = None,
 ) -> dict[str, Any]:
-    """Play every run (in ``workers`` processes) and summarise; ``where`` replaces tasks x clients x partitions."""
+    """Play every run (in ``workers`` processes) and summarise; ``where`` replaces tasks x clients x partitions.
+
+    ``canary_rate_bps`` replaces the task default's canary rate in every governed run.
+    """
     started = time.monotonic()
     defences = defences or (("fedavg", "governed") if quick else DEFENCES)
     where = where or grid(tasks, clients, partitions)
-    attacked, clean = scenarios(quick, seeds, where, rounds, defences, attacks)
+    attacked, clean = scenarios(quick, seeds, where, rounds, defences, attacks, canary_rate_bps)
     every = [s for _, s in attacked] + [s for _, s in clean]
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
@@ -346,6 +360,7 @@ def run_study(
         "clients": sorted({n for _, n, _ in where}),
         "grid": [list(w) for w in where],
         "rounds": rounds,
+        "canary_rate_bps": every[0].incentives.canary_rate_bps if every else canary_rate_bps,
         "defences": list(defences),
         "runs": len(every),
         "wall_s": round(time.monotonic() - started, 1),
@@ -465,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
         "--tasks", "--task", dest="tasks", help="comma-separated tasks every cell is played on (default digits)"
     )
     parser.add_argument("--partitions", help=f"comma-separated partitions (default {','.join(PARTITIONS)})")
+    parser.add_argument(
+        "--canary-rate-bps",
+        type=int,
+        help="chance that a proposal owes a canary, bps (default: the task default, off; docs/voting.md 'Canaries')",
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2: this machine's cores)")
     parser.add_argument("--json", type=Path, dest="json_path", help="write the study here")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables instead of JSON")
@@ -474,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds if args.rounds is not None else preset.get("rounds", 10)
     if seeds < 1 or rounds < 1 or args.workers < 1:
         parser.error("--seeds, --rounds and --workers must be at least 1")
+    if args.canary_rate_bps is not None and not 0 <= args.canary_rate_bps <= 10_000:
+        parser.error(f"--canary-rate-bps must lie in 0..10000, got {args.canary_rate_bps}")
     try:
         clients = tuple(int(n) for n in _names(args.clients)) if args.clients else preset.get("clients", (10,))
     except ValueError:
@@ -527,7 +549,17 @@ def main(argv: list[str] | None = None) -> int:
     chosen_grid = args.tasks or args.partitions or args.clients
     where = tuple((t, clients[0], p) for t, p in QUICK_GRID) if args.quick and not chosen_grid else None
     study = run_study(
-        args.quick, seeds, clients, rounds, args.workers, defences, attacks, tasks, partitions, where=where
+        args.quick,
+        seeds,
+        clients,
+        rounds,
+        args.workers,
+        defences,
+        attacks,
+        tasks,
+        partitions,
+        where=where,
+        canary_rate_bps=args.canary_rate_bps,
     )
     if args.json_path is not None:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from fedledger import codec
 from fedledger.aggregation.registry import get_strategy
 from fedledger.config import RunSettings
 from fedledger.contracts import typed_data as td
+from fedledger.contracts.canary import CanaryChain
 from fedledger.server.gateway.client import BlobVerificationError, GatewayClient, read_ca
 from fedledger.server.gateway.proto import gateway_pb2 as pb
 from fedledger.simulation.attacks import Attack, PoisonContext, VoterAttack, parse_attack, parse_voter_attack
@@ -29,6 +30,7 @@ from fedledger.simulation.tasks import TrainSettings, get_task
 from fedledger.simulation.tasks.base import ClientData, derived_seed
 
 from .agent import AgentAccount
+from .canary import canary_chain, canary_update
 from .data import parse_data_spec
 from .identity import node_key
 from .voting import Ballot, Judgement, get_rule
@@ -178,6 +180,25 @@ class Participant:
         return binding.signature, register
 
     # ---------------------------------------------------------------- training
+
+    @functools.cached_property
+    def canaries(self) -> CanaryChain:
+        """The member's canary chain (contracts/canary.py); a simulated run's task sits at the zero address."""
+        return canary_chain(self.key, "0x" + "0" * 40)
+
+    def owed_canary(self, round_: int, global_hash: bytes, rate_bps: int) -> bytes | None:
+        """The preimage to declare when this member owes a canary in ``round_`` (None otherwise).
+
+        A simulated attacker sends its attack instead: it has no reason to let its item be known
+        as harmless before the votes.
+        """
+        if self.attack is not None:
+            return None
+        return self.canaries.owes(global_hash, round_, rate_bps)
+
+    def canary(self, state: Arrays, preimage: bytes) -> tuple[Arrays, int]:
+        """The canary this member commits in place of its update, and the example count it claims as usual."""
+        return canary_update(state, preimage), len(self.data.train)
 
     def honest_update(
         self, round_: int, state: Arrays, private: dict[str, Arrays] | None = None

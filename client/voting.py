@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
@@ -45,6 +46,7 @@ Arrays = OrderedDict[str, np.ndarray]
 BPS = 10_000
 ABSTAIN = "abstains"
 """Prefix of the reason of an item a voter abstains on."""
+NO_CHANGE = "no change to the global model"
 
 
 @dataclass
@@ -124,13 +126,55 @@ class VoteRule(ABC):
     """True: it works on model deltas (strategies whose updates are not models cannot use it)."""
 
     def decide(self, ballot: Ballot) -> Judgement:
-        """Accept / reject every item (items with nothing to judge are rejected)."""
-        judgement = _paper_rule(ballot, lambda u, _w: u) if ballot.aggregate else self.judge_updates(ballot)
+        """Accept / reject every item (items with nothing to judge are rejected).
+
+        Whatever the rule, an update that leaves the global model as it was is rejected: it is no
+        work (a free rider's copy) or a canary (contracts/canary.py), and a voter that accepted a
+        canary its reviewers rejected would forfeit its stake; rules that score accuracy alone
+        would accept it (an unchanged model scores as the global does).
+        """
+        if ballot.aggregate:
+            judgement = _paper_rule(ballot, lambda u, _w: u)
+        else:
+            judgement = _reject_unchanged(ballot, self.judge_updates(ballot))
         return dataclasses.replace(judgement, score_global=ballot.score_global)
 
     @abstractmethod
     def judge_updates(self, ballot: Ballot) -> Judgement:
         """Per-update mode: accept / reject each proposer's update."""
+
+
+UNCHANGED_RATIO = 1e-5
+"""An update whose change is below this share of the global model's norm leaves the model as it was."""
+
+
+def unchanged(global_arrays: Arrays, update: Arrays) -> bool:
+    """Whether ``update`` (a model like ``global_arrays``) moves it less than ``UNCHANGED_RATIO`` of its norm."""
+    names = _floating(global_arrays)
+    if not names or any(n not in update or update[n].shape != global_arrays[n].shape for n in names):
+        return False  # not a model update (e.g. seeds and scalars): another kind of evidence
+    moved = math.sqrt(sum(float(np.sum((update[n] - global_arrays[n]).astype(np.float64) ** 2)) for n in names))
+    size = math.sqrt(sum(float(np.sum(global_arrays[n].astype(np.float64) ** 2)) for n in names))
+    return moved <= UNCHANGED_RATIO * size
+
+
+def _reject_unchanged(ballot: Ballot, judgement: Judgement) -> Judgement:
+    """Reject unchanged updates; abstain on those from clients claiming too few examples to move the model."""
+    flags = [u is not None and unchanged(ballot.global_arrays, u) for u in ballot.updates]
+    if not any(flags):
+        return judgement
+    small = [w < ReferenceLimits.min_evidence_samples for w in ballot.weights]
+    return dataclasses.replace(
+        judgement,
+        accept=[ok and not f for ok, f in zip(judgement.accept, flags, strict=True)],
+        reasons=[
+            (f"{ABSTAIN}: {NO_CHANGE}, from {w} examples" if s else NO_CHANGE) if f else r
+            for r, f, s, w in zip(judgement.reasons, flags, small, ballot.weights, strict=True)
+        ],
+        abstain=[
+            (s if f else a) for a, f, s in zip(judgement.abstain or [False] * len(flags), flags, small, strict=True)
+        ],
+    )
 
 
 def _paper_rule(ballot: Ballot, candidate: Callable[[Arrays, float], Arrays]) -> Judgement:
@@ -286,9 +330,15 @@ class ReferenceRule(VoteRule):
         digests = [_digest(u) if u is not None else None for u in ballot.updates]
         deltas = [_delta(ballot.global_arrays, u) if u is not None else None for u in ballot.updates]
         cosines = [_tensor_cosine(d, _restrict(own, d)) if d is not None else None for d in deltas]
-        skews = [_negative_share(d) for d in deltas if d is not None]
+        # The round's statistics leave out unchanged items (free riders, canaries): they are no updates.
+        moved = [
+            d
+            for d, u in zip(deltas, ballot.updates, strict=True)
+            if d is not None and u is not None and not unchanged(ballot.global_arrays, u)
+        ]
+        skews = [_negative_share(d) for d in moved]
         baseline = float(np.median([*skews, _negative_share(own)]))
-        norms = [_norm(d) for d in deltas if d is not None] + [_norm(own)]
+        norms = [_norm(d) for d in moved] + [_norm(own)]
         typical = float(np.median(norms)) if len(norms) >= 3 else None
         weak = self.weak_evidence(ballot)
         accept, scores, reasons, abstain = [], [], [], []
@@ -338,7 +388,7 @@ class ReferenceRule(VoteRule):
         if ratio < limits.min_norm_ratio:
             if claimed < limits.min_evidence_samples:  # a client this small moves the model little
                 return f"{ABSTAIN}: hardly changes the model, from {claimed} examples"
-            return "no change to the global model"
+            return NO_CHANGE
         doubt = ""
         if ratio > limits.max_norm_ratio:
             if not weak:

@@ -333,6 +333,19 @@ class FLTaskContract(_Bound):
         """Commit an update as ``sender``."""
         return self._send(sender, "commitUpdate", round_, update_hash, num_examples)
 
+    def set_canary_seal(self, sender: str, seal: bytes) -> Sent:
+        """Set ``sender``'s canary seal (the last unrevealed link of its chain, contracts/canary.py)."""
+        return self._send(sender, "setCanarySeal", seal)
+
+    def canary_seal(self, account: str) -> tuple[bytes, int]:
+        """The canary seal of ``account`` (its low 224 bits, as bytes32) and the round it was set in."""
+        word = int(self._view("canarySeal", account))
+        return (word & ((1 << 224) - 1)).to_bytes(32, "big"), word >> 224
+
+    def declare_canary(self, sender: str, round_: int, preimage: bytes, signature: bytes) -> Sent:
+        """Declare ``sender``'s update of ``round_`` a canary, with the coordinator's compact ``signature``."""
+        return self._send(sender, "declareCanary", round_, preimage, signature[:32], signature[32:64])
+
     def propose_aggregate(self, sender: str, round_: int, candidate_hash: bytes, open_next: bool = False) -> Sent:
         """Propose the aggregated candidate (coordinator, aggregate mode).
 

@@ -40,6 +40,8 @@ class RoundHistory:
     vote_commitments: dict[str, bytes] = field(default_factory=dict)
     """Voter -> commitment, in commit order (the order the vote digest chains them)."""
     reveals: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    canaries: dict[str, bytes] = field(default_factory=dict)
+    """Proposer -> the preimage with which it declared its update a canary (contracts/canary.py)."""
     finalized: bool = False
     outcomes: int = 0
     decided: int = 0
@@ -184,6 +186,10 @@ def _reveal(record: RoundHistory, event: Event) -> None:
     record.reveals[event.args["voter"]] = (int(event.args["bits"]), bytes(event.args["salt"]))
 
 
+def _canary(record: RoundHistory, event: Event) -> None:
+    record.canaries[event.args["proposer"]] = bytes(event.args["preimage"])
+
+
 def _finalized(record: RoundHistory, event: Event) -> None:
     args = event.args
     record.finalized = True
@@ -218,6 +224,7 @@ _ROUND_HANDLERS = {
     "AggregateProposed": _candidate,
     "VoteCommitted": _vote,
     "VoteRevealed": _reveal,
+    "CanaryDeclared": _canary,
     "RoundFinalized": _finalized,
     "Rewarded": _rewarded,
     "Slashed": _slashed,

@@ -24,6 +24,11 @@ Rules (DESIGN §3, docs/protocol.md "Settlement"):
   bad, slashed ``rate x`` the mean margin of the verdicts it lost, which also adds half that
   margin to its standing (a losing vote on a close verdict costs less than one on a clear
   verdict). A voter with no informed vote on a decided item is neither paid nor slashed.
+- Canaries (per-update mode, contracts/canary.py): a declared canary is never accepted; its
+  proposer is paid as for an accepted update, never slashed, and keeps its standing. Where its
+  votes rejected it, it stays decided and every voter that accepted it did not evaluate (the
+  verdict is proven): it forfeits its whole stake and is ejected, whatever its other votes.
+  Otherwise it is undecided: nobody is judged on it.
 - A member whose standing reaches ``EJECT_STANDING`` is ejected (never drawn again), as is one
   whose stake falls below the minimum.
 - The round reward ``pool // rounds_left`` is split: ``voter_reward_bps`` of it among the good
@@ -45,6 +50,8 @@ class ProposerSeat:
     stake: int
     committed: bool
     standing: int = 0
+    canary: bool = False
+    """Its item is a declared canary (per-update mode)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,18 @@ def judged_mask(inp: RoundInput) -> int:
     return 1 if inp.has_candidate else 0
 
 
+def canary_mask(inp: RoundInput) -> int:
+    """Bits of the items that are declared canaries (committed proposers' items, per-update mode)."""
+    if inp.vote_mode is not VoteMode.PER_UPDATE:
+        return 0
+    return sum(1 << i for i, p in enumerate(inp.proposers) if p.committed and p.canary)
+
+
+def rejected_mask(rejected: list[bool]) -> int:
+    """A bitmap of the items whose votes reject them."""
+    return sum(1 << i for i, r in enumerate(rejected) if r)
+
+
 def _informed(inp: RoundInput, j: int, judged: int) -> list[tuple[int, int, bool]]:
     """Voter ``j``'s informed votes on judged items: (bit, item, accepts)."""
     accept, abstain = decode_vote(inp.voters[j].bits)
@@ -164,7 +183,9 @@ def settle(inp: RoundInput) -> Settlement:
     accepted = [yes[i] > weight[i] - yes[i] for i in range(num_items)]
     rejected = [2 * (weight[i] - yes[i]) > present[i] for i in range(num_items)]
     verdict = [informed[i] >= inp.quorum and (accepted[i] or rejected[i]) for i in range(num_items)]
+    canaries = canary_mask(inp)
     decided = sum(1 << i for i in range(num_items) if judged >> i & 1 and verdict[i])
+    decided &= ~(canaries & ~rejected_mask(rejected))  # a canary the votes did not reject judges nobody
     outcomes = sum(1 << i for i in range(num_items) if decided >> i & 1 and accepted[i])
     margin = [abs(tallies[i]) * BPS // weight[i] if weight[i] else 0 for i in range(num_items)]
 
@@ -175,6 +196,9 @@ def settle(inp: RoundInput) -> Settlement:
     stakes: dict[str, int] = {}
     for i, p in enumerate(inp.proposers):
         item = i if per_update else 0
+        if canaries >> i & 1:
+            good_proposers.append((p.address, p.stake))  # its duty done: paid, never slashed, standing unchanged
+            continue
         if not p.committed:
             amount, rejected = p.stake * inp.slash_rate_bps // BPS, True
             result.slashes[p.address] = (amount, SlashReason.MISSING_UPDATE)
@@ -201,14 +225,16 @@ def settle(inp: RoundInput) -> Settlement:
         if not covered:
             continue  # no informed vote on a decided item: neither paid nor slashed
         lost = [item for item, accepts in covered if accepts != bool(outcomes >> item & 1)]
-        if 2 * (len(covered) - len(lost)) >= len(covered):
+        fooled = any(canaries >> item & 1 for item in lost)  # accepted a canary its reviewers rejected
+        if not fooled and 2 * (len(covered) - len(lost)) >= len(covered):
             good_voters.append((v.address, v.stake))
             continue
         mean_margin = sum(margin[item] for item in lost) // len(lost)
-        amount = v.stake * inp.slash_rate_bps * mean_margin // (BPS * BPS)
+        amount = v.stake if fooled else v.stake * inp.slash_rate_bps * mean_margin // (BPS * BPS)
         result.slashes[v.address] = (amount, SlashReason.LOSING_VOTE)
         stakes[v.address] = v.stake - amount
-        result.standings[v.address] = min(v.standing + STANDING_ONE * mean_margin // (2 * BPS), STANDING_MAX)
+        added = EJECT_STANDING if fooled else STANDING_ONE * mean_margin // (2 * BPS)
+        result.standings[v.address] = min(v.standing + added, STANDING_MAX)
 
     voter_part = round_reward * inp.voter_reward_bps // BPS
     for part, good in ((round_reward - voter_part, good_proposers), (voter_part, good_voters)):

@@ -88,6 +88,14 @@ REQUEST_EXIT = _member_action("RequestExit", "requestExitsBySig")
 COMPLETE_EXIT = _member_action("CompleteExit", "completeExitsBySig")
 WITHDRAW = _member_action("Withdraw", "withdrawBySig")
 
+CANARY = ActionType(
+    "Canary",
+    (("proposer", "address"), ("round", "uint256"), ("preimage", "bytes32")),
+    "declareCanary",
+    "proposer",
+)
+"""The coordinator's countersignature of a canary declaration (contracts/canary.py); not relayed in batches."""
+
 ACTION_TYPES: dict[str, ActionType] = {
     a.name: a for a in (COMMIT_UPDATE, COMMIT_VOTE, REVEAL_VOTE, REQUEST_EXIT, COMPLETE_EXIT, WITHDRAW)
 }
@@ -185,6 +193,14 @@ def verify(signed: SignedAction, domain: Domain) -> bool:
         return recover_signer(signed, domain) == signed.signer
     except Exception:
         return False
+
+
+def sign_canary(coordinator: LocalAccount, proposer: str, round_: int, preimage: bytes, domain: Domain) -> bytes:
+    """The coordinator's compact signature (r, vs: 64 bytes) of ``proposer``'s canary declaration in ``round_``."""
+    message = {"proposer": to_checksum_address(proposer), "round": round_, "preimage": preimage}
+    signed = coordinator.sign_message(encode_typed_data(full_message=typed_data(CANARY, message, domain)))
+    r, vs = compact_signature(bytes(signed.signature))
+    return r + vs
 
 
 def commit_update_message(proposer: str, round_: int, update_hash: bytes, num_examples: int) -> dict[str, Any]:

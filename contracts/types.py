@@ -25,6 +25,12 @@ STANDING_MAX = 2**16 - 1
 """Standing is 16 bits of the member word; it saturates."""
 
 
+DEFAULT_CANARY_RATE_BPS = 0
+"""Chance that a proposal owes a canary (contracts/canary.py), unless the task says otherwise: off, for what
+canaries cost in accuracy on skewed data and in gas (docs/voting.md, "Canaries")."""
+CANARY_STUDY_RATE_BPS = 3_000
+"""The canary rate at which the study measured lazy voters losing (docs/voting.md, "Canaries")."""
+
 DEFAULT_QUORUM = 2
 """Informed votes an item needs for a verdict, unless the task says otherwise (docs/voting.md)."""
 
@@ -194,6 +200,12 @@ class TaskConfig(_Model):
             "informed (accepting or rejecting, not abstaining) votes an item needs for a verdict; without them it "
             "is neither paid nor slashed and stays out of the model (docs/voting.md, 'Abstain and quorum')"
         ),
+    )
+    canary_rate_bps: int = Field(
+        default=DEFAULT_CANARY_RATE_BPS,
+        ge=0,
+        le=BPS,
+        description="chance that a proposal owes a canary, bps (per-update mode; docs/voting.md, 'Canaries')",
     )
     training_duration: int = Field(default=600, ge=1, le=2**64 - 1, description="seconds")
     voting_duration: int = Field(default=300, ge=1, le=2**64 - 1, description="seconds")

@@ -77,6 +77,7 @@ _TASK_FLAGS = (
     "vote_tolerance_bps",
     "reviewers_per_update",
     "quorum",
+    "canary_rate_bps",
     "training_duration",
     "voting_duration",
     "reveal_duration",
@@ -129,6 +130,13 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
         f"{_task_default('quorum')}, lowered to what the committee allows): without them it is neither paid nor "
         "slashed and stays out of the model",
     )
+    group.add_argument(
+        "--canary-rate-bps",
+        type=int,
+        help=f"chance that a proposal owes a canary, bps (default {_task_default('canary_rate_bps')}: off; "
+        f"{_canary_study_rate()} makes accept-all voters lose, docs/voting.md 'Canaries'; fedledger's own nodes "
+        "do not declare canaries yet)",
+    )
     group.add_argument("--training-duration", type=int, help="seconds for proposers (default 600)")
     group.add_argument("--voting-duration", type=int, help="seconds for vote commitments (default 300)")
     group.add_argument("--reveal-duration", type=int, help="seconds for reveals (default 300)")
@@ -139,6 +147,12 @@ def add_task_options(cmd: argparse.ArgumentParser) -> None:
         "--initial-model", metavar="TASK:SEED", help="hash of a task's initial model, e.g. digits:0 (for flwr run)"
     )
     group.add_argument("--pool", type=ether, default=DEFAULT_POOL_WEI, help="reward pool in ether (default 10)")
+
+
+def _canary_study_rate() -> int:
+    from fedledger.contracts.types import CANARY_STUDY_RATE_BPS
+
+    return CANARY_STUDY_RATE_BPS
 
 
 def _task_default(name: str) -> int:

@@ -74,6 +74,9 @@ class Incentives(BaseModel):
     quorum: int | None = Field(
         default=None, ge=1, description="informed votes for a verdict (None: the task default for the committee)"
     )
+    canary_rate_bps: int = Field(
+        default_factory=lambda: _default("canary_rate_bps"), ge=0, le=BPS, description="chance a proposal owes a canary"
+    )
 
 
 class Scenario(BaseModel):
@@ -146,6 +149,9 @@ class RoundOutcome(BaseModel):
         default_factory=list, description="proposers whose update had no quorum of informed reviewers (left out)"
     )
     ejected: list[str] = Field(default_factory=list, description="members this round made ineligible")
+    canaries: list[str] = Field(
+        default_factory=list, description="proposers that committed and declared a canary (in no other list)"
+    )
     missing: list[str] = Field(default_factory=list, description="proposers that sent nothing")
     objections: dict[str, list[str]] = Field(
         default_factory=dict, description="per rejected proposer, the rule's reasons of the voters who rejected it"
@@ -341,10 +347,19 @@ class InProcessRun:
     ) -> tuple[Arrays, RoundOutcome]:
         incentives = ledger.incentives
         updates: dict[str, tuple[Arrays, int]] = {}
+        canaries: set[str] = set()
+        rate = incentives.canary_rate_bps if mode is VoteMode.PER_UPDATE else 0
+        global_hash = derived_seed("global", self.scenario.seed, r).to_bytes(32, "big")  # a chain's: keccak of it
         for address in proposers:
             ledger.members[address].proposed += 1
             client = self.by_address[address]
             if client.silent:
+                continue
+            preimage = client.owed_canary(r, global_hash, rate)
+            if preimage is not None:  # declared once its reviewers committed (no race in one process)
+                updates[address] = client.canary(state, preimage)
+                client.canaries.declared()
+                canaries.add(address)
                 continue
             update, examples, _ = client.train(r, state, {})
             updates[address] = (update, examples)
@@ -414,7 +429,7 @@ class InProcessRun:
                 reward_pool=ledger.pool,
                 voter_reward_bps=incentives.voter_reward_bps,
                 proposers=[
-                    ProposerSeat(a, ledger.members[a].stake, a in updates, ledger.members[a].standing)
+                    ProposerSeat(a, ledger.members[a].stake, a in updates, ledger.members[a].standing, a in canaries)
                     for a in proposers
                 ],
                 voters=seats,
@@ -441,9 +456,10 @@ class InProcessRun:
             if adopted and candidate is not None:
                 state = candidate
         else:
-            accepted = [a for i, a in enumerate(proposers) if a in updates and settlement.outcomes >> i & 1]
-            undecided = [a for i, a in enumerate(proposers) if a in updates and not settlement.decided >> i & 1]
-            rejected = [a for a in proposers if a in updates and a not in accepted and a not in undecided]
+            judged = [a for a in proposers if a in updates and a not in canaries]
+            accepted = [a for i, a in enumerate(proposers) if a in judged and settlement.outcomes >> i & 1]
+            undecided = [a for i, a in enumerate(proposers) if a in judged and not settlement.decided >> i & 1]
+            rejected = [a for a in judged if a not in accepted and a not in undecided]
             adopted = bool(accepted)
             if adopted:
                 state = self._aggregate(strategy, r, state, {a: updates[a] for a in accepted})
@@ -457,6 +473,7 @@ class InProcessRun:
             rejected=rejected,
             undecided=undecided,
             ejected=settlement.ejected,
+            canaries=sorted(canaries),
             missing=[a for a in proposers if a not in updates],
             objections={a: objections.get(a, []) for a in rejected},
             attacker_voters=sum(1 for a in voters if a in attackers),

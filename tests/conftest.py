@@ -28,6 +28,7 @@ from fedledger.contracts import typed_data as td
 from fedledger.contracts.bindings import FLTaskContract, FLTaskFactoryContract, Sent
 from fedledger.contracts.errors import ContractRevert
 from fedledger.contracts.history import TaskHistory
+from fedledger.contracts.settlement import ProposerSeat, RoundInput, Settlement, VoterSeat, settle
 from fedledger.contracts.types import Phase, RoundOpened, TaskConfig
 from fedledger.deploy.anvil import AnvilNode, find_anvil
 from fedledger.deploy.chain import advance_time, dev_accounts, embedded_web3
@@ -138,6 +139,42 @@ class Harness:
         history = TaskHistory()
         history.apply_all(self.task.events())
         return history
+
+    def reference(self, round_: int, before: dict[str, Any], pool: int) -> Settlement:
+        """What the reference settlement says round ``round_`` must settle, from its events and the
+        members (``before``: ``member()`` of each seat) and pool as they were when it opened."""
+        record = self.history().rounds[round_]
+        mode = self.config.vote_mode
+        return settle(
+            RoundInput(
+                vote_mode=mode,
+                stake_weighted=self.config.stake_weighted,
+                slash_rate_bps=self.config.slash_rate_bps,
+                total_rounds=self.config.total_rounds,
+                round=round_,
+                reward_pool=pool,
+                voter_reward_bps=self.config.voter_reward_bps,
+                proposers=[
+                    ProposerSeat(p, before[p].stake, p in record.updates, before[p].standing, p in record.canaries)
+                    for p in record.proposers
+                ],
+                voters=[
+                    VoterSeat(
+                        v,
+                        before[v].stake,
+                        v in record.vote_commitments,
+                        v in record.reveals,
+                        record.reveals.get(v, (0, b""))[0],
+                        before[v].standing,
+                    )
+                    for v in record.voters
+                ],
+                has_candidate=record.candidate is not None,
+                items=record.items(mode),
+                quorum=self.config.quorum,
+                min_stake=self.config.min_stake,
+            )
+        )
 
     def sign(self, action: td.ActionType, message: dict[str, Any]) -> td.SignedAction:
         signer = self.key(message[action.signer_field])

@@ -63,6 +63,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
     bytes32 public constant WITHDRAW_TYPEHASH = keccak256("Withdraw(address member,uint256 nonce,uint256 deadline)");
 
     uint256 private constant BPS = 10_000;
+    bytes32 private constant CANARY_TYPEHASH = keccak256("Canary(address proposer,uint256 round,bytes32 preimage)");
     uint256 private constant COMMITTEE_WORDS = 5; // ceil(MAX_COMMITTEE / Sortition.PER_WORD)
     /// @dev Kept set in stored vote bits (which use bits 0-118 and 128-246), so that slot is never zero.
     uint256 private constant BITS_SENTINEL = uint256(1) << 255;
@@ -84,6 +85,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
     bool private immutable _stakeWeighted;
     uint16 private immutable _reviewersPerUpdate;
     uint16 private immutable _quorum;
+    uint16 private immutable _canaryRateBps;
     uint64 private immutable _trainingDuration;
     uint64 private immutable _votingDuration;
     uint64 private immutable _revealDuration;
@@ -166,6 +168,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
         _stakeWeighted = cfg.stakeWeighted;
         _reviewersPerUpdate = cfg.reviewersPerUpdate;
         _quorum = cfg.quorum;
+        _canaryRateBps = cfg.canaryRateBps;
         _trainingDuration = cfg.trainingDuration;
         _votingDuration = cfg.votingDuration;
         _revealDuration = cfg.revealDuration;
@@ -194,6 +197,7 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
             ? cfg.maxCommittee - 1
             : cfg.reviewersPerUpdate;
         if (cfg.quorum == 0 || cfg.quorum > reviewers) revert InvalidParameter("quorum");
+        if (cfg.canaryRateBps > BPS) revert InvalidParameter("canaryRateBps");
         if (cfg.trainingDuration == 0) revert InvalidParameter("trainingDuration");
         if (cfg.votingDuration == 0) revert InvalidParameter("votingDuration");
         if (cfg.revealDuration == 0) revert InvalidParameter("revealDuration");
@@ -333,6 +337,33 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
         uint256 seat = _seatOf(c, msg.sender, Role.Voter);
         _revertOnError(_revealVote(c, rv, msg.sender, round, bits, salt, seat));
         _closeReveals(c, rv);
+    }
+
+    /**
+     * @notice Sets the caller's canary seal, the last unrevealed link of its canary hash chain; it counts
+     * from the next round (fedledger's contracts/canary.py).
+     */
+    function setCanarySeal(bytes32 seal) external {
+        _book.setCanarySeal(msg.sender, seal, _header.round);
+    }
+
+    /**
+     * @notice Declares the caller's committed update of `round` a canary (per-update mode): `preimage`
+     * opens its seal and wins the round's lottery, and the coordinator signed Canary(proposer, round,
+     * preimage) (`r`/`vs`, compact) after checking that the update is the salted copy of the global
+     * model the preimage makes. Only between the last vote commitment and the first reveal: no reviewer
+     * can change its vote, and the proposer sees none. See {Settlement} for what a canary settles.
+     */
+    function declareCanary(uint256 round, bytes32 preimage, bytes32 r, bytes32 vs) external {
+        if (_voteMode != VoteMode.PerUpdate) revert WrongVoteMode(_voteMode);
+        Cache memory c = _load(true);
+        _revertOnError(_checkPhase(c.h, round, Phase.Revealing));
+        if (c.v.revealed != 0) revert CanaryWindowClosed(round);
+        uint256 seat = _seatOf(c, msg.sender, Role.Proposer);
+        if (seat >= c.h.numProposers || (c.h.committed >> seat) & 1 == 0) revert NotProposer(round, msg.sender);
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(CANARY_TYPEHASH, msg.sender, round, preimage)));
+        _revertOnError(_checkSigner(_coordinator, digest, r, vs));
+        _book.declareCanary(msg.sender, preimage, round, globalModelHash, _canaryRateBps);
     }
 
     /**
@@ -607,6 +638,11 @@ contract FLTask is IFLTask, EIP712, Nonces, ReentrancyGuardTransient {
         for (uint256 a = 0; a < items.length; ++a) {
             items[a] = Sortition.itemOf(voterSeat, a, h.numVoters, h.reviewers);
         }
+    }
+
+    /// @notice The canary seal of `account` (low 224 bits) and, above them, the round it was set in.
+    function canarySeal(address account) external view returns (uint256) {
+        return _book.canarySeals[account];
     }
 
     /// @notice Stake, exit state, credited balance, signature nonce and member index of `account`.

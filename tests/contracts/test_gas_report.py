@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench.gas_report import EIP170_LIMIT, STEADY_ROUND, TARGETS, code_sizes, open_round_by_members, scenario
+from bench.gas_report import (
+    EIP170_LIMIT,
+    STEADY_ROUND,
+    TARGETS,
+    canary_costs,
+    code_sizes,
+    open_round_by_members,
+    scenario,
+)
 from fedledger.contracts.types import VoteMode
 
 
@@ -27,3 +35,13 @@ def test_open_round_does_not_grow_with_the_membership() -> None:
 
 def test_every_contract_fits_eip170() -> None:
     assert all(size < EIP170_LIMIT for size in code_sizes().values())
+
+
+@pytest.mark.slow
+def test_a_canary_costs_a_declaration_and_nothing_without_one() -> None:
+    costs = canary_costs(10)
+    assert costs["per_participant_per_round_without"] <= TARGETS[10], costs  # canaries off: the bar holds
+    assert costs["declare_canary"] > 21_000 and costs["set_canary_seal"] > 21_000
+    # A canary adds its declaration and a little settlement to its round, nothing more.
+    assert abs(costs["round_gas_per_canary"] - costs["declare_canary"]) <= 2_000, costs
+    assert costs["per_participant_per_round_at_rate"] > costs["per_participant_per_round_without"]

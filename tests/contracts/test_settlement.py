@@ -6,14 +6,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from eth_utils import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedledger.contracts import sortition
+from fedledger.contracts import typed_data as td
 from fedledger.contracts.bindings import Sent
-from fedledger.contracts.settlement import ProposerSeat, RoundInput, VoterSeat, settle
+from fedledger.contracts.canary import CanaryChain
 from fedledger.contracts.types import Phase, SlashReason, VoteMode, encode_vote
-from fedledger.deploy.chain import embedded_web3
+from fedledger.deploy.chain import dev_accounts, embedded_web3
 from tests.conftest import ETH, Harness, make_harness, model_hash
 
 
@@ -204,8 +206,18 @@ class VoterPlan:
     bits: int
 
 
-def run_round(h: Harness, commit_mask: int, plans: list[VoterPlan], propose: bool) -> Sent:
-    """Play one round as planned, then check it against the reference settlement."""
+def run_round(
+    h: Harness,
+    commit_mask: int,
+    plans: list[VoterPlan],
+    propose: bool,
+    canaries: tuple[int, dict[str, CanaryChain]] = (0, {}),
+) -> Sent:
+    """Play one round as planned, then check it against the reference settlement.
+
+    ``canaries``: the proposers (bit i) that declare their update a canary once the votes are
+    committed (the task's rate must make every proposal owe one), and every member's sealed chain.
+    """
     o = h.open()
     r = o.round
     committee = o.proposers + o.voters
@@ -236,6 +248,13 @@ def run_round(h: Harness, commit_mask: int, plans: list[VoterPlan], propose: boo
         if h.phase() is Phase.VOTING:
             h.advance(h.config.voting_duration + 1)
             h.task.advance_phase(h.coordinator, r)
+        declaring, chains = canaries
+        for i, p in enumerate(o.proposers):
+            if declaring >> i & 1 and commit_mask >> i & 1 and mode is VoteMode.PER_UPDATE:
+                x = chains[p].preimage
+                assert x is not None
+                h.task.declare_canary(p, r, x, td.sign_canary(dev_accounts(h.w3)[0], p, r, x, h.task.domain()))
+                chains[p].declared()
         for j, (v, plan) in enumerate(zip(o.voters, plans, strict=True)):
             if plan.commits and plan.reveals:
                 h.reveal_vote(v, vote(plan, items[j]))
@@ -243,34 +262,7 @@ def run_round(h: Harness, commit_mask: int, plans: list[VoterPlan], propose: boo
         h.advance(h.config.reveal_duration + 1)
     sent = h.finalize(r)
 
-    record = h.history().rounds[r]
-    expected = settle(
-        RoundInput(
-            vote_mode=mode,
-            stake_weighted=h.config.stake_weighted,
-            slash_rate_bps=h.config.slash_rate_bps,
-            total_rounds=h.config.total_rounds,
-            round=r,
-            reward_pool=pool_before,
-            voter_reward_bps=h.config.voter_reward_bps,
-            proposers=[ProposerSeat(p, before[p].stake, p in record.updates, before[p].standing) for p in o.proposers],
-            voters=[
-                VoterSeat(
-                    v,
-                    before[v].stake,
-                    v in record.vote_commitments,
-                    v in record.reveals,
-                    record.reveals.get(v, (0, b""))[0],
-                    before[v].standing,
-                )
-                for v in o.voters
-            ],
-            has_candidate=record.candidate is not None,
-            items=record.items(mode),
-            quorum=h.config.quorum,
-            min_stake=h.config.min_stake,
-        )
-    )
+    expected = h.reference(r, before, pool_before)
     final = sent.named("RoundFinalized")[0].args
     assert final["tallies"] == expected.tallies
     assert final["outcomes"] == expected.outcomes and final["decided"] == expected.decided
@@ -308,7 +300,11 @@ voter_plans = st.lists(
     voter_reward=st.integers(0, 10_000),
     reviewers=st.integers(0, 4),
     quorum=st.integers(1, 4),
-    rounds=st.lists(st.tuples(st.integers(0, 2**10 - 1), voter_plans, st.booleans()), min_size=1, max_size=2),
+    rounds=st.lists(
+        st.tuples(st.integers(0, 2**10 - 1), voter_plans, st.booleans(), st.integers(0, 2**10 - 1)),
+        min_size=1,
+        max_size=2,
+    ),
 )
 def test_random_rounds_match_the_reference(
     mode: str,
@@ -330,10 +326,14 @@ def test_random_rounds_match_the_reference(
         quorum=min(quorum, reviewers or quorum),
         slash_rate_bps=1_500,
         total_rounds=3,
+        canary_rate_bps=10_000,
     )
     h.register(len(stakes), stake=[s * ETH // 10 + ETH for s in stakes])
-    for commit_mask, plans, propose in rounds:
+    chains = {a: CanaryChain(keccak(text=a), length=4) for a in h.addresses[: len(stakes)]}
+    for a, chain in chains.items():
+        h.task.set_canary_seal(a, chain.seal)
+    for commit_mask, plans, propose, declaring in rounds:
         if len(h.task.eligible_members()) < 2:
             break
-        run_round(h, commit_mask, plans, propose)
+        run_round(h, commit_mask, plans, propose, (declaring, chains))
     assert h.task.balance() == h.stake_sum() + h.task.reward_pool() + h.owed_sum()

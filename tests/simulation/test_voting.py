@@ -206,3 +206,25 @@ def test_flippers_are_rejected_and_slashed_while_honest_non_iid_work_passes(rule
             caught += slashed[attacker] > 0
         assert slashed["honest 1"] == slashed["honest 2"] == 0, seed
     assert caught >= 5  # of 8 flipped updates rejected and slashed (measured: 5; the other 3 left undecided)
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_every_rule_rejects_a_canary_and_the_reference_rule_keeps_it_out_of_its_statistics(
+    round_two: tuple, rule: str
+) -> None:
+    """A canary (a salted copy of the global model) is rejected whatever the rule: a voter that accepted
+    one its reviewers rejected would forfeit its stake. Rules scoring accuracy alone would accept it."""
+    from fedledger.client.canary import canary_update
+    from fedledger.client.voting import NO_CHANGE, unchanged
+
+    g, clients = round_two
+    canary = canary_update(g, b"\x01" * 32)
+    honest = trained(g, clients[1].train, 11)
+    assert unchanged(g, canary) and not unchanged(g, honest)
+    assert any(not np.array_equal(canary[k], g[k]) for k in g)  # salted: not the global model's bytes
+    judgement = get_rule(rule).decide(ballot(g, clients[0], [canary, honest]))
+    assert judgement.accept == [False, True] and judgement.reasons[0] == NO_CHANGE
+    assert not (judgement.abstain and judgement.abstain[0])
+    small = ballot(g, clients[0], [canary, honest])
+    small.weights[0] = 5  # a client claiming too few examples to move the model: no evidence either way
+    assert get_rule(rule).decide(small).abstain[0]

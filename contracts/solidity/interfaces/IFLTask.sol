@@ -75,6 +75,7 @@ interface IFLTask {
      * @param reviewersPerUpdate k: voters assigned to each update (per-update mode); 0: every voter judges every update
      * @param quorum informed (accepting or rejecting) votes an item needs for a verdict, at least 1 and at most
      * k and maxCommittee - 1; an item without them is neither paid nor slashed and stays out of the model
+     * @param canaryRateBps chance that a proposal owes a canary (per-update mode, see {declareCanary}), in basis points
      * @param trainingDuration seconds proposers have to commit before anyone may advance
      * @param votingDuration seconds voters have to commit votes before anyone may advance
      * @param revealDuration seconds voters have to reveal before anyone may finalize
@@ -97,6 +98,7 @@ interface IFLTask {
         bool stakeWeighted;
         uint16 reviewersPerUpdate;
         uint16 quorum;
+        uint16 canaryRateBps;
         uint64 trainingDuration;
         uint64 votingDuration;
         uint64 revealDuration;
@@ -248,6 +250,11 @@ interface IFLTask {
     /// @notice `account` was made ineligible in round `round`: its `standing` reached the ejection mark or
     /// its stake fell below the minimum.
     event Ejected(uint256 indexed round, address indexed account, uint256 standing);
+    /// @notice `account` set its canary seal (the last unrevealed link of its hash chain), valid after round `afterRound`.
+    event CanarySealed(address indexed account, bytes32 seal, uint256 afterRound);
+    /// @notice The update `proposer` committed in round `round` is a canary: `preimage` opened its seal and won
+    /// the round's canary lottery.
+    event CanaryDeclared(uint256 indexed round, address indexed proposer, bytes32 preimage);
     /// @notice The global model after round `round` has hash `modelHash`.
     event GlobalPublished(uint256 indexed round, bytes32 modelHash);
     /// @notice `account` was credited `amount` wei for round `round`.
@@ -327,6 +334,10 @@ interface IFLTask {
     error NothingToWithdraw(address account);
     /// @notice Sending `amount` wei to `to` failed.
     error TransferFailed(address to, uint256 amount);
+    /// @notice `preimage` does not open the seal of `account` (set before round `round`) or did not win its lottery.
+    error NotCanary(uint256 round, address account);
+    /// @notice A canary of `round` can be declared only once its votes are committed and before any is revealed.
+    error CanaryWindowClosed(uint256 round);
     /// @notice An amount does not fit the 96-bit stake accounting.
     error AmountTooLarge(uint256 amount);
 }

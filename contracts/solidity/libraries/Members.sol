@@ -7,7 +7,8 @@ pragma solidity ^0.8.24;
  * @dev Settling a round rewrites each seat's word once (a warm, non-zero slot), so a reward or a
  * slash costs one SSTORE. Layout (lowest bit first): stake 96 bits, owed 96 bits, exitReadyAt 32
  * bits, index 10 bits (bits 224-233), standing 16 bits (bits 234-249: 1/256 units of rejected proposals and
- * losing votes, see {Settlement}), exiting (bit 254), registered (bit 255). 96 bits hold every
+ * losing votes, see {Settlement}), canary (bit 253: the member declared its update of the running round a
+ * canary, cleared by the settlement), exiting (bit 254), registered (bit 255). 96 bits hold every
  * wei amount that can exist (the ether supply is far below 2^96 wei); the contract checks anyway.
  */
 library Members {
@@ -20,6 +21,7 @@ library Members {
     uint256 internal constant EJECT_STANDING = 320;
     /// @notice Standing saturates here (16 bits).
     uint256 internal constant STANDING_MAX = 0xffff;
+    uint256 private constant CANARY = uint256(1) << 253;
     uint256 private constant EXITING = uint256(1) << 254;
     uint256 private constant REGISTERED = uint256(1) << 255;
 
@@ -62,6 +64,16 @@ library Members {
     /// @notice True while the account is a member.
     function registered(uint256 w) internal pure returns (bool) {
         return w & REGISTERED != 0;
+    }
+
+    /// @notice True when the member declared its update of the running round a canary.
+    function canary(uint256 w) internal pure returns (bool) {
+        return w & CANARY != 0;
+    }
+
+    /// @notice `w` with the canary mark set or cleared.
+    function withCanary(uint256 w, bool value) internal pure returns (uint256) {
+        return value ? w | CANARY : w & ~CANARY;
     }
 
     /// @notice True once the member asked to exit.

@@ -29,7 +29,11 @@ library Registry {
         address[MAX_MEMBERS] accountAt;
         uint256[WORDS] occupied;
         uint256[WORDS] eligible;
+        mapping(address account => uint256) canarySeals; // seal (low 224 bits) | round it was set << 224
     }
+
+    uint256 private constant SEAL_MASK = (uint256(1) << 224) - 1;
+    uint256 private constant BPS = 10_000;
 
     /**
      * @notice Makes `account` a member staking `value` wei, at the lowest free index.
@@ -65,6 +69,41 @@ library Registry {
         // An ejected member's standing stays: stake buys back eligibility only after a stake-only ejection.
         if (newStake >= minStake && m.standing() < Members.EJECT_STANDING) setEligible(b, m.index(), true);
         emit IFLTask.StakeChanged(account, oldStake, newStake);
+    }
+
+    /**
+     * @notice Sets the canary seal of `account`: the last unrevealed link of its canary hash chain
+     * (fedledger's contracts/canary.py; 224 bits are kept). It counts from the round after `round`,
+     * so that no member picks a seal after seeing the global model its lottery draws on.
+     */
+    function setCanarySeal(Book storage b, address account, bytes32 seal, uint256 round) external {
+        if (!b.members[account].registered()) revert IFLTask.NotMember(account);
+        if (seal == bytes32(0)) revert IFLTask.ZeroHash();
+        b.canarySeals[account] = (uint256(seal) & SEAL_MASK) | (round << 224);
+        emit IFLTask.CanarySealed(account, seal, round);
+    }
+
+    /**
+     * @notice Declares the update of `account` in `round` a canary: `preimage` must open its seal (set
+     * before `round`) and win the lottery keccak256(preimage, globalHash, round) mod 10000 < `rateBps`.
+     * The preimage becomes the seal; the member word carries the mark until the settlement.
+     */
+    function declareCanary(
+        Book storage b,
+        address account,
+        bytes32 preimage,
+        uint256 round,
+        bytes32 globalHash,
+        uint256 rateBps
+    ) external {
+        uint256 seal = b.canarySeals[account];
+        bool opens = (uint256(keccak256(abi.encode(preimage))) ^ seal) & SEAL_MASK == 0 && seal >> 224 < round;
+        if (!opens || uint256(keccak256(abi.encode(preimage, globalHash, round))) % BPS >= rateBps) {
+            revert IFLTask.NotCanary(round, account);
+        }
+        b.canarySeals[account] = (uint256(preimage) & SEAL_MASK) | (round << 224);
+        b.members[account] = b.members[account].withCanary(true);
+        emit IFLTask.CanaryDeclared(round, account, preimage);
     }
 
     /// @notice Marks `account` as leaving (no longer drawn); returns the encoded error, or "" when done.

@@ -16,6 +16,10 @@ import {Sortition} from "./Sortition.sol";
  * seat, pay the round reward to the good in proportion to stake, slash the bad by the strength of the
  * evidence (the verdict's margin) and eject by standing. A verdict needs `quorum` informed reviewers;
  * a rejection needs more than half of all the item's revealed reviewers, abstaining or not.
+ * A declared canary (see {FLTask-declareCanary}) is never accepted; its proposer is paid as for an
+ * accepted update (it did its duty) and never slashed; where its votes
+ * rejected it, its verdict is proven (margin 100 %) and a voter that accepted it forfeits its stake
+ * and is ejected, whatever its other votes; where they did not, nobody is judged on it.
  * @dev Deployed once and linked (DELEGATECALL in the task's storage): it runs once per round and
  * keeps FLTask under the EIP-170 limit. Python's contracts/settlement.py is its reference; the
  * rules are in docs/protocol.md.
@@ -80,6 +84,7 @@ library Settlement {
         uint256 decided;
         uint256 good; // bitmap over committee positions
         uint256 bad;
+        uint256 fooled; // voters (by committee position) that accepted a proven canary
         uint256 reasons; // SlashReason of position s in bits 2s..2s+1
     }
 
@@ -106,7 +111,7 @@ library Settlement {
         uint256 roundReward = pool / (rules.totalRounds - d.round + 1);
         uint256 paid = _reward(rules, d, st, roundReward);
         uint256 slashed = _slash(b, rules, d, st);
-        uint256 touched = st.good | st.bad;
+        uint256 touched = st.good | st.bad; // canaries are good: their words lose the mark
         for (uint256 s = 0; s < st.words.length; ++s) {
             if ((touched >> s) & 1 == 1) b.members[_at(st.accounts, s)] = _at(st.words, s);
         }
@@ -285,16 +290,31 @@ library Settlement {
      * decided items. Bad: see {IFLTask.SlashReason}; each with its share of the full slash (the
      * verdict's margin for a rejected update, the mean margin of the verdicts lost for a losing vote).
      * Standing: a decided or missing proposal halves it and a rejected or missing one adds one; a
-     * losing vote adds half its mean lost margin.
+     * losing vote adds half its mean lost margin. A declared canary's proposer is good, its standing
+     * untouched; a voter that accepted a proven canary is bad and ejected.
      */
     function _judge(Rules memory rules, RoundData memory d, Seats memory st) private pure {
         bool perUpdate = rules.voteMode == IFLTask.VoteMode.PerUpdate;
         uint256 numProposers = d.numProposers;
+        uint256 canaries = 0;
         st.slashBps = new uint256[](st.words.length);
         for (uint256 i = 0; i < numProposers; ++i) {
             uint256 item = perUpdate ? i : 0;
+            uint256 w = _at(st.words, i);
             bool rejected;
-            if ((d.committed >> i) & 1 == 0) {
+            if (w.canary()) {
+                // Only a committed proposer in per-update mode declares. A canary its votes rejected keeps
+                // its verdict (whoever accepted it forfeits its stake, below); any other judges nobody. Its
+                // proposer did its duty: paid as for an accepted update, its standing untouched.
+                canaries |= 1 << i;
+                if ((st.outcomes >> i) & 1 == 1) {
+                    st.decided &= ~(1 << i);
+                    st.outcomes &= ~(1 << i);
+                }
+                _put(st.words, i, w.withCanary(false));
+                st.good |= 1 << i;
+                continue;
+            } else if ((d.committed >> i) & 1 == 0) {
                 rejected = true;
                 st.reasons |= uint256(IFLTask.SlashReason.MissingUpdate) << (2 * i);
                 _put(st.slashBps, i, BPS);
@@ -306,7 +326,6 @@ library Settlement {
             }
             if (rejected) st.bad |= 1 << i;
             else st.good |= 1 << i;
-            uint256 w = _at(st.words, i);
             _put(st.words, i, w.withStanding((w.standing() >> 1) + (rejected ? STANDING_ONE : 0)));
         }
         for (uint256 j = 0; j < d.numVoters; ++j) {
@@ -323,6 +342,15 @@ library Settlement {
             // A vote loses when it differs from the verdict (a decided item is never tied).
             uint256 lost = (_at(st.expanded, j) ^ st.outcomes) & covered;
             uint256 numLost = Sortition.popcount(lost);
+            if (lost & canaries != 0) {
+                // It accepted a proven canary: it did not evaluate. It forfeits its stake ({_slash}).
+                st.bad |= 1 << s;
+                st.fooled |= 1 << s;
+                st.reasons |= uint256(IFLTask.SlashReason.LosingVote) << (2 * s);
+                uint256 f = _at(st.words, s);
+                _put(st.words, s, f.withStanding(f.standing() + Members.EJECT_STANDING));
+                continue;
+            }
             if (2 * numLost <= Sortition.popcount(covered)) {
                 st.good |= 1 << s;
                 continue;
@@ -386,7 +414,7 @@ library Settlement {
             if ((st.bad >> s) & 1 == 0) continue;
             uint256 w = _at(st.words, s);
             uint256 stake = w.stake();
-            uint256 amount = (stake * rules.slashRateBps * _at(st.slashBps, s)) / (BPS * BPS);
+            uint256 amount = (st.fooled >> s) & 1 == 1 ? stake : (stake * rules.slashRateBps * _at(st.slashBps, s)) / (BPS * BPS);
             _put(st.words, s, w.withStake(stake - amount));
             slashed += amount;
             address account = _at(st.accounts, s);
