@@ -35,9 +35,14 @@ DEFAULT_QUORUM = 2
 """Informed votes an item needs for a verdict, unless the task says otherwise (docs/voting.md)."""
 
 
+def quorum_bound(max_committee: int, reviewers_per_update: int) -> int:
+    """The largest quorum: the reviewers an update can have in a committee of ``max_committee`` (k, 0: all)."""
+    return min(reviewers_per_update or max_committee, max_committee - 1)
+
+
 def default_quorum(max_committee: int, reviewers_per_update: int) -> int:
     """The default quorum, lowered to the reviewers an update can have in a committee of ``max_committee``."""
-    return max(1, min(DEFAULT_QUORUM, reviewers_per_update or max_committee, max_committee - 1))
+    return max(1, min(DEFAULT_QUORUM, quorum_bound(max_committee, reviewers_per_update)))
 
 
 def encode_vote(accept: int, abstain: int = 0) -> int:
@@ -227,7 +232,7 @@ class TaskConfig(_Model):
 
     @model_validator(mode="after")
     def _quorum_fits(self) -> Self:
-        reviewers = min(self.reviewers_per_update or self.max_committee, self.max_committee - 1)
+        reviewers = quorum_bound(self.max_committee, self.reviewers_per_update)
         if self.quorum > reviewers:
             raise ValueError(
                 f"quorum {self.quorum} is larger than the {reviewers} reviewers an update can have "

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fedledger import codec
 from fedledger.config import DEFAULT_POOL_WEI, RunSettings
-from fedledger.contracts.types import MAX_COMMITTEE, TaskConfig
+from fedledger.contracts.types import MAX_COMMITTEE, TaskConfig, quorum_bound
 from fedledger.deploy.anvil import free_port
 from fedledger.deploy.chain import dev_key
 from fedledger.errors import CommandError
@@ -140,7 +140,7 @@ class SimulationOptions(BaseModel):
             k = self.reviewers_per_update
             if k is None:
                 k = int(TaskConfig.model_fields["reviewers_per_update"].default)
-            most = min(k or committee, committee - 1)
+            most = quorum_bound(committee, k)
             if self.quorum > most:
                 raise ValueError(
                     f"--quorum must be between 1 and {most}: the reviewers an update can have "
