@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from eth_utils import keccak
-
 from fedledger.contracts import canary, sortition
 from fedledger.contracts.bindings import Event
 from fedledger.contracts.settlement import ProposerSeat, RoundInput, Settlement, VoterSeat, settle
@@ -265,7 +263,7 @@ def _vote_revealed(state: Replay, event: Event, where: str, _before: object) -> 
 
 def _canary_sealed(state: Replay, event: Event, _where: str, _before: object) -> None:
     books = state.books(event.args["account"])
-    books.seal, books.sealed_in = _low224(bytes(event.args["seal"])), event.args["afterRound"]
+    books.seal, books.sealed_in = canary.seal_bits(bytes(event.args["seal"])), event.args["afterRound"]
 
 
 def _canary_declared(state: Replay, event: Event, where: str, _before: object) -> None:
@@ -280,16 +278,12 @@ def _canary_declared(state: Replay, event: Event, where: str, _before: object) -
         state.disagree(where, f"round {r}: {proposer} declared a canary without a committed update")
     if record.reveals:
         state.disagree(where, f"round {r}: {proposer} declared a canary after a vote was revealed")
-    if not (books.sealed_in < r and _low224(keccak(preimage)) == books.seal):
+    if not (books.sealed_in < r and canary.opens_seal(preimage, books.seal)):
         state.disagree(where, f"round {r}: the preimage of {proposer} does not open its seal")
     if not canary.lottery(preimage, state.global_model_hash, r, state.config.canary_rate_bps):
         state.disagree(where, f"round {r}: {proposer} declared a canary its lottery did not draw")
-    books.seal, books.sealed_in = _low224(preimage), r
+    books.seal, books.sealed_in = canary.seal_bits(preimage), r
     record.canaries.add(proposer)
-
-
-def _low224(value: bytes) -> bytes:
-    return b"\0" * 4 + value[4:]
 
 
 def _rewarded(state: Replay, event: Event, where: str, _before: object) -> None:

@@ -24,8 +24,8 @@ docs/voting.md has the measurements behind the default.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
-import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
@@ -87,6 +87,11 @@ class Ballot:
     def threshold(self) -> float:
         """The paper's bar: (1 - eps) times the previous global model's score."""
         return (BPS - self.tolerance_bps) * self.score_global / BPS
+
+    @functools.cached_property
+    def unchanged(self) -> list[bool]:
+        """Per item, whether it leaves the global model as it was (see :func:`unchanged`; computed once)."""
+        return [u is not None and unchanged(self.global_arrays, u) for u in self.updates]
 
     def usable(self) -> list[int]:
         """Indices of the items there are to judge."""
@@ -153,14 +158,13 @@ def unchanged(global_arrays: Arrays, update: Arrays) -> bool:
     names = _floating(global_arrays)
     if not names or any(n not in update or update[n].shape != global_arrays[n].shape for n in names):
         return False  # not a model update (e.g. seeds and scalars): another kind of evidence
-    moved = math.sqrt(sum(float(np.sum((update[n] - global_arrays[n]).astype(np.float64) ** 2)) for n in names))
-    size = math.sqrt(sum(float(np.sum(global_arrays[n].astype(np.float64) ** 2)) for n in names))
-    return moved <= UNCHANGED_RATIO * size
+    change = _delta(global_arrays, update)
+    return _norm(change) <= UNCHANGED_RATIO * _norm(_restrict(global_arrays, change))
 
 
 def _reject_unchanged(ballot: Ballot, judgement: Judgement) -> Judgement:
     """Reject unchanged updates; abstain on those from clients claiming too few examples to move the model."""
-    flags = [u is not None and unchanged(ballot.global_arrays, u) for u in ballot.updates]
+    flags = ballot.unchanged
     if not any(flags):
         return judgement
     small = [w < ReferenceLimits.min_evidence_samples for w in ballot.weights]
@@ -331,11 +335,7 @@ class ReferenceRule(VoteRule):
         deltas = [_delta(ballot.global_arrays, u) if u is not None else None for u in ballot.updates]
         cosines = [_tensor_cosine(d, _restrict(own, d)) if d is not None else None for d in deltas]
         # The round's statistics leave out unchanged items (free riders, canaries): they are no updates.
-        moved = [
-            d
-            for d, u in zip(deltas, ballot.updates, strict=True)
-            if d is not None and u is not None and not unchanged(ballot.global_arrays, u)
-        ]
+        moved = [d for d, still in zip(deltas, ballot.unchanged, strict=True) if d is not None and not still]
         skews = [_negative_share(d) for d in moved]
         baseline = float(np.median([*skews, _negative_share(own)]))
         norms = [_norm(d) for d in moved] + [_norm(own)]

@@ -20,6 +20,7 @@ from web3.types import TxReceipt
 
 from . import typed_data as td
 from .artifacts import load_artifact, signature
+from .canary import seal_bits
 from .errors import ContractRevert, as_contract_revert
 from .sortition import unpack
 from .typed_data import Domain, SignedAction
@@ -340,7 +341,7 @@ class FLTaskContract(_Bound):
     def canary_seal(self, account: str) -> tuple[bytes, int]:
         """The canary seal of ``account`` (its low 224 bits, as bytes32) and the round it was set in."""
         word = int(self._view("canarySeal", account))
-        return (word & ((1 << 224) - 1)).to_bytes(32, "big"), word >> 224
+        return seal_bits(word.to_bytes(32, "big")), word >> 224
 
     def declare_canary(self, sender: str, round_: int, preimage: bytes, signature: bytes) -> Sent:
         """Declare ``sender``'s update of ``round_`` a canary, with the coordinator's compact ``signature``."""

@@ -29,7 +29,7 @@ from eth_utils import keccak
 
 from .types import BPS, DEFAULT_CANARY_RATE_BPS
 
-__all__ = ["CANARY_CHAIN", "DEFAULT_CANARY_RATE_BPS", "CanaryChain", "lottery", "opens_seal"]
+__all__ = ["CANARY_CHAIN", "DEFAULT_CANARY_RATE_BPS", "CanaryChain", "lottery", "opens_seal", "seal_bits"]
 
 CANARY_CHAIN = 4096
 """Links of a member's canary hash chain: declarations it can make before it must register anew."""
@@ -43,9 +43,14 @@ def lottery(preimage: bytes, global_hash: bytes, round_: int, rate_bps: int) -> 
     return draw % BPS < rate_bps
 
 
+def seal_bits(value: bytes) -> bytes:
+    """The part of a seal (a 32-byte word) the contract keeps: its low 224 bits, as 32 bytes."""
+    return b"\0" * 4 + value[-28:]
+
+
 def opens_seal(preimage: bytes, seal: bytes) -> bool:
-    """Whether ``preimage`` is the next link of the chain whose current seal is ``seal``."""
-    return keccak(preimage) == seal
+    """Whether ``preimage`` is the next link of the chain whose current seal is ``seal`` (as the contract checks)."""
+    return seal_bits(keccak(preimage)) == seal_bits(seal)
 
 
 class CanaryChain:

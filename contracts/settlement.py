@@ -135,11 +135,6 @@ def canary_mask(inp: RoundInput) -> int:
     return sum(1 << i for i, p in enumerate(inp.proposers) if p.committed and p.canary)
 
 
-def rejected_mask(rejected: list[bool]) -> int:
-    """A bitmap of the items whose votes reject them."""
-    return sum(1 << i for i, r in enumerate(rejected) if r)
-
-
 def _informed(inp: RoundInput, j: int, judged: int) -> list[tuple[int, int, bool]]:
     """Voter ``j``'s informed votes on judged items: (bit, item, accepts)."""
     accept, abstain = decode_vote(inp.voters[j].bits)
@@ -184,8 +179,9 @@ def settle(inp: RoundInput) -> Settlement:
     rejected = [2 * (weight[i] - yes[i]) > present[i] for i in range(num_items)]
     verdict = [informed[i] >= inp.quorum and (accepted[i] or rejected[i]) for i in range(num_items)]
     canaries = canary_mask(inp)
-    decided = sum(1 << i for i in range(num_items) if judged >> i & 1 and verdict[i])
-    decided &= ~(canaries & ~rejected_mask(rejected))  # a canary the votes did not reject judges nobody
+    # A canary the votes did not reject judges nobody.
+    proven = [not canaries >> i & 1 or rejected[i] for i in range(num_items)]
+    decided = sum(1 << i for i in range(num_items) if judged >> i & 1 and verdict[i] and proven[i])
     outcomes = sum(1 << i for i in range(num_items) if decided >> i & 1 and accepted[i])
     margin = [abs(tallies[i]) * BPS // weight[i] if weight[i] else 0 for i in range(num_items)]
 
