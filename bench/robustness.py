@@ -1,7 +1,7 @@
 """Robustness study: attack x attacker share x partition x defence, over seeds, plus each cell's clean run.
 
 Usage: python -m bench.robustness [--quick | --heterogeneity] [--seeds N] [--clients 10,40]
-                                  [--rounds 10] [--defences D,...] [--vote-rules R,...]
+                                  [--etas 0.2,0.4] [--rounds 10] [--defences D,...] [--vote-rules R,...]
                                   [--reviewers K,...] [--tasks digits,mnist,ltdigits]
                                   [--partitions iid,dirichlet:0.5] [--workers 2] [--json FILE]
                                   [--markdown]
@@ -23,8 +23,10 @@ defence, partition and seeds without attackers); for governed cells ``recall`` (
 updates rejected, rounds >= 2), ``false_rejection`` (honest updates rejected, rounds >= 2),
 ``attacker_net_wei`` (max over attackers and seeds of stake change + rewards), ``honest_net_wei``
 (mean over honest participants and seeds), the collusion figures (share of rounds whose voters
-held an attacker majority by count, by stake; attacker updates accepted in rounds where
-attackers were a minority of the voters), how many attackers ended with a net >= 0 and how
+held an attacker majority by count, by stake, next to the hypergeometric odds for the members
+still eligible; the share of updates whose reviewers held an attacker majority, next to its
+odds; poisoned updates accepted in rounds where attackers were a minority of the voters, and
+where honest members were the majority of the update's reviewers), how many attackers ended with a net >= 0 and how
 many never proposed, ``honest_ejected`` (honest members whose stake ended below the minimum),
 and what the votes did to honest members in the cell's clean runs: ``clean_false_rejection``,
 ``clean_honest_ejected`` and ``clean_honest_net_min_wei`` (the worst-off honest member).
@@ -50,6 +52,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from fedledger.contracts import sortition
 from fedledger.simulation.inprocess import DEFENCES, GOVERNED_DEFENCES, Incentives, RunResult, Scenario, play
 from fedledger.simulation.report import Outcome
 
@@ -123,6 +126,10 @@ class Cell(BaseModel):
     attacker_voter_majority_rounds: float | None = None
     attacker_voter_stake_majority_rounds: float | None = None
     attacker_updates_accepted_in_minority_rounds: int | None = None
+    attacker_voter_majority_odds: float | None = None
+    attacker_reviewer_majority_items: float | None = None
+    attacker_reviewer_majority_odds: float | None = None
+    attacker_updates_accepted_with_honest_reviewers: int | None = None
     evaluations_per_round: float | None = None
     honest_ejected: int | None = None
     clean_false_rejection: float | None = None
@@ -184,11 +191,12 @@ def scenarios(
     defences: tuple[str, ...],
     attacks: tuple[tuple[str, str], ...] | None = None,
     canary_rate_bps: int | None = None,
+    etas: tuple[float, ...] | None = None,
 ) -> tuple[list[tuple[tuple[Any, ...], Scenario]], list[tuple[tuple[Any, ...], Scenario]]]:
-    """(attacked runs, clean runs) over ``where``, each keyed by its cell; ``attacks`` replaces the matrix's."""
+    """(attacked runs, clean runs) over ``where``, keyed by cell; ``attacks`` and ``etas`` replace the matrix's."""
     chosen = attacks
     attacks = attacks or (QUICK_ATTACKS if quick else ATTACKS)
-    etas = (0.4,) if quick else ETAS
+    etas = etas or ((0.4,) if quick else ETAS)
     seed_list = range(1 if quick else seeds)
 
     def run(task: str, clients: int, partition: str, defence: str, seed: int, **attack: Any) -> Scenario:
@@ -286,6 +294,50 @@ def _clean_figures(results: list[RunResult]) -> dict[str, Any]:
     }
 
 
+def _collusion(results: list[RunResult]) -> dict[str, Any]:
+    """Attacker majorities among a round's voters and among each update's reviewers, measured and expected.
+
+    The odds are the hypergeometric tail (:func:`sortition.majority_odds`) for the members still
+    eligible when the round opened: V voters from M members, an update's k reviewers from the M - 1
+    members other than its proposer. Per-update rounds only for the reviewer figures.
+    """
+    voter_odds: list[float] = []
+    majority_items = item_odds = 0.0
+    items = honest_accepts = 0
+    for r in results:
+        attackers = set(r.attackers)
+        out: set[str] = set()
+        members = r.scenario.clients
+        per_update = r.scenario.defence != "governed_aggregate"
+        for o in r.rounds:
+            eligible, bad = members - len(out), len(attackers - out)
+            out |= set(o.ejected)
+            if not o.voters:
+                continue
+            voter_odds.append(sortition.majority_odds(eligible, bad, len(o.voters)))
+            if not per_update:
+                continue
+            k = sortition.effective_reviewers(
+                r.scenario.incentives.reviewers_per_update, len(o.proposers), len(o.voters)
+            )
+            for i, proposer in enumerate(o.proposers):
+                if proposer in o.missing:
+                    continue
+                seats = sortition.reviewers_of(i, len(o.proposers), len(o.voters), k)
+                against = sum(1 for j in seats if o.voters[j] in attackers)
+                items += 1
+                majority_items += 2 * against > len(seats)
+                item_odds += sortition.majority_odds(eligible - 1, bad - (proposer in attackers), len(seats))
+                poisoned = r.scenario.attack != "none" and proposer in attackers
+                honest_accepts += poisoned and proposer in o.accepted and 2 * against < len(seats)
+    return {
+        "attacker_voter_majority_odds": round(statistics.mean(voter_odds), 4) if voter_odds else None,
+        "attacker_reviewer_majority_items": round(majority_items / items, 4) if items else None,
+        "attacker_reviewer_majority_odds": round(item_odds / items, 4) if items else None,
+        "attacker_updates_accepted_with_honest_reviewers": honest_accepts if items else None,
+    }
+
+
 def _governed_figures(results: list[RunResult]) -> dict[str, Any]:
     outcomes = [r.outcome(from_round=2) for r in results]
     caught = sum(o.attacker_rejected for o in outcomes)
@@ -317,6 +369,7 @@ def _governed_figures(results: list[RunResult]) -> dict[str, Any]:
         "honest_ejected": sum(honest_ejected(r) for r in results),
         "honest_undecided": _undecided(results, honest=True),
         "attacker_undecided": _undecided(results, honest=False),
+        **_collusion(results),
     }
 
 
@@ -336,6 +389,7 @@ def run_study(
     partitions: tuple[str, ...] = PARTITIONS,
     where: Grid | None = None,
     canary_rate_bps: int | None = None,
+    etas: tuple[float, ...] | None = None,
 ) -> dict[str, Any]:
     """Play every run (in ``workers`` processes) and summarise; ``where`` replaces tasks x clients x partitions.
 
@@ -344,7 +398,7 @@ def run_study(
     started = time.monotonic()
     defences = defences or (("fedavg", "governed") if quick else DEFENCES)
     where = where or grid(tasks, clients, partitions)
-    attacked, clean = scenarios(quick, seeds, where, rounds, defences, attacks, canary_rate_bps)
+    attacked, clean = scenarios(quick, seeds, where, rounds, defences, attacks, canary_rate_bps, etas)
     every = [s for _, s in attacked] + [s for _, s in clean]
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
@@ -434,6 +488,23 @@ def markdown(study: dict[str, Any]) -> str:
                 f"{_eth(c['attacker_net_wei'])} | {_eth(c['attacker_net_mean_wei'])} | {_eth(c['honest_net_wei'])} | "
                 f"{c['honest_ejected']} |"
             )
+    collusion = [
+        (key, d, index[(*key, d)]) for key in rows for d in governed if (*key, d) in index and key[3] != "honest"
+    ]
+    if collusion:
+        lines += [
+            "",
+            "| task | clients | attack | eta | partition | defence | voters: attacker majority, rounds / odds |"
+            " an update's reviewers: attacker majority / odds | attacker updates accepted, honest reviewer majority |",
+            "|---|---:|---|---:|---|---|---:|---:|---:|",
+        ]
+        for key, d, c in collusion:
+            lines.append(
+                lead(key) + f"{d} | {_pct(c['attacker_voter_majority_rounds'])} / "
+                f"{_pct(c['attacker_voter_majority_odds'])} | {_pct(c['attacker_reviewer_majority_items'])} / "
+                f"{_pct(c['attacker_reviewer_majority_odds'])} | "
+                f"{c['attacker_updates_accepted_with_honest_reviewers']} |"
+            )
     clean_rows = {
         (c["task"], c["clients"], c["partition"], c["defence"]): c
         for c in cells
@@ -466,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_true", help="one seed, eta 0.4, two attacks, FedAvg vs governed")
     mode.add_argument("--heterogeneity", action="store_true", help="issue 27's matrix of tasks, partitions, clients")
     parser.add_argument("--seeds", type=int)
+    parser.add_argument("--etas", help="comma-separated attacker shares (default 0.2,0.4; --quick 0.4)")
     parser.add_argument("--clients", help="comma-separated numbers of clients (default 10)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--defences", help=f"comma-separated subset of {', '.join(DEFENCES)}")
@@ -496,6 +568,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds, --rounds and --workers must be at least 1")
     if args.canary_rate_bps is not None and not 0 <= args.canary_rate_bps <= 10_000:
         parser.error(f"--canary-rate-bps must lie in 0..10000, got {args.canary_rate_bps}")
+    try:
+        etas = tuple(float(e) for e in _names(args.etas)) if args.etas else None
+    except ValueError:
+        parser.error(f"--etas takes comma-separated attacker shares, e.g. 0.3,0.4; got {args.etas!r}")
+    if etas and any(not 0 < e < 1 for e in etas):
+        parser.error(f"--etas must lie strictly between 0 and 1, got {args.etas}")
     try:
         clients = tuple(int(n) for n in _names(args.clients)) if args.clients else preset.get("clients", (10,))
     except ValueError:
@@ -560,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         partitions,
         where=where,
         canary_rate_bps=args.canary_rate_bps,
+        etas=etas,
     )
     if args.json_path is not None:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ voter reviews with :func:`items_of` / :func:`reviewers_of`; the audit does exact
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from eth_abi import encode
@@ -117,3 +118,19 @@ def assignment(num_proposers: int, num_voters: int, reviewers: int, aggregate: b
     if aggregate:
         return [[0] for _ in range(num_voters)]
     return [items_of(j, num_proposers, num_voters, reviewers) for j in range(num_voters)]
+
+
+def majority_odds(members: int, attackers: int, seats: int) -> float:
+    """Chance that more than half of ``seats`` drawn without replacement from ``members`` are ``attackers``.
+
+    The hypergeometric tail: the odds that a colluding group of ``attackers`` holds the majority of
+    a round's voters (seats = V, drawn from the eligible members) or of one update's reviewers
+    (seats = its reviewers, drawn from the members other than its proposer).
+    """
+    if not 0 <= attackers <= members or not 0 < seats <= members:
+        raise ValueError(f"cannot draw {seats} seats from {members} members of which {attackers} attack")
+    wins = sum(
+        math.comb(attackers, x) * math.comb(members - attackers, seats - x)
+        for x in range(seats // 2 + 1, min(seats, attackers) + 1)
+    )
+    return wins / math.comb(members, seats)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+import pytest
 from eth_utils import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -104,6 +106,26 @@ def test_reviewer_assignment_is_balanced_and_distinct(proposers: int, voters: in
         assert judges == sorted(j for j in range(voters) if i in items[j])
     for own in items:
         assert own == sorted(set(own))  # distinct updates, in ascending bit order
+
+
+@settings(max_examples=60, deadline=None)
+@given(members=st.integers(1, 12), data=st.data())
+def test_majority_odds_is_the_share_of_draws_with_an_attacker_majority(members: int, data: st.DataObject) -> None:
+    """The hypergeometric tail against an enumeration of every draw (the study's expected rates)."""
+    attackers = data.draw(st.integers(0, members))
+    seats = data.draw(st.integers(1, members))
+    draws = list(itertools.combinations(range(members), seats))
+    wins = sum(1 for d in draws if 2 * sum(1 for m in d if m < attackers) > seats)
+    assert sortition.majority_odds(members, attackers, seats) == pytest.approx(wins / len(draws))
+
+
+def test_majority_odds_refuses_an_impossible_draw() -> None:
+    for members, attackers, seats in ((5, 6, 3), (5, 2, 0), (5, 2, 6)):
+        with pytest.raises(ValueError, match="cannot draw"):
+            sortition.majority_odds(members, attackers, seats)
+    # 30 % attackers: 5 reviewers leave a majority in one draw of 6, 21 of 70 in under one in a hundred
+    assert sortition.majority_odds(100, 30, 5) > 0.15
+    assert sortition.majority_odds(70, 21, 21) < 0.01
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
