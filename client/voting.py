@@ -289,8 +289,9 @@ class ReferenceRule(VoteRule):
     An item is rejected, with the first reason that applies, when
 
     1. it is no work: byte-identical to the global state or to another item of the round, or it
-       moves the model less than ``min_norm_ratio`` times the voter's own update (free riders,
-       ALIE's identical copies);
+       moves the model less than ``min_norm_ratio`` times the voter's own update and the median
+       of the round's updates, whichever is smaller (free riders, ALIE's identical copies; a
+       long-tailed voter's own update can be a hundred times the others');
     2. it moves the model more than ``max_norm_ratio`` times as far (scaling, noise);
     3. its change points away from the voter's: mean cosine over weight tensors at most
        ``doubtful_cosine`` (sign flips). Between that and ``min_cosine`` it abstains: honest
@@ -314,7 +315,8 @@ class ReferenceRule(VoteRule):
     against the median of the round's items and its own update (three or more of them).
     Checks 1, 4 and 5 need no evidence beyond what they test and apply to every voter.
 
-    Without a reference (a voter with no training data) it falls back to :class:`ShareRule`.
+    Without a reference (a voter with no training data) it has no evidence: it abstains on every
+    item but identical copies (and, as every rule, unchanged models).
     """
 
     name = "reference"
@@ -329,9 +331,9 @@ class ReferenceRule(VoteRule):
         """Run the five checks on every usable item."""
         reference = ballot.reference() if ballot.reference is not None else None
         own = _delta(ballot.global_arrays, reference) if reference is not None else None
-        if own is None or _norm(own) == 0.0:  # no training data of its own: no reference
-            return ShareRule().judge_updates(ballot)
         digests = [_digest(u) if u is not None else None for u in ballot.updates]
+        if own is None or _norm(own) == 0.0:  # no training data of its own: nothing to compare with
+            return _without_reference(ballot, digests)
         deltas = [_delta(ballot.global_arrays, u) if u is not None else None for u in ballot.updates]
         cosines = [_tensor_cosine(d, _restrict(own, d)) if d is not None else None for d in deltas]
         # The round's statistics leave out unchanged items (free riders, canaries): they are no updates.
@@ -385,7 +387,8 @@ class ReferenceRule(VoteRule):
         if copied:
             return "identical to another update of the round"
         ratio = _norm(delta) / max(own_norm, 1e-30)
-        if ratio < limits.min_norm_ratio:
+        work = min(own_norm, typical) if typical is not None else own_norm  # honest work, robustly
+        if _norm(delta) < limits.min_norm_ratio * work:
             if claimed < limits.min_evidence_samples:  # a client this small moves the model little
                 return f"{ABSTAIN}: hardly changes the model, from {claimed} examples"
             return NO_CHANGE
@@ -415,6 +418,22 @@ class ReferenceRule(VoteRule):
         if cosine <= limits.min_cosine:
             doubt = doubt or f"nearly orthogonal to the voter's own update (cosine {cosine:.2f})"
         return f"{ABSTAIN}: {doubt}" if doubt else ""
+
+
+def _without_reference(ballot: Ballot, digests: list[bytes | None]) -> Judgement:
+    """A voter with no update of its own: it rejects identical copies and abstains on everything else."""
+    accept, scores, reasons, abstain = [], [], [], []
+    for digest in digests:
+        copied = digest is not None and digests.count(digest) > 1
+        reason = (
+            "nothing to judge"
+            if digest is None
+            else "identical to another update of the round"
+            if copied
+            else f"{ABSTAIN}: no training data of its own to compare with"
+        )
+        accept.append(False), scores.append(None), reasons.append(reason), abstain.append(reason.startswith(ABSTAIN))
+    return Judgement(accept, scores, reasons, abstain=abstain)
 
 
 def _worst_claimed_recall(b: Ballot, update: Arrays, limits: ReferenceLimits) -> float | None:

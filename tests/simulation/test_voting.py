@@ -120,6 +120,43 @@ def test_a_voter_with_weak_evidence_abstains_where_a_rich_one_would_reject(round
     assert decode_vote(unsure.bits) == (0, 0b11), unsure.reasons
 
 
+def test_voters_without_comparable_work_of_their_own_do_not_convict_honest_updates(round_two: tuple) -> None:
+    """Issue 27: the two ways honest voters lost votes in clean skewed federations.
+
+    A member with no training data (digits, Dirichlet 0.1: one holds a single validation sample)
+    judged by its own score and voted honest updates down; a long-tailed member whose own update
+    is a hundred times the others' took them for free riders. The first now abstains (copies and
+    unchanged models it still rejects); the second measures work against the smaller of its own
+    update and the round's median, so a near copy of the global model is still no work.
+    """
+    import dataclasses
+
+    from fedledger.client.voting import ABSTAIN, NO_CHANGE
+
+    g, clients = round_two
+    honest = [trained(g, clients[i].train, i) for i in (1, 2, 3)]
+    free = parse_attack("free_ride").poison_update(g, honest[0])
+    copy = OrderedDict((k, v.copy()) for k, v in honest[2].items())
+    rule = ReferenceRule()
+    no_data = dataclasses.replace(ballot(g, clients[0], [*honest, free, copy]), reference=lambda: g)
+    judgement = rule.decide(no_data)
+    assert judgement.abstain[:2] == [True, True] and not any(judgement.accept), judgement.reasons
+    assert all(r.startswith(ABSTAIN) for r in judgement.reasons[:2])
+    assert judgement.reasons[3] == NO_CHANGE and not judgement.abstain[3]
+    assert "identical" in judgement.reasons[2] and "identical" in judgement.reasons[4]
+
+    def scaled(update: OrderedDict[str, np.ndarray], factor: float) -> OrderedDict[str, np.ndarray]:
+        return OrderedDict((k, g[k] + factor * (v - g[k])) for k, v in update.items())
+
+    own = trained(g, clients[0].train, 99)
+    near_copy = scaled(honest[2], 0.001)  # moves the model, but a thousandth as far as honest work
+    items = [*honest[:2], near_copy]
+    long_tailed = dataclasses.replace(ballot(g, clients[0], items), reference=lambda: scaled(own, 200))
+    judgement = rule.decide(long_tailed)
+    assert judgement.reasons[2] == NO_CHANGE, judgement.reasons
+    assert all(r != NO_CHANGE for r in judgement.reasons[:2]), judgement.reasons
+
+
 def test_a_label_flip_that_keeps_the_direction_is_caught_by_the_class_check(round_two: tuple) -> None:
     g, clients = round_two
     flipped = trained(g, Split(clients[4].train.x, 9 - clients[4].train.y), 4)
