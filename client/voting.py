@@ -47,6 +47,7 @@ BPS = 10_000
 ABSTAIN = "abstains"
 """Prefix of the reason of an item a voter abstains on."""
 NO_CHANGE = "no change to the global model"
+COPIED = "identical to another update of the round"
 
 
 @dataclass
@@ -332,8 +333,9 @@ class ReferenceRule(VoteRule):
         reference = ballot.reference() if ballot.reference is not None else None
         own = _delta(ballot.global_arrays, reference) if reference is not None else None
         digests = [_digest(u) if u is not None else None for u in ballot.updates]
+        copies = [d is not None and digests.count(d) > 1 for d in digests]
         if own is None or _norm(own) == 0.0:  # no training data of its own: nothing to compare with
-            return _without_reference(ballot, digests)
+            return _without_reference(ballot, copies)
         deltas = [_delta(ballot.global_arrays, u) if u is not None else None for u in ballot.updates]
         cosines = [_tensor_cosine(d, _restrict(own, d)) if d is not None else None for d in deltas]
         # The round's statistics leave out unchanged items (free riders, canaries): they are no updates.
@@ -349,10 +351,9 @@ class ReferenceRule(VoteRule):
             if update is None or delta is None or cosine is None:
                 accept.append(False), scores.append(None), reasons.append("nothing to judge"), abstain.append(False)
                 continue
-            copied = digests.count(digests[i]) > 1
             mine = _restrict(own, delta)
             reason = self._check(
-                ballot, update, delta, _norm(mine), cosine, baseline, copied, weak, typical, ballot.weights[i]
+                ballot, update, delta, _norm(mine), cosine, baseline, copies[i], weak, typical, ballot.weights[i]
             )
             unsure = reason.startswith(ABSTAIN)
             accept.append(not reason), scores.append(cosine), reasons.append(reason), abstain.append(unsure)
@@ -385,10 +386,11 @@ class ReferenceRule(VoteRule):
     ) -> str:
         limits = self.limits
         if copied:
-            return "identical to another update of the round"
-        ratio = _norm(delta) / max(own_norm, 1e-30)
+            return COPIED
+        size = _norm(delta)
+        ratio = size / max(own_norm, 1e-30)
         work = min(own_norm, typical) if typical is not None else own_norm  # honest work, robustly
-        if _norm(delta) < limits.min_norm_ratio * work:
+        if size < limits.min_norm_ratio * work:
             if claimed < limits.min_evidence_samples:  # a client this small moves the model little
                 return f"{ABSTAIN}: hardly changes the model, from {claimed} examples"
             return NO_CHANGE
@@ -398,7 +400,7 @@ class ReferenceRule(VoteRule):
                 return f"moves the model {ratio:.1f}x as far as the voter's own update"
             doubt = f"moves the model {ratio:.1f}x as far as the voter's own small update"
         if weak and typical is not None:
-            spread = _norm(delta) / max(typical, 1e-30)
+            spread = size / max(typical, 1e-30)
             if spread > limits.max_median_ratio:  # long-tailed honest updates do this too: no proof of harm
                 doubt = f"moves the model {spread:.1f}x as far as the round's median"
         if cosine <= (limits.clear_cosine if weak else limits.doubtful_cosine):
@@ -420,20 +422,15 @@ class ReferenceRule(VoteRule):
         return f"{ABSTAIN}: {doubt}" if doubt else ""
 
 
-def _without_reference(ballot: Ballot, digests: list[bytes | None]) -> Judgement:
+def _without_reference(ballot: Ballot, copies: list[bool]) -> Judgement:
     """A voter with no update of its own: it rejects identical copies and abstains on everything else."""
-    accept, scores, reasons, abstain = [], [], [], []
-    for digest in digests:
-        copied = digest is not None and digests.count(digest) > 1
-        reason = (
-            "nothing to judge"
-            if digest is None
-            else "identical to another update of the round"
-            if copied
-            else f"{ABSTAIN}: no training data of its own to compare with"
-        )
-        accept.append(False), scores.append(None), reasons.append(reason), abstain.append(reason.startswith(ABSTAIN))
-    return Judgement(accept, scores, reasons, abstain=abstain)
+    blind = f"{ABSTAIN}: no training data of its own to compare with"
+    reasons = [
+        "nothing to judge" if u is None else COPIED if copied else blind
+        for u, copied in zip(ballot.updates, copies, strict=True)
+    ]
+    abstain = [r.startswith(ABSTAIN) for r in reasons]
+    return Judgement([False] * len(reasons), [None] * len(reasons), reasons, abstain=abstain)
 
 
 def _worst_claimed_recall(b: Ballot, update: Arrays, limits: ReferenceLimits) -> float | None:
