@@ -52,6 +52,8 @@ class DigitsTask(Task):
     name = "digits"
     num_classes = 10
     min_batch = 1
+    max_grad_norm: float | None = None
+    """Clip each step's gradient to this norm (None: no clipping)."""
 
     def dataset(self, seed: int) -> tuple[Split, Split]:
         """(client pool, server test set) for ``seed``."""
@@ -79,7 +81,7 @@ class DigitsTask(Task):
         return self.dataset(seed)[1]
 
     def fit(self, model: torch.nn.Module, data: Split, settings: TrainSettings) -> dict[str, float]:
-        """Mini-batch SGD (momentum 0.9) for ``local_epochs`` epochs; deterministic for the seed."""
+        """Mini-batch SGD (momentum 0.9; clipped to ``max_grad_norm``) for ``local_epochs`` epochs; deterministic."""
         if len(data) == 0:
             return {"train_loss": float("nan")}
         generator = torch.Generator().manual_seed(int(settings.seed))
@@ -92,6 +94,8 @@ class DigitsTask(Task):
                 optimizer.zero_grad()
                 loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
                 loss.backward()
+                if self.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
                 optimizer.step()
                 total += loss.item()
                 batches += 1

@@ -172,6 +172,16 @@ def test_a_label_flip_that_keeps_the_direction_is_caught_by_the_class_check(roun
     )
     assert "claims a class" in lenient.decide(ballot(g, clients[0], [flipped])).reasons[0]
 
+    # Issue 27, 40 mnist members: in round 1 every model predicts one or two classes for
+    # everything, the voter's own included, and honest updates were convicted by this check. A
+    # voter whose own update gets under half of its validation data right abstains on it.
+    import dataclasses
+
+    one_class = Split(clients[0].train.x, np.full_like(clients[0].train.y, 3))
+    unripe = dataclasses.replace(ballot(g, clients[0], [flipped]), reference=lambda: trained(g, one_class, 7))
+    judgement = lenient.decide(unripe)
+    assert judgement.abstain == [True] and "claims a class" in judgement.reasons[0], judgement.reasons
+
 
 def test_paper_rules_judge_at_their_weight(round_two: tuple) -> None:
     g, clients = round_two
