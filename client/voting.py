@@ -352,7 +352,7 @@ class ReferenceRule(VoteRule):
             baseline=baseline,
             weak=self.weak_evidence(ballot),
             typical=float(np.median(norms)) if len(norms) >= 3 else None,
-            ripe=(_accuracy(ballot, reference) or 0.0) >= self.limits.min_reference_accuracy,
+            own_accuracy=lambda: _accuracy(ballot, reference),
         )
         accept, scores, reasons, abstain = [], [], [], []
         for i, update in enumerate(ballot.updates):
@@ -420,7 +420,7 @@ class ReferenceRule(VoteRule):
         recall = _worst_claimed_recall(ballot, update, limits)
         if recall is not None and recall < limits.min_claimed_recall:
             claim = f"claims a class of the voter's data it recognises {recall:.0%} of"
-            if not weak and view.ripe:
+            if not weak and (view.accuracy or 0.0) >= limits.min_reference_accuracy:
                 return claim
             doubt = doubt or claim  # a handful of samples of a class, or a voter whose own model cannot tell
         if cosine <= limits.min_cosine:
@@ -438,8 +438,13 @@ class _RoundView:
     """Whether the voter's validation data are too few or too skewed (:meth:`ReferenceRule.weak_evidence`)."""
     typical: float | None
     """The median size of the round's changes and the voter's own (None: fewer than three)."""
-    ripe: bool
-    """Whether the voter's own update gets ``min_reference_accuracy`` of its validation data right."""
+    own_accuracy: Callable[[], float | None]
+    """Scores the voter's own update on its validation data (asked only when a class check fails)."""
+
+    @functools.cached_property
+    def accuracy(self) -> float | None:
+        """The accuracy of the voter's own update on its validation data (computed once, on demand)."""
+        return self.own_accuracy()
 
 
 def _without_reference(ballot: Ballot, copies: list[bool]) -> Judgement:

@@ -73,7 +73,7 @@ class MnistTask(DigitsTask):
     max_grad_norm = 1.0
     """Unclipped, SGD at lr 0.1 with momentum 0.9 spikes now and then late in training: an honest
     client's update lands 5-30x as far as its peers' on a worse model, and voters rightly reject it
-    (docs/voting.md, "mnist IID")."""
+    (docs/decisions.md, "mnist IID")."""
 
     def dataset(self, seed: int) -> tuple[Split, Split]:
         """(client pool of 4,000, server test set of 1,000) for ``seed``."""

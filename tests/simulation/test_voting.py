@@ -174,7 +174,7 @@ def test_a_label_flip_that_keeps_the_direction_is_caught_by_the_class_check(roun
 
     # Issue 27, 40 mnist members: in round 1 every model predicts one or two classes for
     # everything, the voter's own included, and honest updates were convicted by this check. A
-    # voter whose own update gets under half of its validation data right abstains on it.
+    # voter whose own update gets under a quarter of its validation data right abstains on it.
     import dataclasses
 
     one_class = Split(clients[0].train.x, np.full_like(clients[0].train.y, 3))
