@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from rich.console import Console
 
 from fedledger import __version__
@@ -95,6 +96,13 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _problem(error: ErrorDetails) -> str:
+    """One validation error as a user reads it: the field (none for a whole-model check) and what is wrong."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(map(str, error["loc"]))
+    return f"{where}: {message}" if where else message
+
+
 def _user_error(exc: BaseException) -> str | None:
     """The one-line message for an error the user can fix, or ``None`` for a bug."""
     import grpc
@@ -114,8 +122,7 @@ def _user_error(exc: BaseException) -> str | None:
     if isinstance(exc, Web3RPCError):
         return f"the chain node refused: {exc.message or exc}"
     if isinstance(exc, ValidationError):
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-        return f"invalid input: {problems}"
+        return f"invalid input: {'; '.join(_problem(e) for e in exc.errors())}"
     from fedledger.simulation.runner import SimulationError
 
     if isinstance(exc, CommandError | ChainUnavailable | CompileError | KeyFileError | FileNotFoundError):

@@ -135,6 +135,11 @@ class SimulationOptions(BaseModel):
                 raise ValueError(f"{task.name} clients hold no labels: use a semi-supervised strategy (fedsto)")
             if self.attack == "label_flip":
                 raise ValueError(f"{task.name} clients hold no labels to flip: use scale:FACTOR or silent")
+        if self.reviewers_per_update is not None and self.reviewers_per_update > self.clients:
+            raise ValueError(
+                f"--reviewers-per-update must be between 0 and {self.clients} for {self.clients} clients "
+                "(0: every voter judges every update; the committee caps larger values)"
+            )
         if self.quorum is not None:
             committee = min(self.clients, MAX_COMMITTEE)
             k = self.reviewers_per_update

@@ -108,7 +108,9 @@ class DigitsTask(Task):
             return model(torch.from_numpy(data.x)).argmax(dim=1).numpy()
 
     def evaluate(self, model: torch.nn.Module, data: Split) -> dict[str, float]:
-        """Accuracy and mean cross-entropy."""
+        """Accuracy and mean cross-entropy (both NaN on no data: a member dealt no samples)."""
+        if len(data) == 0:
+            return {"accuracy": float("nan"), "loss": float("nan")}
         model.eval()
         with torch.no_grad():
             logits = model(torch.from_numpy(data.x))

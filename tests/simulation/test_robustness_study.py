@@ -68,6 +68,23 @@ def test_the_study_runs_on_another_task_and_its_partitions() -> None:
     assert cells["governed"]["recall"] is not None and cells["fedavg"]["recall"] is None
 
 
+def test_runs_started_longest_first_come_back_in_the_study_s_order() -> None:
+    """Two workers play the longest runs first (``_cost``); every cell still gets its own runs' figures."""
+    from bench.robustness import _cost, run_study, scenarios
+
+    where = (("digits", 10, "iid"), ("mnist", 10, "dirichlet:0.5"))
+    attacked, clean = scenarios(True, 1, where, 2, ("fedavg", "governed"), (("sign_flip", "honest"),))
+    costs = [_cost(s) for _, s in attacked + clean]
+    assert max(costs) > min(costs) and costs != sorted(costs, reverse=True)  # reordering is exercised
+    kwargs: dict[str, Any] = {
+        "quick": True, "rounds": 2, "defences": ("fedavg", "governed"),
+        "attacks": (("sign_flip", "honest"),), "where": where,
+    }  # fmt: skip
+    apart, alone = run_study(workers=2, **kwargs), run_study(workers=1, **kwargs)
+    strip = [{k: v for k, v in c.items() if k != "wall_s"} for c in apart["cells"]]
+    assert strip == [{k: v for k, v in c.items() if k != "wall_s"} for c in alone["cells"]]
+
+
 def test_quick_clean_runs_meet_issue_27s_targets(quick: tuple[dict[str, Any], str]) -> None:
     """Clean federations: <= 2 % of honest updates rejected, no honest member ejected, every honest net > 0.
 

@@ -116,6 +116,9 @@ def test_deploy_to_anvil_with_the_dev_key_writes_the_manifest(anvil_url: str, tm
         (["--attackers", "2", "--attack", ""], ["--attack", "--voter-attack"]),
         (["--vote-rule", "majority"], ["share", "full", "loo", "reference"]),
         (["--strategy", "fedkseed", "--vote-rule", "reference"], ["not models", "share"]),
+        (["--reviewers-per-update", "11"], ["--reviewers-per-update must be between 0 and 10"]),
+        (["--quorum", "10"], ["--quorum must be between 1 and 9"]),
+        (["--task", "cifar"], ["unknown task 'cifar'", "mnist", "ltdigits"]),
     ],
 )
 def test_simulate_refuses_bad_attacks_in_one_line_before_starting(
@@ -125,6 +128,7 @@ def test_simulate_refuses_bad_attacks_in_one_line_before_starting(
     result = run_cli("simulate", "--out", str(out), *args)
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "Value error" not in result.stderr, result.stderr  # pydantic's wording stays inside
     for name in accepted:
         assert name in result.stderr, (name, result.stderr)
     assert not out.exists()  # nothing started
