@@ -392,11 +392,9 @@ def _play_all(every: list[Scenario], workers: int) -> list[RunResult]:
     if workers <= 1:
         return [_play(s) for s in every]
     order = sorted(range(len(every)), key=lambda i: -_cost(every[i]))
-    results: list[RunResult | None] = [None] * len(every)
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for i, result in zip(order, pool.imap(_play, [every[i] for i in order], chunksize=1), strict=True):
-            results[i] = result
-    return [r for r in results if r is not None]
+        done = dict(zip(order, pool.imap(_play, [every[i] for i in order], chunksize=1), strict=True))
+    return [done[i] for i in range(len(every))]
 
 
 def run_study(

@@ -25,6 +25,8 @@ Teutsch and Reitwiessner 2017, adapted to votes):
 
 from __future__ import annotations
 
+import functools
+
 from eth_utils import keccak
 
 from .types import BPS, DEFAULT_CANARY_RATE_BPS
@@ -62,11 +64,17 @@ class CanaryChain:
             raise ValueError("a canary secret is 32 bytes")
         if not 0 <= used <= length:
             raise ValueError(f"used must lie in 0..{length}")
-        self._links = [secret]
-        for _ in range(length):
-            self._links.append(keccak(self._links[-1]))
+        self._secret = secret
         self.length = length
         self.used = used
+
+    @functools.cached_property
+    def _links(self) -> list[bytes]:
+        """Every link, hashed on first use (4,096 hashes: a member without canaries never pays them)."""
+        links = [self._secret]
+        for _ in range(self.length):
+            links.append(keccak(links[-1]))
+        return links
 
     def link(self, i: int) -> bytes:
         """Link ``i`` (0: the secret)."""
@@ -84,8 +92,10 @@ class CanaryChain:
 
     def owes(self, global_hash: bytes, round_: int, rate_bps: int) -> bytes | None:
         """The preimage to declare when the member owes a canary in ``round_``, else None."""
+        if rate_bps == 0:
+            return None
         preimage = self.preimage
-        if preimage is None or rate_bps == 0:
+        if preimage is None:
             return None
         return preimage if lottery(preimage, global_hash, round_, rate_bps) else None
 
