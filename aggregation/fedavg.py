@@ -22,6 +22,7 @@ class FedAvgStrategy(FedledgerStrategy):
 
     name = "fedavg"
     paper = "McMahan et al. 2017, arXiv:1602.05629"
+    bounded_aggregate = True  # governed rounds only; plain FedAvg (no governance) is Flower's, unchanged
 
     def server_strategy(self, *, fraction_train: float = 1.0) -> FedAvg:
         """FedAvg sampling ``fraction_train`` of the nodes when it runs without governance."""

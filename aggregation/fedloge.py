@@ -117,6 +117,7 @@ class FedLoGeStrategy(FedAvgStrategy):
     paper = "Xiao et al. ICLR 2024, arXiv:2401.08977"
     default_task = "ltdigits"
     default_vote_rule = "share"  # the reference rule is unmeasured on FedLoGe's three-part updates
+    bounded_aggregate = False  # FedLoGe's aggregate as published and measured (docs/fedloge.md)
 
     def __init__(self, config: FedLoGeConfig | None = None) -> None:
         """Hyper-parameters (defaults: the reference's)."""

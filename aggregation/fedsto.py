@@ -120,6 +120,7 @@ class FedSTOStrategy(FedAvgStrategy):
     aggregates_from_previous = True
     semi_supervised = True
     default_vote_rule = "share"  # label-free voting (``judge``); the reference rule is unmeasured here
+    bounded_aggregate = False  # FedSTO's aggregate as published and measured (docs/fedsto.md)
 
     def __init__(self, config: FedSTOConfig | None = None) -> None:
         """Hyper-parameters (defaults: docs/fedsto.md)."""

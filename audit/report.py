@@ -288,7 +288,7 @@ def _check_published_models(state: Replay, source: AuditSource) -> list[str]:
         if not accepted or record.global_model_hash is None:
             continue
         previous = None
-        if plugin.aggregates_from_previous:
+        if plugin.aggregates_from_previous or plugin.bounded_aggregate:
             blob = source.fetch_blob(started_from)
             if blob is None:
                 continue  # the state the round started from is unreachable: nothing to recompute from
@@ -304,7 +304,10 @@ def _check_published_models(state: Replay, source: AuditSource) -> list[str]:
                 found.append(f"round {record.round}: accepted update of {proposer} is not a model encoding: {exc}")
                 break
         else:
-            aggregate = plugin.aggregate_offline(previous, updates)
+            if previous is not None:
+                aggregate = plugin.governed_aggregate_offline(previous, updates)
+            else:
+                aggregate = plugin.aggregate_offline(previous, updates)
             if aggregate is not None and keccak256(codec.encode(aggregate)) != record.global_model_hash:
                 found.append(
                     f"round {record.round}: published global model 0x{record.global_model_hash.hex()} is not "

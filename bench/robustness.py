@@ -34,9 +34,11 @@ and what the votes did to honest members in the cell's clean runs: ``clean_false
 ``--quick``: one seed, eta 0.4, label_flip and sign_flip, digits on iid and dirichlet:0.5 and
 ltdigits on dirichlet:0.1, plain FedAvg vs governed (about a minute). ``--heterogeneity``: the
 matrix of issue 27, digits, mnist and ltdigits on iid, dirichlet:0.5 and dirichlet:0.1 with 10
-and 40 clients, 20 rounds, one seed, FedAvg, Median and governed; label flips, sign flips, ALIE
-and colluding label flippers, and lazy (accept_all) and random voters proposing honest updates.
-A voter attack is played by the governed defences only.
+and 40 clients, 20 rounds, one seed, Median and governed; label flips, sign flips, ALIE and
+colluding label flippers, and lazy (accept_all) and random voters proposing honest updates; plain
+FedAvg plays the clean runs only (the "same run without governance" of the clean-run target; no
+target reads it under attack). A voter attack is played by the governed defences only. The JSON's
+``clean`` lists every defence's clean-run accuracy per place.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ HETEROGENEITY = {
     "rounds": 20,
     "seeds": 1,
     "defences": ("fedavg", "median", "governed"),
+    "clean_only": ("fedavg",),
 }
 """``--heterogeneity``: where real federations live (issue 27's targets)."""
 ORDER = ATTACKS + VOTER_ATTACKS
@@ -192,8 +195,12 @@ def scenarios(
     attacks: tuple[tuple[str, str], ...] | None = None,
     canary_rate_bps: int | None = None,
     etas: tuple[float, ...] | None = None,
+    clean_only: tuple[str, ...] = (),
 ) -> tuple[list[tuple[tuple[Any, ...], Scenario]], list[tuple[tuple[Any, ...], Scenario]]]:
-    """(attacked runs, clean runs) over ``where``, keyed by cell; ``attacks`` and ``etas`` replace the matrix's."""
+    """(attacked runs, clean runs) over ``where``, keyed by cell; ``attacks`` and ``etas`` replace the matrix's.
+
+    Defences in ``clean_only`` play the clean runs only (a baseline no target reads under attack).
+    """
     chosen = attacks
     attacks = attacks or (QUICK_ATTACKS if quick else ATTACKS)
     etas = etas or ((0.4,) if quick else ETAS)
@@ -204,7 +211,7 @@ def scenarios(
         return _scenario(defence, canary_rate_bps, rounds=rounds, seed=seed, **place, **attack)
 
     # A voter attack means nothing without votes: plain defences play the update attacks only.
-    matrix = [(a, v, d) for a, v in attacks for d in defences if v == "honest" or _votes(d)]
+    matrix = [(a, v, d) for a, v in attacks for d in defences if (v == "honest" or _votes(d)) and d not in clean_only]
     if not quick and chosen is None:
         matrix += [
             (a, v, d) for a, v in VOTER_ATTACKS for d in defences if _votes(d) and d != "governed_aggregate"
@@ -225,6 +232,17 @@ def scenarios(
         for seed in seed_list
     ]
     return attacked, clean
+
+
+def clean_accuracies(clean: list[tuple[tuple[Any, ...], RunResult]]) -> list[dict[str, Any]]:
+    """Every defence's mean final accuracy without attackers, per (task, clients, partition): the baselines."""
+    runs: dict[tuple[Any, ...], list[float]] = {}
+    for key, result in clean:
+        runs.setdefault(key, []).append(result.accuracy)
+    return [
+        {"task": t, "clients": n, "partition": p, "defence": d, "accuracy": round(statistics.fmean(a), 4)}
+        for (t, n, p, d), a in runs.items()
+    ]
 
 
 def summarise(
@@ -410,15 +428,17 @@ def run_study(
     where: Grid | None = None,
     canary_rate_bps: int | None = None,
     etas: tuple[float, ...] | None = None,
+    clean_only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Play every run (in ``workers`` processes) and summarise; ``where`` replaces tasks x clients x partitions.
 
-    ``canary_rate_bps`` replaces the task default's canary rate in every governed run.
+    ``canary_rate_bps`` replaces the task default's canary rate in every governed run; defences in
+    ``clean_only`` play no attacked run.
     """
     started = time.monotonic()
     defences = defences or (("fedavg", "governed") if quick else DEFENCES)
     where = where or grid(tasks, clients, partitions)
-    attacked, clean = scenarios(quick, seeds, where, rounds, defences, attacks, canary_rate_bps, etas)
+    attacked, clean = scenarios(quick, seeds, where, rounds, defences, attacks, canary_rate_bps, etas, clean_only)
     every = [s for _, s in attacked] + [s for _, s in clean]
     results = _play_all(every, workers)
     done_attacked = [(key, r) for (key, _), r in zip(attacked, results[: len(attacked)], strict=True)]
@@ -432,9 +452,11 @@ def run_study(
         "rounds": rounds,
         "canary_rate_bps": every[0].incentives.canary_rate_bps if every else canary_rate_bps,
         "defences": list(defences),
+        "clean_only": list(clean_only),
         "runs": len(every),
         "wall_s": round(time.monotonic() - started, 1),
         "cells": [c.model_dump() for c in summarise(done_attacked, done_clean)],
+        "clean": clean_accuracies(done_clean),
     }
 
 
@@ -527,17 +549,19 @@ def markdown(study: dict[str, Any]) -> str:
         if c["clean_false_rejection"] is not None
     }
     if clean_rows:
+        plain_clean = {(c["task"], c["clients"], c["partition"], c["defence"]): c["accuracy"] for c in study["clean"]}
         lines += [
             "",
-            "| clean run: task | clients | partition | defence | accuracy | honest rejected | honest ejected |"
-            " worst honest net |",
-            "|---|---:|---|---|---:|---:|---:|---:|",
+            "| clean run: task | clients | partition | defence | accuracy | FedAvg (no governance) | honest rejected |"
+            " honest ejected | worst honest net |",
+            "|---|---:|---|---|---:|---:|---:|---:|---:|",
         ]
         for (task, clients, partition, d), c in sorted(clean_rows.items(), key=lambda kv: kv[0]):
+            fedavg = plain_clean.get((task, clients, partition, "fedavg"))
             lines.append(
                 f"| {task} | {clients} | {partition} | {d} | {c['clean_accuracy']:.3f} | "
-                f"{_pct(c['clean_false_rejection'])} | {c['clean_honest_ejected']} | "
-                f"{_eth(c['clean_honest_net_min_wei'])} |"
+                f"{'-' if fedavg is None else f'{fedavg:.3f}'} | {_pct(c['clean_false_rejection'])} | "
+                f"{c['clean_honest_ejected']} | {_eth(c['clean_honest_net_min_wei'])} |"
             )
     return "\n".join(lines)
 
@@ -655,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         where=where,
         canary_rate_bps=args.canary_rate_bps,
         etas=etas,
+        clean_only=preset.get("clean_only", ()) if not args.defences else (),
     )
     if args.json_path is not None:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -296,7 +296,7 @@ class InProcessRun:
         ledger = _Ledger(incentives, pool=incentives.pool_wei)
         for client in self.clients:  # everyone registers with the same stake, in partition order
             ledger.members[client.address] = _Member(stake=incentives.stake_wei)
-        mode = VoteMode.AGGREGATE if self.scenario.defence == "governed_aggregate" else VoteMode.PER_UPDATE
+        mode = self.vote_mode
         strategy = self.plugin.server_strategy()
         outcomes = []
         for r in range(1, self.scenario.rounds + 1):
@@ -483,10 +483,21 @@ class InProcessRun:
         )
         return state, outcome
 
+    @property
+    def vote_mode(self) -> VoteMode:
+        """What the governed defence votes on: the aggregate (``governed_aggregate``) or each update."""
+        return VoteMode.AGGREGATE if self.scenario.defence == "governed_aggregate" else VoteMode.PER_UPDATE
+
     def _aggregate(self, strategy: object, r: int, state: Arrays, updates: dict[str, tuple[Arrays, int]]) -> Arrays:
         ordered = [updates[a] for a in sorted(updates)]
         with quiet_flower():
-            aggregated = state | self.plugin.aggregate(strategy, r, state, ordered)  # type: ignore[arg-type]
+            aggregated = state | self.plugin.governed_aggregate(
+                strategy,  # type: ignore[arg-type]
+                r,
+                state,
+                ordered,
+                per_update=self.vote_mode is VoteMode.PER_UPDATE,
+            )
         return self.plugin.server_update(self.task, self.scenario.seed, r, aggregated)
 
 

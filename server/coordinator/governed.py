@@ -434,9 +434,12 @@ class GovernedStrategy(Strategy):
         return updates
 
     def _aggregate(self, r: int, previous: Arrays, updates: dict[str, tuple[Arrays, int]]) -> Arrays:
-        """The plug-in's aggregate of ``updates`` in proposer-address order (deterministic), then the server's step."""
+        """The plug-in's governed aggregate of ``updates`` in proposer-address order, then the server's step."""
         ordered = [updates[address] for address in sorted(updates)]
-        return self.server_update(r, self.plugin.aggregate(self.inner, r, previous, ordered))
+        per_update = self.config.vote_mode is VoteMode.PER_UPDATE
+        return self.server_update(
+            r, self.plugin.governed_aggregate(self.inner, r, previous, ordered, per_update=per_update)
+        )
 
     def _vote(
         self,

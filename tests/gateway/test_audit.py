@@ -21,6 +21,7 @@ from fedledger.audit.report import verify
 from fedledger.audit.source import GatewaySource
 from fedledger.contracts import sortition
 from fedledger.contracts import typed_data as td
+from fedledger.server.gateway.blobstore import keccak256
 from fedledger.server.gateway.proto import gateway_pb2 as pb
 from tests.conftest import fedledger
 from tests.gateway.conftest import Gateway, start_gateway
@@ -33,8 +34,11 @@ def model(seed: int) -> OrderedDict[str, np.ndarray]:
     )
 
 
-def play(gw: Gateway) -> pb.RoundRoles:
-    """One per-update round: three real model updates, the first two accepted, their FedAvg published."""
+def play(gw: Gateway, bounded: bool = True) -> pb.RoundRoles:
+    """One per-update round: three real model updates, the first two accepted, their governed FedAvg published.
+
+    ``bounded=False``: a coordinator that skips the bound (publishes their plain FedAvg).
+    """
     gw.register_all()
     gw.client.store_blob(gw.coordinator, codec.encode(model(0)))
     roles = gw.open()
@@ -45,7 +49,9 @@ def play(gw: Gateway) -> pb.RoundRoles:
     gw.reveal_all(roles, 0b011)  # the last reveal finalizes the round
     state = gw.client.round(1)
     accepted = sorted((p.address, p.num_examples) for p in state.proposers if p.accepted)
-    aggregate = get_strategy("fedavg").aggregate_offline(None, [(updates[a], n) for a, n in accepted])
+    # As the coordinator: the governed aggregate (bounded by the median change) from the initial model.
+    plugin, pairs = get_strategy("fedavg"), [(updates[a], n) for a, n in accepted]
+    aggregate = plugin.governed_aggregate_offline(model(0), pairs) if bounded else plugin.aggregate_offline(None, pairs)
     assert aggregate is not None
     gw.client.propose_model(gw.coordinator, "publishGlobal", 1, codec.encode(aggregate))
     return roles
@@ -64,7 +70,8 @@ def audit_cli(gw: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, pb.RoundRoles]]:
     """One played round shared by the module (tests that tamper restore what they change)."""
-    gw = start_gateway(tmp_path_factory.mktemp("audit") / "gateway")
+    initial = keccak256(codec.encode(model(0)))
+    gw = start_gateway(tmp_path_factory.mktemp("audit") / "gateway", initial_model_hash=initial)
     try:
         yield gw, play(gw)
     finally:
@@ -80,7 +87,7 @@ def test_verify_passes_on_an_honest_history(played: tuple[Gateway, pb.RoundRoles
     report = verify(state, source, len(events))
     assert report.disagreements == [] and report.ok
     assert report.rounds_checked == 1
-    assert report.blobs_ok == len(roles.proposers) + 1  # the updates and the published global model
+    assert report.blobs_ok == len(roles.proposers) + 2  # the initial model, the updates, the published global model
     assert report.blobs_corrupted == 0
     result = audit_cli(gw, "verify")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -142,6 +149,20 @@ def test_verify_recomputes_the_published_global_model(played: tuple[Gateway, pb.
     ]
     report = verify(replay(events, source.config), source, len(events))
     assert any("is not the fedavg aggregate" in d for d in report.disagreements)
+
+
+def test_verify_catches_a_coordinator_that_publishes_the_unbounded_aggregate(tmp_path: Path) -> None:
+    """The attack: a coordinator favours the largest accepted update by skipping the median bound."""
+    gw = start_gateway(tmp_path / "gateway", initial_model_hash=keccak256(codec.encode(model(0))))
+    try:
+        play(gw, bounded=False)
+        source = GatewaySource(gw.client)
+        events = source.events()
+        report = verify(replay(events, source.config), source, len(events))
+        assert any("is not the fedavg aggregate" in d for d in report.disagreements)
+    finally:
+        gw.client.close()
+        gw.server.stop(grace=1)
 
 
 def test_rounds_round_and_participant_reports(played: tuple[Gateway, pb.RoundRoles]) -> None:

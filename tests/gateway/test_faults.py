@@ -14,6 +14,7 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from fedledger.aggregation.base import Arrays
 from fedledger.deploy.anvil import AnvilNode
 from fedledger.server.gateway.client import GatewayClient
 from fedledger.server.gateway.proto import gateway_pb2 as pb
@@ -115,8 +116,14 @@ def test_sigkill_after_the_ack_loses_no_action_and_a_retry_gets_the_same_outcome
         gateway.stop()
 
 
-def _play_round(client: GatewayClient, coordinator: LocalAccount, keys: dict[str, LocalAccount]) -> int:
-    """Open a round, every proposer commits a model, every voter accepts all it reviews; publish their FedAvg."""
+def _play_round(
+    client: GatewayClient, coordinator: LocalAccount, keys: dict[str, LocalAccount], previous: Arrays | None = None
+) -> tuple[int, Arrays]:
+    """Open a round, every proposer commits a model, every voter accepts all it reviews; publish their aggregate.
+
+    From a known ``previous`` global model the coordinator's governed aggregate (bounded by the median
+    change); from an unknown one (a first round from a placeholder hash), their plain FedAvg.
+    """
     from fedledger import codec
     from fedledger.aggregation.registry import get_strategy
 
@@ -135,10 +142,14 @@ def _play_round(client: GatewayClient, coordinator: LocalAccount, keys: dict[str
     state = client.round(roles.round)
     assert state.phase == "FINALIZED" and all(p.accepted for p in state.proposers)
     accepted = sorted((p.address, p.num_examples) for p in state.proposers)
-    aggregate = get_strategy("fedavg").aggregate_offline(None, [(updates[a], n) for a, n in accepted])
+    plugin, pairs = get_strategy("fedavg"), [(updates[a], n) for a, n in accepted]
+    if previous is None:
+        aggregate = plugin.aggregate_offline(None, pairs)
+    else:
+        aggregate = plugin.governed_aggregate_offline(previous, pairs)
     assert aggregate is not None
     client.propose_model(coordinator, "publishGlobal", roles.round, codec.encode(aggregate))
-    return roles.round
+    return roles.round, aggregate
 
 
 @pytest.mark.anvil
@@ -170,12 +181,13 @@ def test_anvil_stopped_and_started_again_from_its_state_file_the_federation_cont
         with GatewayClient(server.start(), timeout=60, reconnect=True) as client:
             for key in keys[1:]:
                 client.register(key, 2 * ETH)
-            assert _play_round(client, coordinator, by_address) == 1
+            first, published = _play_round(client, coordinator, by_address)
+            assert first == 1
             node.stop()  # anvil writes its state file on the way out
             assert (tmp_path / "anvil-state.json").stat().st_size > 0
             node.start()  # same port, same state: the gateway never restarted
             assert client.task_info().current_round == 1
-            assert _play_round(client, coordinator, by_address) == 2
+            assert _play_round(client, coordinator, by_address, published)[0] == 2
             source = GatewaySource(client)
             events = source.events()
             assert verify(replay(events, source.config), source, len(events)).disagreements == []

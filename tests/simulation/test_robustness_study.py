@@ -85,6 +85,26 @@ def test_runs_started_longest_first_come_back_in_the_study_s_order() -> None:
     assert strip == [{k: v for k, v in c.items() if k != "wall_s"} for c in alone["cells"]]
 
 
+def test_a_clean_only_baseline_plays_no_attacked_run_and_its_accuracy_is_reported() -> None:
+    """The --heterogeneity preset keeps plain FedAvg for the clean-run comparison only."""
+    from bench.robustness import HETEROGENEITY, markdown, run_study, scenarios
+
+    assert HETEROGENEITY["clean_only"] == ("fedavg",)
+    where = (("digits", 10, "iid"),)
+    defences, attacks = ("fedavg", "median", "governed"), (("sign_flip", "honest"), ("none", "accept_all"))
+    attacked, clean = scenarios(False, 1, where, 2, defences, attacks, clean_only=("fedavg",))
+    assert {s.defence for _, s in attacked} == {"median", "governed"}
+    assert {s.defence for _, s in clean} == set(defences)
+    study = run_study(
+        seeds=1, rounds=2, workers=1, defences=defences, attacks=attacks, where=where, clean_only=("fedavg",)
+    )
+    assert {c["defence"] for c in study["cells"]} == {"median", "governed"}
+    baseline = [c for c in study["clean"] if c["defence"] == "fedavg"]
+    assert len(baseline) == 1 and 0.0 < baseline[0]["accuracy"] <= 1.0
+    row = next(line for line in markdown(study).splitlines() if line.startswith("| digits | 10 | iid | governed |"))
+    assert f"| {baseline[0]['accuracy']:.3f} |" in row
+
+
 def test_quick_clean_runs_meet_issue_27s_targets(quick: tuple[dict[str, Any], str]) -> None:
     """Clean federations: <= 2 % of honest updates rejected, no honest member ejected, every honest net > 0.
 

@@ -252,7 +252,9 @@ def test_flippers_are_rejected_and_slashed_while_honest_non_iid_work_passes(rule
             assert (slashed[attacker] > 0) != verdicts[f"{attacker} undecided"], (seed, attacker)
             caught += slashed[attacker] > 0
         assert slashed["honest 1"] == slashed["honest 2"] == 0, seed
-    assert caught >= 5  # of 8 flipped updates rejected and slashed (measured: 5; the other 3 left undecided)
+    # Of 8 flipped updates rejected and slashed, the others left undecided. Measured: 4 since round 1's
+    # governed aggregate is bounded by the median change (5 before: round 2 starts from another model).
+    assert caught >= 4
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
