@@ -33,13 +33,17 @@ def _changed(previous: Arrays, update: Arrays) -> list[str]:
     ]
 
 
-def change_norm(previous: Arrays, update: Arrays) -> float:
-    """The L2 length (float64) of ``update``'s change from ``previous`` over the arrays it changes."""
+def _length(previous: Arrays, update: Arrays, names: list[str]) -> float:
     total = 0.0
-    for k in _changed(previous, update):
+    for k in names:
         change = update[k].astype(np.float64) - previous[k].astype(np.float64)
         total += float(np.dot(change.ravel(), change.ravel()))
     return math.sqrt(total)
+
+
+def change_norm(previous: Arrays, update: Arrays) -> float:
+    """The L2 length (float64) of ``update``'s change from ``previous`` over the arrays it changes."""
+    return _length(previous, update, _changed(previous, update))
 
 
 def bound_to_median(previous: Arrays, updates: list[tuple[Arrays, int]]) -> list[tuple[Arrays, int]]:
@@ -51,17 +55,17 @@ def bound_to_median(previous: Arrays, updates: list[tuple[Arrays, int]]) -> list
     """
     if len(updates) < 2:
         return list(updates)
-    lengths = [change_norm(previous, u) for u, _ in updates]
+    changed = [_changed(previous, u) for u, _ in updates]
+    lengths = [_length(previous, u, names) for (u, _), names in zip(updates, changed, strict=True)]
     bound = float(np.median(lengths))
     bounded = []
-    for (update, examples), length in zip(updates, lengths, strict=True):
+    for (update, examples), length, names in zip(updates, lengths, changed, strict=True):
         if length <= bound:
             bounded.append((update, examples))
             continue
         factor = bound / length
-        changed = set(_changed(previous, update))
         scaled = OrderedDict(
-            (k, (previous[k] + factor * (v - previous[k])).astype(v.dtype) if k in changed else v)
+            (k, (previous[k] + factor * (v - previous[k])).astype(v.dtype) if k in names else v)
             for k, v in update.items()
         )
         bounded.append((scaled, examples))
